@@ -1,0 +1,94 @@
+"""Reading weights safely, and matching them to a backbone.
+
+Every load uses ``torch.load(..., weights_only=True)``: a checkpoint is data,
+and a file that needs arbitrary unpickling is refused with a message rather
+than executed.  Accepted layouts: a bare state dict; keys prefixed with
+``arcface.``, ``module.`` or ``backbone.`` (reference, DDP, insightface); and
+arcbench's own training checkpoints (``{"backbone": ..., "head": ...}``).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Dict, Mapping
+
+import torch
+
+from .errors import ArcbenchError
+
+PREFIXES = ("module.", "arcface.", "backbone.", "_orig_mod.")
+
+
+def load_file(path) -> dict:
+    """``torch.load`` with ``weights_only=True`` and one-line errors."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ArcbenchError("checkpoint not found", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ArcbenchError(
+            "refusing to load: the file needs more than plain tensors (weights_only=True). "
+            "If you trust it, re-save its state_dict with torch.save(model.state_dict(), ...). "
+            f"({first[:200]})", path) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
+        raise ArcbenchError(f"cannot read checkpoint: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}",
+                            path) from None
+
+
+def strip_prefixes(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in PREFIXES:
+                if key.startswith(p):
+                    key, changed = key[len(p):], True
+        out[key] = value
+    return out
+
+
+def backbone_state(obj, path="") -> Dict[str, torch.Tensor]:
+    """The backbone's state dict out of any accepted checkpoint layout."""
+    if isinstance(obj, dict):
+        for key in ("backbone", "model", "state_dict", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ArcbenchError("not a state dict of tensors (nor an arcbench checkpoint)", path)
+    return strip_prefixes(obj)
+
+
+def load_backbone_weights(model: torch.nn.Module, path) -> None:
+    """Strict load into ``model``; a mismatch lists the missing, unexpected and misshaped keys."""
+    state = backbone_state(load_file(path), path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                 for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or misshaped:
+        def brief(items):
+            return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {brief(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {brief(unexpected)}")
+        if misshaped:
+            parts.append(f"shape mismatch: {brief(misshaped)}")
+        raise ArcbenchError(f"weights do not match {type(model).__name__}: " + "; ".join(parts), path)
+    model.load_state_dict(state, strict=True)
+
+
+def load_backbone(name: str, weights=None, **kwargs) -> torch.nn.Module:
+    """Create a registered backbone and (optionally) load weights into it."""
+    from .plugins import create_backbone
+
+    model = create_backbone(name, **kwargs)
+    if weights:
+        load_backbone_weights(model, weights)
+    return model

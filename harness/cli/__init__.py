@@ -1,0 +1,70 @@
+"""The ``arcbench`` command line (click).
+
+Each sub-command lives in its own module in this package and attaches itself
+to :data:`main`.  Errors a user can cause are :class:`ArcbenchError`: they are
+printed as one line and exit 2; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import ArcbenchError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ArcbenchError as exc:
+            if os.environ.get("ARCBENCH_DEBUG") or (ctx.obj or {}).get("debug"):
+                raise
+            click.echo(f"arcbench: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="arcbench")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("--plugin", "plugin_modules", multiple=True, metavar="MODULE",
+              help="Import and register an extra plugin module (repeatable). Plugins otherwise load "
+                   "only from the 'arcbench' entry-point group.")
+@click.pass_context
+def main(ctx, debug, plugin_modules):
+    """Train, verify and benchmark ArcFace face recognition on any PyTorch device.
+
+    Start with `arcbench run` (trains on an embedded synthetic data set, no download),
+    then `arcbench report runs/`.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    if debug:
+        os.environ["ARCBENCH_DEBUG"] = "1"  # worker processes inherit it
+    from .. import plugins
+
+    for mod in plugin_modules:
+        plugins.load_plugin_module(mod)
+
+
+def echo_json(obj) -> None:
+    import json
+
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def echo_table(rows, columns=None) -> None:
+    """A plain aligned text table (pandas is imported lazily for speed)."""
+    if not rows:
+        click.echo("(none)")
+        return
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=columns)
+    click.echo(df.to_string(index=False, na_rep="-"))
+
+
+# Sub-commands register themselves on import.
+from . import bench, data, eval, info, report, run, verify  # noqa: E402,F401

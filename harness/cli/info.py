@@ -1,0 +1,77 @@
+"""`arcbench plugins`, `arcbench devices`, `arcbench backbones`, `arcbench heads`."""
+from __future__ import annotations
+
+import click
+
+from . import echo_json, echo_table, main
+from .. import plugins
+
+
+@main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins_cmd(as_json):
+    """List loaded plugins: name, hooks, version, built in or not."""
+    rows = plugins.list_plugins()
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table([{**r, "hooks": ",".join(r["hooks"])} for r in rows],
+                   ["name", "builtin", "version", "distribution", "hooks"])
+
+
+@main.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def devices_cmd(as_json):
+    """List devices with availability, collective backend and AMP dtype.
+
+    `--device auto` picks the first available of sdaa, cuda, cpu.
+    """
+    rows = [dev.info() for dev in plugins.devices().values()]
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table(rows, ["name", "available", "dist_backend", "amp_dtype", "device_name", "reason"])
+
+
+def backbone_rows(names=None, with_flops=True):
+    from ..flops import forward_flops
+
+    rows = []
+    for name, spec in sorted(plugins.backbones().items()):
+        if names and name not in names:
+            continue
+        model = spec.create()
+        params = sum(p.numel() for p in model.parameters())
+        flops = forward_flops(model, spec.input_size) if with_flops else None
+        rows.append({"name": name, "embedding_size": spec.embedding_size, "input_size": spec.input_size,
+                     "params": params, "gflops": None if flops is None else round(flops / 1e9, 3),
+                     "margin_scale": spec.margin_scale, "plugin": spec.plugin})
+    return rows
+
+
+@main.command("backbones")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--no-flops", is_flag=True, help="Skip FLOP counting (faster).")
+@click.argument("names", nargs=-1)
+def backbones_cmd(as_json, no_flops, names):
+    """List backbones: embedding size, parameter count, GFLOPs per 112x112 image."""
+    from ..errors import UnknownNameError
+
+    known = plugins.backbones()
+    for n in names:
+        if n not in known:
+            raise UnknownNameError("backbone", n, known)
+    rows = backbone_rows(set(names), with_flops=not no_flops)
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table(rows)
+
+
+@main.command("heads")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def heads_cmd(as_json):
+    """List margin heads."""
+    rows = [{"name": n, "description": s.description, "plugin": s.plugin}
+            for n, s in sorted(plugins.heads().items())]
+    echo_json(rows) if as_json else echo_table(rows)

@@ -1,0 +1,98 @@
+"""Additive-margin softmax heads: ArcFace, CosFace and the combined margin.
+
+All three share one form: the class-weight and embedding vectors are
+L2-normalised, the target logit ``cos(theta)`` is replaced by a margin
+function of theta, and everything is multiplied by the scale ``s``.  The
+margin is computed in fp32 even under autocast: ``acos`` and ``sqrt`` near
++/-1 are where half precision breaks.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arcbench import hookimpl
+
+
+def _autocast_off(tensor: torch.Tensor):
+    try:
+        return torch.autocast(device_type=tensor.device.type, enabled=False)
+    except RuntimeError:  # device type without autocast support
+        import contextlib
+        return contextlib.nullcontext()
+
+
+class MarginHead(nn.Module):
+    def __init__(self, in_features: int, num_classes: int, s: float = 64.0):
+        super().__init__()
+        self.in_features, self.num_classes, self.s = in_features, num_classes, float(s)
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        nn.init.xavier_uniform_(self.weight)
+
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(embeddings.float()), F.normalize(self.weight.float()))
+
+    def target_logit(self, cos_t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with _autocast_off(embeddings):
+            cos = self.cosine(embeddings).clamp(-1.0, 1.0)
+            idx = labels.view(-1, 1).long()
+            cos_t = cos.gather(1, idx)
+            logits = cos.scatter(1, idx, self.target_logit(cos_t))
+            return logits * self.s
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, num_classes={self.num_classes}, s={self.s}"
+
+
+class ArcFace(MarginHead):
+    """cos(theta + m); past theta = pi - m, falls back to cos(theta) - sin(pi - m) * m."""
+
+    def __init__(self, in_features, num_classes, s=64.0, m=0.5, easy_margin=False):
+        super().__init__(in_features, num_classes, s)
+        self.m, self.easy_margin = float(m), bool(easy_margin)
+        self.cos_m, self.sin_m = math.cos(m), math.sin(m)
+        self.th = math.cos(math.pi - m)
+        self.mm = math.sin(math.pi - m) * m
+
+    def target_logit(self, cos_t):
+        sin_t = torch.sqrt((1.0 - cos_t * cos_t).clamp(0.0, 1.0))
+        phi = cos_t * self.cos_m - sin_t * self.sin_m
+        if self.easy_margin:
+            return torch.where(cos_t > 0, phi, cos_t)
+        return torch.where(cos_t > self.th, phi, cos_t - self.mm)
+
+
+class CosFace(MarginHead):
+    """cos(theta) - m."""
+
+    def __init__(self, in_features, num_classes, s=64.0, m=0.35):
+        super().__init__(in_features, num_classes, s)
+        self.m = float(m)
+
+    def target_logit(self, cos_t):
+        return cos_t - self.m
+
+
+class CombinedMargin(MarginHead):
+    """cos(m1 * theta + m2) - m3 (insightface's combined margin)."""
+
+    def __init__(self, in_features, num_classes, s=64.0, m1=1.0, m2=0.5, m3=0.0):
+        super().__init__(in_features, num_classes, s)
+        self.m1, self.m2, self.m3 = float(m1), float(m2), float(m3)
+
+    def target_logit(self, cos_t):
+        theta = torch.acos(cos_t.clamp(-1.0 + 1e-7, 1.0 - 1e-7))
+        return torch.cos(self.m1 * theta + self.m2) - self.m3
+
+
+@hookimpl
+def register_heads(register):
+    register("arcface", ArcFace, description="ArcFace additive angular margin: cos(theta + m)")
+    register("cosface", CosFace, description="CosFace additive cosine margin: cos(theta) - m")
+    register("combined", CombinedMargin, description="combined margin: cos(m1*theta + m2) - m3")
