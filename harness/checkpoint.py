@@ -38,6 +38,7 @@ def load_file(path) -> dict:
 
 
 def strip_prefixes(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Remove wrapper prefixes (DDP ``module.``, reference ``arcface.`` ...) from every key."""
     out = {}
     for key, value in state.items():
         changed = True
@@ -50,8 +51,24 @@ def strip_prefixes(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]
     return out
 
 
-def backbone_state(obj, path="") -> Dict[str, torch.Tensor]:
-    """The backbone's state dict out of any accepted checkpoint layout."""
+def _candidates(state: Mapping[str, torch.Tensor]):
+    """Ways to read ``state`` as a backbone: as is, all prefixes stripped, or only the keys
+    under one prefix (a reference training checkpoint also holds ``head.weight``)."""
+    yield dict(state)
+    yield strip_prefixes(state)
+    for p in PREFIXES:
+        sub = {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+        if sub:
+            yield strip_prefixes(sub)
+
+
+def backbone_state(obj, path="", expected_keys=None) -> Dict[str, torch.Tensor]:
+    """The backbone's state dict out of any accepted checkpoint layout.
+
+    With ``expected_keys`` (the model's own keys) the reading that matches most
+    of them wins, so a model whose real keys start with e.g. ``backbone.`` is
+    not broken by prefix stripping.
+    """
     if isinstance(obj, dict):
         for key in ("backbone", "model", "state_dict", "model_state_dict"):
             if isinstance(obj.get(key), dict):
@@ -59,13 +76,26 @@ def backbone_state(obj, path="") -> Dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ArcbenchError("not a state dict of tensors (nor an arcbench checkpoint)", path)
-    return strip_prefixes(obj)
+    if expected_keys is None:
+        return strip_prefixes(obj)
+    expected = set(expected_keys)
+    best, best_score = None, (-1, 0)
+    for cand in _candidates(obj):
+        hits = len(expected.intersection(cand))
+        score = (hits, -len(cand))  # most matches, then fewest leftovers
+        if score > best_score:
+            best, best_score = cand, score
+    return best
 
 
 def load_backbone_weights(model: torch.nn.Module, path) -> None:
     """Strict load into ``model``; a mismatch lists the missing, unexpected and misshaped keys."""
-    state = backbone_state(load_file(path), path)
     own = model.state_dict()
+    state = backbone_state(load_file(path), path, expected_keys=own.keys())
+    # Older checkpoints lack BatchNorm's num_batches_tracked; it does not affect inference.
+    for k in own:
+        if k not in state and k.endswith("num_batches_tracked"):
+            state[k] = own[k]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     misshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"

@@ -100,6 +100,9 @@ class _NoScaler:
     def is_enabled(self) -> bool:
         return False
 
+    def get_scale(self) -> float:
+        return 1.0
+
     def scale(self, loss):
         return loss
 

@@ -12,15 +12,21 @@ empty string to load none.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
-import sys
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pluggy
 
 from arcbench import hookspecs
 from arcbench.errors import ArcbenchError, UnknownNameError
+
+# Importing a subpackage binds it as an attribute of this package, which would
+# replace the registry functions ``devices()``, ``backbones()`` and ``heads()``
+# defined below with modules.  Import the subpackages first so the function
+# definitions come last and win; later imports of their modules do not rebind.
+from . import backbones as _backbones_pkg, devices as _devices_pkg, heads as _heads_pkg  # noqa: E402,F401
 
 ENTRY_POINT_GROUP = "arcbench"
 
@@ -42,41 +48,72 @@ _dist_of: Dict[str, Tuple[str, str]] = {}  # plugin name -> (distribution, versi
 
 
 def _entry_points():
+    """``(entry_point, distribution)`` pairs of the ``arcbench`` group.
+
+    Walks distributions rather than ``entry_points()`` so the distribution's
+    name and version are known on Python 3.9 too (``EntryPoint.dist`` is 3.10+).
+    """
     from importlib import metadata
 
-    eps = metadata.entry_points()
-    if hasattr(eps, "select"):
-        return list(eps.select(group=ENTRY_POINT_GROUP))
-    return list(eps.get(ENTRY_POINT_GROUP, []))  # Python 3.9
+    for dist in metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP:
+                yield ep, dist
+
+
+def _norm(name: str) -> str:
+    """Distribution names compare case-insensitively with -, _ and . alike (PEP 503)."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 def load_plugins() -> pluggy.PluginManager:
-    """Register built-ins and installed entry points, once per process."""
+    """Register built-ins and installed entry points, once per process.
+
+    Safe to call again after a failure: what already registered is skipped.
+    """
     global _loaded
     if _loaded:
         return pm
-    _loaded = True
     for modname in BUILTIN_PLUGINS:
         mod = importlib.import_module(modname)
         if not pm.is_registered(mod):
             pm.register(mod, modname)
     allow = os.environ.get("ARCBENCH_LOAD_PLUGINS")
-    allowed = None if allow is None else {s.strip() for s in allow.split(",") if s.strip()}
-    for ep in _entry_points():
-        dist = getattr(ep, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else ""
-        if allowed is not None and ep.name not in allowed and dist_name not in allowed:
+    allowed = None if allow is None else {_norm(s) for s in allow.split(",") if s.strip()}
+    for ep, dist in _entry_points():
+        dist_name = dist.metadata["Name"] or ""
+        if allowed is not None and _norm(ep.name) not in allowed and _norm(dist_name) not in allowed:
             continue
-        if pm.get_plugin(ep.name) is not None:
-            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue  # the same distribution seen twice on sys.path
         try:
             mod = ep.load()
         except Exception as exc:  # a broken third-party plugin must not take the tool down silently
-            raise ArcbenchError(f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+            raise ArcbenchError(f"plugin {ep.name!r} ({ep.value}) failed to import: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        if pm.is_registered(mod):
+            continue
         pm.register(mod, ep.name)
-        _dist_of[ep.name] = (dist_name, dist.version if dist is not None else "")
+        _dist_of[ep.name] = (dist_name, dist.version or "")
+    _loaded = True
     _invalidate()
     return pm
+
+
+def reset() -> None:
+    """Forget every registered plugin so the next call loads them afresh.
+
+    For tests (and long-lived hosts) that install or remove plugins at run time.
+    """
+    global _loaded
+    for plugin in list(pm.get_plugins()):
+        pm.unregister(plugin)
+    _loaded = False
+    _dist_of.clear()
+    _invalidate()
+    importlib.invalidate_caches()  # importlib.metadata caches sys.path listings
 
 
 def load_plugin_module(modname: str) -> None:
@@ -92,9 +129,20 @@ def load_plugin_module(modname: str) -> None:
 
 
 def register_plugin(obj, name: Optional[str] = None) -> None:
-    """Register a plugin object directly (tests and embedding applications)."""
+    """Register a plugin object directly (tests and embedding applications).
+
+    ``obj`` is a module, an instance, or a class; a class is instantiated
+    without arguments so that its ``@hookimpl`` methods are bound.
+    """
     load_plugins()
-    pm.register(obj, name)
+    if inspect.isclass(obj):
+        obj = obj()
+    if name is not None and pm.get_plugin(name) is not None:
+        raise ArcbenchError(f"a plugin named {name!r} is already registered")
+    try:
+        pm.register(obj, name)
+    except (ValueError, pluggy.PluginValidationError) as exc:
+        raise ArcbenchError(f"cannot register plugin {name or obj!r}: {exc}") from exc
     _invalidate()
 
 
@@ -115,6 +163,7 @@ def list_plugins() -> List[dict]:
         name = pm.get_name(plugin)
         builtin = name in BUILTIN_PLUGINS
         dist, version = _dist_of.get(name, ("arcbench", __version__) if builtin else ("", ""))
+        version = version or str(getattr(plugin, "__version__", "") or "")
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         rows.append({"name": name, "hooks": hooks, "version": version or None,
                      "distribution": dist or None, "builtin": builtin})
@@ -157,6 +206,11 @@ def _invalidate() -> None:
 
 
 def _collect(hook_name: str, make: Callable) -> dict:
+    """Run one registration hook over every plugin, remembering who registered what.
+
+    Later registrations of a name replace earlier ones, so a third-party plugin
+    (loaded after the built-ins) can override a built-in on purpose.
+    """
     if hook_name in _cache:
         return _cache[hook_name]
     load_plugins()
@@ -166,10 +220,14 @@ def _collect(hook_name: str, make: Callable) -> dict:
         plugin_name = impl.plugin_name
 
         def register(*args, _plugin=plugin_name, **kwargs):
-            item = make(_plugin, *args, **kwargs)
+            try:
+                item = make(_plugin, *args, **kwargs)
+            except TypeError as exc:
+                raise ArcbenchError(f"plugin {_plugin!r}: bad {hook_name} registration: {exc}") from exc
             found[item.name] = item
 
-        impl.function(register=register)
+        # pluggy lets an implementation declare fewer arguments than the spec.
+        impl.function(**{arg: register for arg in impl.argnames})
     _cache[hook_name] = found
     return found
 
@@ -187,6 +245,7 @@ def devices() -> Dict[str, "object"]:
 
 
 def backbones() -> Dict[str, BackboneSpec]:
+    """All registered backbones by name."""
     return _collect("register_backbones",
                     lambda plugin, name, factory, **kw: BackboneSpec(
                         name, factory, plugin=plugin,
@@ -194,6 +253,7 @@ def backbones() -> Dict[str, BackboneSpec]:
 
 
 def heads() -> Dict[str, HeadSpec]:
+    """All registered margin heads by name."""
     return _collect("register_heads",
                     lambda plugin, name, factory, **kw: HeadSpec(name, factory, plugin=plugin, **kw))
 
@@ -220,7 +280,8 @@ def require_device(name: str = "auto"):
     dev = get_device(name)
     ok, reason = dev.is_available()
     if not ok:
-        raise ArcbenchError(f"device {dev.name!r} is unavailable: {reason}")
+        reason = reason[len("unavailable: "):] if reason.startswith("unavailable: ") else reason
+        raise ArcbenchError(f"device {dev.name!r} is unavailable: {reason or 'no reason given'}")
     return dev
 
 

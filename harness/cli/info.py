@@ -33,16 +33,45 @@ def devices_cmd(as_json):
         echo_table(rows, ["name", "available", "dist_backend", "amp_dtype", "device_name", "reason"])
 
 
-def backbone_rows(names=None, with_flops=True):
-    from ..flops import forward_flops
+def _measure(spec, with_flops: bool):
+    """``(params, flops)`` of one backbone.
 
-    rows = []
-    for name, spec in sorted(plugins.backbones().items()):
-        if names and name not in names:
-            continue
+    Built on the meta device first: no memory is allocated and no arithmetic
+    done, so listing iresnet200 is quick.  A backbone that cannot run on meta
+    (data-dependent code) is measured on the CPU instead.
+    """
+    import torch
+
+    from ..flops import count_flops, forward_flops
+
+    try:
+        with torch.device("meta"):
+            model = spec.create().eval()
+        params = sum(p.numel() for p in model.parameters())
+        if not with_flops:
+            return params, None
+        x = torch.zeros(1, 3, spec.input_size, spec.input_size, device="meta")
+        with torch.no_grad():
+            return params, count_flops(lambda: model(x))
+    except Exception:  # noqa: BLE001  (any meta failure: fall back to real tensors)
         model = spec.create()
         params = sum(p.numel() for p in model.parameters())
-        flops = forward_flops(model, spec.input_size) if with_flops else None
+        return params, (forward_flops(model, spec.input_size) if with_flops else None)
+
+
+def _natural(name: str):
+    """Sort key that puts iresnet18 before iresnet100."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def backbone_rows(names=None, with_flops=True):
+    rows = []
+    for name, spec in sorted(plugins.backbones().items(), key=lambda kv: _natural(kv[0])):
+        if names and name not in names:
+            continue
+        params, flops = _measure(spec, with_flops)
         rows.append({"name": name, "embedding_size": spec.embedding_size, "input_size": spec.input_size,
                      "params": params, "gflops": None if flops is None else round(flops / 1e9, 3),
                      "margin_scale": spec.margin_scale, "plugin": spec.plugin})

@@ -1,2 +1,225 @@
-"""`arcbench run` (filled in by its issue)."""
-from . import main  # noqa: F401
+"""`arcbench run`: train, verify and record one run (the main job).
+
+The SDAA model zoo's flags (``--model_name --batch_size --use_amp
+--train_data_path ...``) work as given in its README, with ``True``/``False``
+values, alongside arcbench's own dashed flags.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import main
+
+SEED_MODEL_NAMES = ("arcface",)
+
+
+def _opt(*names, **kw):
+    return click.option(*names, **kw)
+
+
+RUN_HELP = """Train ArcFace, verify after each epoch, and record everything in a run directory.
+
+With no arguments it trains MobileFaceNet on an embedded set of synthetic face
+identities (generated once into ~/.cache/arcbench, no download) on the best
+available device (sdaa, then cuda, then cpu), verifies on held-out synthetic
+identities with the LFW 10-fold protocol, and writes runs/<run_id>/.
+
+\b
+Batch size: --batch-size is PER PROCESS (the global batch is it times the
+number of processes); the seed's --batch_size is GLOBAL, as in the model zoo
+(--nproc_per_node 3 --batch_size 96 means 32 per process).
+
+\b
+Examples:
+  arcbench run
+  arcbench run --device cuda --backbone iresnet50 --train-data faces_webface_112x112 \\
+      --val-bin faces_webface_112x112/lfw.bin --epochs 20 --batch-size 128 --amp
+  arcbench run --model_name arcface --nproc_per_node 3 --batch_size 96 --lr 1e-2 --device sdaa \\
+      --epoch 50 --distributed True --use_amp True --train_data_path datasets \\
+      --train_annotation_path cls_train.txt --val_data_path lfw --val_pairs_path model_data/lfw_pair.txt
+  arcbench run --eval_batch_size 256 --device sdaa --model_path model_data/arcface_mobilefacenet.pth \\
+      --do_eval=True --val_data_path lfw --val_pairs_path model_data/lfw_pair.txt
+"""
+
+
+@main.command("run", help=RUN_HELP, context_settings={"max_content_width": 110})
+# -- what to train
+@_opt("--device", default="auto", show_default=True, help="Device plugin: auto, cpu, cuda, sdaa, or a third-party one.")
+@_opt("--backbone", default=None, help="Backbone plugin (default mobilefacenet). See `arcbench backbones`.")
+@_opt("--model_name", "--model-name", "model_name", default=None,
+      help="Seed spelling: 'arcface' (the default model) or a backbone name.")
+@_opt("--head", default="arcface", show_default=True, help="Margin head: arcface, cosface, combined.")
+@_opt("--margin-s", type=float, default=None, help="Head scale s (default: 32 for mobilefacenet, 64 otherwise).")
+@_opt("--margin-m", type=float, default=0.5, show_default=True, help="Head margin m.")
+# -- data
+@_opt("--train-data", "--train_data_path", "--train-data-path", "train_data", default=None,
+      help="Image folder (root/<identity>/<img>), a cls_train.txt, a RecordIO folder (train.rec/.idx), "
+           "or 'synthetic' (random tensors on the device: pure compute). Default: embedded synthetic faces.")
+@_opt("--annotation", "--train_annotation_path", "--train-annotation-path", "annotation", default=None,
+      help="cls_train.txt index ('<label>;<path>' lines) for an image folder.")
+@_opt("--val-data", "--val_data_path", "--val-data-path", "val_data", default=None,
+      help="LFW-layout folder (<name>/<name>_0001.jpg); needs --val-pairs.")
+@_opt("--val-pairs", "--val_pairs_path", "--val-pairs-path", "val_pairs", default=None,
+      help="Pairs file: lfw_pair.txt or the official LFW pairs.txt.")
+@_opt("--val-bin", default=None, help="insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin).")
+@_opt("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
+      help="Corrupt training images: skip and count them, or stop the run.")
+@_opt("--workers", type=int, default=None, help="DataLoader worker processes per rank (default: from the CPU count).")
+# -- length and optimisation
+@_opt("--epochs", "--epoch", "--total_epochs", "epochs", type=int, default=None,
+      help="Epochs (default 4 for the embedded set, 50 otherwise).")
+@_opt("--max-steps", type=int, default=None, help="Stop after this many optimiser steps in total.")
+@_opt("--batch-size", "batch_size", type=int, default=None, help="Batch size PER PROCESS (default 64).")
+@_opt("--batch_size", "seed_batch_size", type=int, default=None, help="Seed spelling: GLOBAL batch size.")
+@_opt("--lr", type=float, default=None,
+      help="Learning rate for a batch of 64; scaled linearly with the global batch and clamped "
+           "(SGD 5e-4..0.1, AdamW 3e-4..1e-3), as in the reference. Default 0.1 (SGD), 1e-3 (AdamW).")
+@_opt("--no-lr-scaling", is_flag=True, help="Use --lr as given.")
+@_opt("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
+      help="SGD: momentum 0.9, nesterov, weight decay 5e-4 (foreach). AdamW: weight decay 5e-4.")
+@_opt("--schedule", type=click.Choice(["cosine", "step"]), default="cosine", show_default=True,
+      help="Per-iteration schedule after linear warm-up: cosine to 1%, or x0.1 at 50% and 75%.")
+@_opt("--warmup-steps", type=int, default=None, help="Linear warm-up steps (default 5% of the run, at most an epoch).")
+@_opt("--grad-clip", type=float, default=None, help="Clip the gradient norm to this value.")
+@_opt("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init, augmentation).")
+# -- precision and speed
+@_opt("--amp/--no-amp", default=None, help="Mixed precision via the device plugin (cuda/sdaa fp16 + GradScaler, cpu bf16).")
+@_opt("--precision", type=click.Choice(["fp32", "amp"]), default=None, help="Same as --amp/--no-amp.")
+@_opt("--use_amp", "--use-amp", "use_amp", type=click.BOOL, default=None, help="Seed spelling: True/False.")
+@_opt("--compile", is_flag=True, help="torch.compile the model (slow first steps, faster after).")
+@_opt("--channels-last/--no-channels-last", default=True, show_default=True, help="channels_last memory format.")
+# -- processes
+@_opt("--nproc", "--nproc_per_node", "--nproc-per-node", "nproc", type=int, default=1, show_default=True,
+      help="Processes on this node, launched with torch's elastic launcher (torchrun's engine).")
+@_opt("--distributed", type=click.BOOL, default=None, help="Seed spelling: False forces one process.")
+@_opt("--nnodes", type=int, default=1, show_default=True, help="Number of nodes.")
+@_opt("--node-rank", "--node_rank", "node_rank", type=int, default=0, show_default=True, help="This node's rank.")
+@_opt("--master-addr", "--master_addr", "master_addr", default="127.0.0.1", show_default=True,
+      help="Address of node 0.")
+@_opt("--master-port", "--master_port", "master_port", type=int, default=29505, show_default=True,
+      help="Port on node 0.")
+# -- evaluation
+@_opt("--eval-batch-size", "--eval_batch_size", "eval_batch_size", type=int, default=256, show_default=True,
+      help="Batch size for embedding verification images.")
+@_opt("--flip", is_flag=True, help="Verification adds the mirrored image's embedding.")
+@_opt("--do_eval", "--do-eval", "do_eval", type=click.BOOL, default=False,
+      help="Seed spelling: True evaluates --model_path on the verification set instead of training.")
+@_opt("--model_path", "--model-path", "--weights", "weights", default=None,
+      help="Backbone weights for --do_eval (or to start training from).")
+# -- recording
+@_opt("--out", default="runs", show_default=True, help="Runs root; each run writes OUT/<run_id>/.")
+@_opt("--run-id", default=None, help="Name of the run directory (sanitised). Default: time-mode-backbone-device-xxxx.")
+@_opt("--resume", type=click.Path(exists=True, file_okay=False), default=None,
+      help="Continue the run in this run directory from its last checkpoint.")
+@_opt("--checkpoint-every", type=int, default=1, show_default=True, help="Checkpoint every N epochs (0: never).")
+@_opt("--checkpoint-steps", type=int, default=0, show_default=True, help="Also checkpoint every N steps (0: never).")
+@_opt("--log-interval", type=int, default=20, show_default=True,
+      help="Steps between loss reads (the only host sync for the loss) and log lines.")
+@_opt("--quiet", is_flag=True, help="No progress bar or log lines; only the final summary.")
+@_opt("--synthetic-classes", type=int, default=1000, show_default=True, help="Classes for --train-data synthetic.")
+@_opt("--synthetic-steps", type=int, default=100, show_default=True, help="Steps per epoch for --train-data synthetic.")
+def run_cmd(**o):
+    from ..config import RunConfig
+    from ..errors import ArcbenchError
+    from ..runner import RunFailed, execute
+
+    cfg = build_config(o)
+    try:
+        run_dir, summary = execute(cfg, resume=o["resume"], log=lambda m: click.echo(m, err=False))
+    except RunFailed as exc:
+        click.echo(f"arcbench: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("arcbench: interrupted; the run saved a checkpoint (continue with --resume)", err=True)
+        sys.exit(130)
+    print_summary(run_dir, summary, cfg.out)
+
+
+def build_config(o: dict):
+    """Map arcbench's and the seed's flags onto one RunConfig."""
+    from ..config import RunConfig
+    from ..errors import ArcbenchError
+
+    backbone = o["backbone"]
+    if o["model_name"] and o["model_name"] not in SEED_MODEL_NAMES:
+        backbone = backbone or o["model_name"]
+    backbone = backbone or "mobilefacenet"
+    precision = o["precision"]
+    if o["amp"] is not None:
+        precision = "amp" if o["amp"] else "fp32"
+    if o["use_amp"] is not None:
+        precision = "amp" if o["use_amp"] else "fp32"
+    nproc = o["nproc"]
+    if o["distributed"] is False:
+        nproc = 1
+    world = nproc * o["nnodes"]
+    if o["batch_size"] is not None and o["seed_batch_size"] is not None:
+        raise ArcbenchError("give --batch-size (per process) or --batch_size (global), not both")
+    if o["seed_batch_size"] is not None:
+        global_batch = o["seed_batch_size"]
+    else:
+        per = o["batch_size"] if o["batch_size"] is not None else 64
+        global_batch = per * world
+    embedded = o["train_data"] is None
+    epochs = o["epochs"] if o["epochs"] is not None else (RunConfig.epochs if embedded else 50)
+    lr = o["lr"] if o["lr"] is not None else (0.1 if o["optimizer"] == "sgd" else 1e-3)
+    return RunConfig(
+        mode="eval" if o["do_eval"] else "train", device=o["device"], backbone=backbone, head=o["head"],
+        margin_s=o["margin_s"], margin_m=o["margin_m"], train_data=o["train_data"], annotation=o["annotation"],
+        val_data=o["val_data"], val_pairs=o["val_pairs"], val_bin=o["val_bin"], weights=o["weights"],
+        epochs=epochs, max_steps=o["max_steps"], batch_size=global_batch, lr=lr,
+        scale_lr=not o["no_lr_scaling"], optimizer=o["optimizer"], schedule=o["schedule"],
+        warmup_steps=o["warmup_steps"], grad_clip=o["grad_clip"], precision=precision or "fp32",
+        compile=o["compile"], channels_last=o["channels_last"], seed=o["seed"], nproc=nproc, nnodes=o["nnodes"],
+        node_rank=o["node_rank"], master_addr=o["master_addr"], master_port=o["master_port"],
+        workers=o["workers"], eval_batch_size=o["eval_batch_size"], eval_flip=o["flip"],
+        checkpoint_every=o["checkpoint_every"], checkpoint_steps=o["checkpoint_steps"],
+        log_interval=max(1, o["log_interval"]), on_bad_image=o["on_bad_image"], out=o["out"],
+        run_id=o["run_id"], quiet=o["quiet"], synthetic_classes=o["synthetic_classes"],
+        synthetic_steps=o["synthetic_steps"],
+    )
+
+
+def _fmt(v, spec=""):
+    if v is None:
+        return "-"
+    try:
+        return format(v, spec)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def print_summary(run_dir: str, s: dict, out_root: str) -> None:
+    if not s:
+        return
+    mem = s.get("peak_memory")
+    rows = [
+        ("status", s.get("status")),
+        ("device", f"{s.get('device')} ({s.get('device_name') or '-'})"),
+        ("backbone / head", f"{s.get('backbone')} / {s.get('head')}"),
+        ("precision", s.get("precision")),
+        ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"),
+        ("train / eval set", f"{s.get('train_set')} / {s.get('eval_set')}"
+         + ("  [synthetic]" if s.get("synthetic") else "")),
+        ("epochs / steps", f"{_fmt(s.get('epochs'))} / {_fmt(s.get('steps'))}"),
+        ("throughput (median)", f"{_fmt(s.get('throughput_median'), '.1f')} img/s "
+                                f"(compute {_fmt(s.get('compute_ips'), '.1f')}, data wait "
+                                f"{_fmt((s.get('data_wait_fraction') or 0) * 100, '.1f')}%)"),
+        ("step latency p50/p95/p99", "/".join(_fmt(s.get(k) and s[k] * 1000, ".1f")
+                                             for k in ("latency_p50", "latency_p95", "latency_p99")) + " ms"),
+        ("peak memory", "-" if mem is None else f"{mem / 2**20:.0f} MiB ({s.get('peak_memory_kind', 'device')})"),
+        ("final loss", _fmt(s.get("final_loss"), ".4f")),
+        ("verification accuracy", "-" if s.get("lfw_accuracy") is None else
+         f"{s['lfw_accuracy']:.4f} ± {s.get('lfw_accuracy_std') or 0:.4f} (best {_fmt(s.get('best_lfw_accuracy'), '.4f')})"),
+        ("wall time", f"{_fmt(s.get('wall_time'), '.1f')} s"),
+    ]
+    if s.get("bad_images"):
+        rows.append(("bad images skipped", s["bad_images"]))
+    width = max(len(k) for k, _ in rows)
+    click.echo("")
+    for k, v in rows:
+        click.echo(f"  {k:<{width}}  {v}")
+    click.echo(f"\nrun directory: {run_dir}")
+    click.echo(f"report:        arcbench report {out_root}")

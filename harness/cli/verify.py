@@ -39,8 +39,9 @@ def verify_cmd(image_a, image_b, backbone, weights, threshold, device, flip, as_
 
     dev = plugins.require_device(device)
     spec = plugins.get_backbone(backbone)
-    model = load_backbone(backbone, weights).to(dev.torch_device()).eval()
+    # Decode the photos first: a typo in a file name should not wait for the weights to load.
     batch = torch.stack([load_tensor(image_a, spec.input_size), load_tensor(image_b, spec.input_size)])
+    model = load_backbone(backbone, weights).to(dev.torch_device()).eval()
     emb = embed_batch(model, batch, dev, flip=flip)
     cosine = float((emb[0] * emb[1]).sum())
     distance = float(torch.dist(emb[0], emb[1]))

@@ -8,26 +8,34 @@ import torch
 from arcbench import hookimpl
 from arcbench.device import Device
 
-#: Dense peak FLOP/s by GPU model substring: (fp32, tf32, fp16/bf16 tensor cores).
-#: From the vendors' data sheets; SXM parts where two form factors exist.
+#: Dense peak FLOP/s by GPU model substring: (fp32, tf32, fp16 tensor cores, bf16 tensor cores).
+#: From the vendors' data sheets (no sparsity); SXM parts where two form factors exist.
+#: ``None`` means the GPU has no such unit (no TF32/bf16 before Ampere).
 PEAK_FLOPS = {
-    "H200": (67e12, 494.5e12, 989.5e12),
-    "H100": (67e12, 494.5e12, 989.5e12),
-    "A100": (19.5e12, 156e12, 312e12),
-    "L40S": (91.6e12, 183e12, 362e12),
-    "A10": (31.2e12, 62.5e12, 125e12),
-    "V100": (15.7e12, None, 125e12),
-    "T4": (8.1e12, None, 65e12),
-    "RTX 4090": (82.6e12, 82.6e12, 165.2e12),
-    "RTX 3090": (35.6e12, 35.6e12, 71e12),
+    "H200": (67e12, 494.5e12, 989.5e12, 989.5e12),
+    "H100": (67e12, 494.5e12, 989.5e12, 989.5e12),
+    "A100": (19.5e12, 156e12, 312e12, 312e12),
+    "L40S": (91.6e12, 183e12, 362e12, 362e12),
+    "A10": (31.2e12, 62.5e12, 125e12, 125e12),
+    "V100": (15.7e12, None, 125e12, None),
+    "T4": (8.1e12, None, 65e12, None),
+    "RTX 4090": (82.6e12, 82.6e12, 165.2e12, 165.2e12),
+    "RTX 3090": (35.6e12, 35.6e12, 71e12, 71e12),
 }
 
 
 def peak_flops_for(device_name: str, dtype: torch.dtype, tf32: bool = False) -> Optional[float]:
-    for key, (fp32, tf32_peak, half) in PEAK_FLOPS.items():
+    """Peak FLOP/s of the GPU named ``device_name`` for ``dtype``; None when not in the table.
+
+    The longest matching model name wins, so "A100" is never read as "A10".
+    """
+    for key in sorted(PEAK_FLOPS, key=len, reverse=True):
         if key in device_name:
-            if dtype in (torch.float16, torch.bfloat16):
-                return half
+            fp32, tf32_peak, fp16, bf16 = PEAK_FLOPS[key]
+            if dtype == torch.float16:
+                return fp16
+            if dtype == torch.bfloat16:
+                return bf16
             return tf32_peak if (tf32 and tf32_peak) else fp32
     return None
 

@@ -55,16 +55,24 @@ class SDAADevice(Device):
         _sdk()[1].set_device(local_rank)
 
     def _amp(self):
+        """The SDK's AMP module: ``torch_sdaa.amp`` (imported if it is a lazy submodule) or ``torch.sdaa.amp``."""
         mod, ns = _sdk()
-        return getattr(mod, "amp", None) or getattr(ns, "amp", None)
+        amp = getattr(mod, "amp", None)
+        if amp is None:
+            try:
+                amp = importlib.import_module("torch_sdaa.amp")
+            except ImportError:
+                amp = getattr(ns, "amp", None)
+        return amp
 
     def autocast(self, enabled: bool = True, dtype=None):
         if not enabled:
             return super().autocast(False)
+        dtype = dtype or self.amp_dtype
         amp = self._amp()
         if amp is not None and hasattr(amp, "autocast"):
-            return amp.autocast(enabled=True)
-        return torch.autocast(device_type="sdaa", dtype=dtype or self.amp_dtype)
+            return amp.autocast(enabled=True, dtype=dtype)
+        return torch.autocast(device_type="sdaa", dtype=dtype)
 
     def grad_scaler(self, enabled: bool = True, dtype=None):
         if not enabled or (dtype or self.amp_dtype) != torch.float16:

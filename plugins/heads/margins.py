@@ -61,7 +61,10 @@ class ArcFace(MarginHead):
         self.mm = math.sin(math.pi - m) * m
 
     def target_logit(self, cos_t):
-        sin_t = torch.sqrt((1.0 - cos_t * cos_t).clamp(0.0, 1.0))
+        # sqrt'(0) is infinite: keep |cos| a hair below 1 here so an embedding that
+        # coincides with its class centre yields finite (not NaN) gradients.
+        c = cos_t.clamp(-1.0 + 1e-7, 1.0 - 1e-7)
+        sin_t = torch.sqrt(1.0 - c * c)
         phi = cos_t * self.cos_m - sin_t * self.sin_m
         if self.easy_margin:
             return torch.where(cos_t > 0, phi, cos_t)

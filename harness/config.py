@@ -1,0 +1,162 @@
+"""RunConfig: every setting of a run in one validated dataclass.
+
+It is saved as ``config.json`` in the run directory, so every figure in a
+report traces back to the exact settings that produced it, and ``--resume``
+reloads it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import ArcbenchError
+
+#: the reference's nominal batch: lr is given for batch 64 and scaled linearly
+NOMINAL_BATCH = 64
+#: clamp of the scaled lr, as in the reference (SGD, AdamW)
+LR_LIMITS = {"sgd": (5e-4, 1e-1), "adamw": (3e-4, 1e-3)}
+
+
+@dataclass
+class RunConfig:
+    mode: str = "train"                 # train | eval | bench
+    device: str = "auto"
+    backbone: str = "mobilefacenet"
+    head: str = "arcface"
+    margin_s: Optional[float] = None    # None: the backbone's default (32 mobilefacenet, 64 others)
+    margin_m: float = 0.5
+    train_data: Optional[str] = None    # None: the embedded synthetic-faces set
+    annotation: Optional[str] = None
+    val_data: Optional[str] = None
+    val_pairs: Optional[str] = None
+    val_bin: Optional[str] = None
+    weights: Optional[str] = None       # eval mode / fine-tuning start point
+    epochs: int = 4
+    max_steps: Optional[int] = None
+    batch_size: int = 64                # global (all processes together)
+    lr: float = 0.1                     # nominal, for batch 64; scaled and clamped
+    scale_lr: bool = True
+    optimizer: str = "sgd"              # sgd | adamw
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"            # cosine | step
+    warmup_steps: Optional[int] = None  # None: 5% of the run, at most one epoch
+    step_milestones: tuple = (0.5, 0.75)
+    grad_clip: Optional[float] = None
+    precision: str = "fp32"             # fp32 | amp
+    compile: bool = False
+    channels_last: bool = True
+    seed: int = 0
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29505
+    workers: Optional[int] = None
+    eval_batch_size: int = 256
+    eval_every: int = 1
+    eval_flip: bool = False
+    checkpoint_every: int = 1           # epochs; 0 disables
+    checkpoint_steps: int = 0           # also every N steps within an epoch; 0 disables
+    log_interval: int = 20
+    timing_warmup: int = 5              # steps excluded from throughput figures
+    on_bad_image: str = "skip"          # skip | fail
+    record: bool = True                 # metrics.jsonl, progress; off only to measure overhead
+    out: str = "runs"
+    run_id: Optional[str] = None
+    quiet: bool = False
+    synthetic_classes: int = 1000       # classes for --train-data synthetic
+    synthetic_steps: int = 100          # steps per epoch for --train-data synthetic
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def amp(self) -> bool:
+        return self.precision == "amp"
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    @property
+    def per_process_batch(self) -> int:
+        return max(1, self.batch_size // self.world_size)
+
+    def effective_lr(self) -> float:
+        if not self.scale_lr:
+            return self.lr
+        lo, hi = LR_LIMITS[self.optimizer]
+        return min(max(self.batch_size / NOMINAL_BATCH * self.lr, lo), hi)
+
+    # ------------------------------------------------------------- validation
+    def validate(self) -> "RunConfig":
+        def bad(msg):
+            raise ArcbenchError(msg)
+
+        if self.mode not in ("train", "eval", "bench"):
+            bad(f"unknown mode {self.mode!r}")
+        if self.batch_size <= 0:
+            bad(f"--batch-size must be positive, got {self.batch_size}")
+        if self.batch_size % self.world_size:
+            bad(f"batch size {self.batch_size} does not split evenly over {self.world_size} processes")
+        if not (self.lr > 0) or math.isinf(self.lr):
+            bad(f"--lr must be a positive number, got {self.lr}")
+        if self.epochs <= 0:
+            bad(f"--epochs must be positive, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            bad(f"--max-steps must be positive, got {self.max_steps}")
+        if self.nproc <= 0 or self.nnodes <= 0:
+            bad("--nproc and --nnodes must be positive")
+        if not 0 <= self.node_rank < self.nnodes:
+            bad(f"--node-rank {self.node_rank} is outside 0..{self.nnodes - 1}")
+        if self.eval_batch_size <= 0:
+            bad(f"--eval-batch-size must be positive, got {self.eval_batch_size}")
+        if self.optimizer not in LR_LIMITS:
+            bad(f"unknown optimizer {self.optimizer!r}; known: {', '.join(LR_LIMITS)}")
+        if self.schedule not in ("cosine", "step"):
+            bad(f"unknown schedule {self.schedule!r}; known: cosine, step")
+        if self.precision not in ("fp32", "amp"):
+            bad(f"unknown precision {self.precision!r}; known: fp32, amp")
+        if self.on_bad_image not in ("skip", "fail"):
+            bad("--on-bad-image must be skip or fail")
+        if self.val_bin and (self.val_data or self.val_pairs):
+            bad("give either --val-bin or --val-data with --val-pairs, not both")
+        if bool(self.val_data) != bool(self.val_pairs):
+            bad("--val-data and --val-pairs go together")
+        for flag, path in (("--train-data", self.train_data), ("--val-data", self.val_data),
+                           ("--val-pairs", self.val_pairs), ("--val-bin", self.val_bin),
+                           ("--annotation", self.annotation), ("--weights", self.weights)):
+            if path and path != "synthetic" and not os.path.exists(path):
+                raise ArcbenchError(f"{flag}: path does not exist", path)
+        return self
+
+    # ---------------------------------------------------------------- storage
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["step_milestones"] = list(self.step_milestones)
+        d["effective_lr"] = self.effective_lr()
+        d["per_process_batch"] = self.per_process_batch
+        d["amp"] = self.amp
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        if "step_milestones" in kwargs:
+            kwargs["step_milestones"] = tuple(kwargs["step_milestones"])
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path) -> "RunConfig":
+        try:
+            with open(path) as fh:
+                return cls.from_dict(json.load(fh))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ArcbenchError(f"cannot read run config: {exc}", path) from None
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)

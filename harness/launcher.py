@@ -1,0 +1,81 @@
+"""Multi-process and multi-node runs on torch's own elastic launcher.
+
+``--nproc N`` starts N workers on this node through
+``torch.distributed.launcher.api.elastic_launch`` (the engine behind
+``torchrun``); ``--nnodes/--node-rank/--master-addr/--master-port`` join
+several nodes with the static rendezvous, exactly like ``torchrun``.  The
+agent watches the workers: when one dies the others are stopped and the run
+is recorded as ``failed`` with the reason, instead of hanging in a
+collective.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+from .config import RunConfig
+from .errors import ArcbenchError
+from .recorder import Recorder
+
+
+def launch_config(cfg: RunConfig, monitor_interval: float = 0.5):
+    from torch.distributed.launcher.api import LaunchConfig
+
+    endpoint = f"{cfg.master_addr}:{cfg.master_port}"
+    return LaunchConfig(
+        min_nodes=cfg.nnodes, max_nodes=cfg.nnodes, nproc_per_node=cfg.nproc,
+        run_id=f"arcbench-{cfg.run_id or uuid.uuid4().hex[:8]}",
+        rdzv_backend="static", rdzv_endpoint=endpoint,
+        rdzv_configs={"rank": cfg.node_rank, "timeout": 300},
+        max_restarts=0, monitor_interval=monitor_interval, start_method="spawn",
+    )
+
+
+def launch(cfg: RunConfig, run_dir: str, resume: bool) -> dict:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+
+    from .worker import worker_main
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.nproc)))
+    try:
+        outputs = elastic_launch(launch_config(cfg), worker_main)(cfg.to_dict(), run_dir, resume)
+    except ChildFailedError as exc:
+        reason = _failure_reason(exc)
+        if run_dir:
+            rec = Recorder(run_dir)
+            if rec.summary.get("status") in (None, "running", "completed"):
+                rec.update_summary(status="failed", reason=reason)
+            elif not rec.summary.get("reason"):
+                rec.update_summary(reason=reason)
+        return Recorder(run_dir).summary if run_dir else {"status": "failed", "reason": reason}
+    except Exception as exc:  # rendezvous failures and the like
+        if run_dir:
+            Recorder(run_dir).update_summary(status="failed", reason=f"launcher: {type(exc).__name__}: {exc}"[:500])
+        raise ArcbenchError(f"distributed launch failed: {exc}") from exc
+    return outputs.get(0, {}) if isinstance(outputs, dict) else {}
+
+
+def _failure_reason(exc) -> str:
+    parts = []
+    for local_rank, failure in sorted(getattr(exc, "failures", {}).items()):
+        code = failure.exitcode
+        if code is not None and code < 0:
+            import signal
+
+            try:
+                what = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                what = f"killed by signal {-code}"
+        else:
+            what = f"exit code {code}"
+        msg = ""
+        err = getattr(failure, "message", None)
+        if isinstance(err, dict):
+            msg = str(err.get("message", {}).get("message", "") if isinstance(err.get("message"), dict)
+                      else err.get("message", ""))
+        elif err:
+            msg = str(err)
+        msg = msg.strip().splitlines()[-1][:300] if msg.strip() else ""
+        parts.append(f"worker rank {failure.rank} {what}" + (f": {msg}" if msg else ""))
+    return "; ".join(parts) or str(exc).splitlines()[0][:300]

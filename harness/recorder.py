@@ -1,0 +1,223 @@
+"""Run directories and DLLogger-format metrics.
+
+Layout: ``<out>/<run_id>/{config.json, system.json, metrics.jsonl,
+summary.json, checkpoints/, plots/}``.  JSON files are replaced atomically;
+``metrics.jsonl`` is append-only, one flushed line per record, so a crash
+loses at most the line being written (readers skip a torn last line).
+Metric names follow NVIDIA DLLogger practice (``train.loss``,
+``train.total_ips``, ``val.lfw.accuracy`` ...); the step is
+``(epoch, iteration)``, ``(epoch,)`` or ``()``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from typing import Optional
+
+from . import atomic
+from .errors import ArcbenchError
+
+METRIC_META = {
+    "train.loss": {"unit": "", "format": ":.4f"},
+    "train.lr": {"unit": "", "format": ":.6f"},
+    "train.total_ips": {"unit": "images/s", "format": ":.1f"},
+    "train.compute_ips": {"unit": "images/s", "format": ":.1f"},
+    "train.data_time": {"unit": "s", "format": ":.4f"},
+    "train.compute_time": {"unit": "s", "format": ":.4f"},
+    "val.lfw.accuracy": {"unit": "", "format": ":.4f"},
+    "val.lfw.accuracy_std": {"unit": "", "format": ":.4f"},
+    "val.ips": {"unit": "images/s", "format": ":.1f"},
+}
+
+_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def sanitize_run_id(run_id: str) -> str:
+    """Keep run ids to one safe path component: no separators, no '..'."""
+    clean = _SAFE_ID.sub("-", run_id).strip(".-")
+    if not clean:
+        raise ArcbenchError(f"invalid run id {run_id!r}")
+    return clean[:128]
+
+
+def new_run_id(backbone: str, device: str, mode: str = "train") -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return sanitize_run_id(f"{stamp}-{mode}-{backbone}-{device}-{secrets.token_hex(2)}")
+
+
+def create_run_dir(out: str, run_id: Optional[str] = None, *, backbone: str = "run", device: str = "x",
+                   mode: str = "train") -> str:
+    """Make ``out/run_id`` exclusively (concurrent runs never share one) and prove it is writable."""
+    out = os.path.abspath(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise ArcbenchError(f"cannot create the output directory: {exc.strerror}", out) from None
+    for _ in range(20):
+        rid = sanitize_run_id(run_id) if run_id is not None else new_run_id(backbone, device, mode)
+        path = os.path.join(out, rid)
+        if os.path.dirname(os.path.abspath(path)) != out:
+            raise ArcbenchError(f"run id {run_id!r} escapes the output directory", out)
+        try:
+            os.makedirs(path)
+        except FileExistsError:
+            if run_id is not None:
+                raise ArcbenchError("run directory already exists (use --resume to continue it)", path) from None
+            continue
+        except OSError as exc:
+            raise ArcbenchError(f"cannot create the run directory: {exc.strerror}", path) from None
+        check_writable(path)
+        return path
+    raise ArcbenchError("could not pick a unique run id", out)
+
+
+def check_writable(path: str, need_bytes: int = 1 << 20) -> None:
+    """Fail before training starts if the run directory is unwritable or the disk is full."""
+    probe = os.path.join(path, ".write-probe")
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.unlink(probe)
+        st = os.statvfs(path)
+        free = st.f_bavail * st.f_frsize
+    except OSError as exc:
+        raise ArcbenchError(f"output directory is not writable: {exc.strerror}", path) from None
+    if free < need_bytes:
+        raise ArcbenchError(f"output disk is full ({free} bytes free)", path)
+
+
+def git_commit() -> Optional[str]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def system_info(device, world_size: int = 1) -> dict:
+    import torch
+
+    from .device import cpu_model
+
+    return {
+        "device": device.describe(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "host": socket.gethostname(),
+        "world_size": world_size,
+        "git_commit": git_commit(),
+        "arcbench": __import__("arcbench").__version__,
+    }
+
+
+class MetricsLog:
+    """DLLogger JSON-lines writer (``DLLL {...}``), or ``tcap_dllogger`` when importable."""
+
+    def __init__(self, path: str, use_tcap: Optional[bool] = None):
+        self.path = path
+        self.start = time.time()
+        self._fh = open(path, "a", buffering=1, encoding="utf-8")
+        self._tcap = None
+        if use_tcap is None:
+            use_tcap = os.environ.get("ARCBENCH_TCAP_DLLOGGER", "1") != "0"
+        if use_tcap:
+            try:
+                import tcap_dllogger  # noqa: F401  (SDAA images ship it)
+
+                self._tcap = tcap_dllogger
+                self._tcap_logger = tcap_dllogger.Logger(
+                    [tcap_dllogger.JSONStreamBackend(tcap_dllogger.Verbosity.VERBOSE, path + ".tcap")])
+            except Exception:
+                self._tcap = None
+
+    def _write(self, record: dict) -> None:
+        self._fh.write("DLLL " + json.dumps(record, default=atomic._default) + "\n")
+
+    def metadata(self, metric: str, meta: dict) -> None:
+        now = time.time()
+        self._write({"timestamp": f"{now:.3f}", "datetime": _dt.datetime.fromtimestamp(now).isoformat(),
+                     "elapsedtime": f"{now - self.start:.3f}", "type": "METADATA", "metric": metric,
+                     "metadata": meta})
+        if self._tcap is not None:
+            self._tcap_logger.metadata(metric, meta)
+
+    def log(self, step, data: dict) -> None:
+        now = time.time()
+        self._write({"timestamp": f"{now:.3f}", "datetime": _dt.datetime.fromtimestamp(now).isoformat(),
+                     "elapsedtime": f"{now - self.start:.3f}", "type": "LOG", "step": list(step), "data": data})
+        if self._tcap is not None:
+            self._tcap_logger.log(step=tuple(step), data=data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+        if self._tcap is not None:
+            self._tcap_logger.flush()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._fh.close()
+
+
+class Recorder:
+    """Everything rank 0 writes into one run directory."""
+
+    def __init__(self, run_dir: str, enabled: bool = True):
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.summary: dict = {}
+        self.metrics: Optional[MetricsLog] = None
+        os.makedirs(os.path.join(run_dir, "plots"), exist_ok=True)
+        os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+        self._load_summary()
+
+    def _load_summary(self) -> None:
+        path = os.path.join(self.run_dir, "summary.json")
+        if os.path.exists(path):
+            try:
+                with open(path) as fh:
+                    self.summary = json.load(fh)
+            except (OSError, ValueError):
+                self.summary = {}
+
+    def open_metrics(self) -> MetricsLog:
+        if self.metrics is None:
+            self.metrics = MetricsLog(os.path.join(self.run_dir, "metrics.jsonl"))
+            for name, meta in METRIC_META.items():
+                self.metrics.metadata(name, meta)
+        return self.metrics
+
+    def log(self, step, data: dict) -> None:
+        if self.enabled:
+            self.open_metrics().log(step, data)
+
+    def write_json(self, name: str, obj) -> None:
+        atomic.write_json(os.path.join(self.run_dir, name), obj)
+
+    def update_summary(self, **fields) -> dict:
+        self.summary.update(fields)
+        self.write_json("summary.json", self.summary)
+        return self.summary
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+    def path(self, *parts) -> str:
+        return os.path.join(self.run_dir, *parts)

@@ -1,0 +1,336 @@
+"""The training loop: one process's part of a run (DDP-ready).
+
+Hot-loop rules: no ``.item()`` per step (losses collect in a device buffer
+that is read once per ``log_interval``), the device is synchronised once per
+step so the step timer is honest, warm-up steps are excluded from the
+throughput figures, and data-wait time is measured apart from compute.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import resource
+import sys
+import time
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import train_state
+from .config import RunConfig
+from .errors import ArcbenchError
+from .recorder import Recorder
+from .stats import step_stats
+
+
+class NonFiniteLoss(ArcbenchError):
+    """The loss became NaN or infinite: the run stops, the last good checkpoint stays."""
+
+
+class FaceModel(nn.Module):
+    """Backbone + margin head, so DDP and torch.compile see one module."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images), labels)
+
+
+def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+    lr = cfg.effective_lr()
+    params = list(params)
+    if cfg.optimizer == "sgd":
+        kwargs = dict(lr=lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+        try:
+            return torch.optim.SGD(params, foreach=True, **kwargs)
+        except TypeError:  # very old torch
+            return torch.optim.SGD(params, **kwargs)
+    kwargs = dict(lr=lr, weight_decay=cfg.weight_decay)
+    try:
+        return torch.optim.AdamW(params, foreach=True, **kwargs)
+    except TypeError:
+        return torch.optim.AdamW(params, **kwargs)
+
+
+def lr_factor(cfg: RunConfig, total_steps: int, steps_per_epoch: int):
+    """Per-iteration multiplier: linear warm-up, then cosine to 1% (or steps of x0.1)."""
+    warmup = cfg.warmup_steps
+    if warmup is None:
+        warmup = min(steps_per_epoch, max(1, int(0.05 * total_steps)))
+    warmup = min(warmup, max(total_steps - 1, 0))
+    milestones = [int(m * total_steps) for m in cfg.step_milestones]
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if cfg.schedule == "step":
+            return 0.1 ** sum(step >= m for m in milestones)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def host_peak_rss() -> int:
+    """Peak resident memory of this process in bytes (the CPU 'device memory')."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
+    """Backbone and head from the registries; s defaults to the backbone's margin scale."""
+    from .plugins import get_backbone, create_head
+
+    spec = get_backbone(cfg.backbone)
+    backbone = spec.create()
+    s = cfg.margin_s if cfg.margin_s is not None else spec.margin_scale
+    head_kwargs = {"s": s}
+    if cfg.head in ("arcface", "cosface"):
+        head_kwargs["m"] = cfg.margin_m
+    head = create_head(cfg.head, spec.embedding_size, num_classes, **head_kwargs)
+    return FaceModel(backbone, head)
+
+
+class Trainer:
+    """Builds everything for one process and runs the epochs."""
+
+    def __init__(self, cfg: RunConfig, device, train_data, vset=None, recorder: Optional[Recorder] = None,
+                 rank: int = 0, local_rank: int = 0, world_size: int = 1, log=print):
+        self.cfg, self.device, self.data, self.vset = cfg, device, train_data, vset
+        self.rec, self.rank, self.world_size, self.log = recorder, rank, world_size, log
+        self.is_main = rank == 0
+        self.tdev = device.torch_device(local_rank)
+        self.face = build_face_model(cfg, train_data.num_classes).to(self.tdev)
+        if cfg.channels_last:
+            self.face = self.face.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(cfg, self.face.parameters())
+        self.steps_per_epoch = len(train_data)
+        if self.steps_per_epoch == 0:
+            raise ArcbenchError("the training set is smaller than one batch", cfg.train_data)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(cfg, self.total_steps, self.steps_per_epoch))
+        self.scaler = device.grad_scaler(cfg.amp)
+        self.model = self.face
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [local_rank] if self.tdev.type == "cuda" else None
+            self.model = DDP(self.face, device_ids=ids, broadcast_buffers=False, gradient_as_bucket_view=True)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best_accuracy = None
+        self.history = {"loss": [], "epoch_accuracy": [], "epoch_loss": []}
+        self.last_eval = None
+        self.data_times, self.compute_times = [], []
+        self.samples = 0
+
+    # ---------------------------------------------------------------- resume
+    def restore(self, path: str) -> None:
+        state = train_state.load(path)
+        face = train_state.unwrap(self.face)
+        face.backbone.load_state_dict(state["backbone"])
+        face.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+        self.global_step = int(state["global_step"])
+        self.best_accuracy = state.get("best_accuracy")
+        self.history = state.get("history") or self.history
+        train_state.set_rng_state(state["rng"])
+
+    def save_checkpoint(self, tag: Optional[str] = None) -> None:
+        if not (self.is_main and self.rec):
+            return
+        kwargs = dict(face_model=self.face, optimizer=self.optimizer, scheduler=self.scheduler,
+                      scaler=self.scaler, epoch=self.epoch, step_in_epoch=self.step_in_epoch,
+                      global_step=self.global_step, best_accuracy=self.best_accuracy, history=self.history)
+        train_state.save(self.rec.path("checkpoints", "last.pt"), **kwargs)
+        if tag:
+            train_state.save(self.rec.path("checkpoints", f"{tag}.pt"), **kwargs)
+
+    def export_backbone(self) -> Optional[str]:
+        if not (self.is_main and self.rec):
+            return None
+        from . import atomic
+
+        path = self.rec.path("backbone.pth")
+        atomic.torch_save(train_state.unwrap(self.face).backbone.state_dict(), path)
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict:
+        cfg = self.cfg
+        while self.epoch < cfg.epochs and self.global_step < self.total_steps:
+            self.train_epoch()
+            if self.step_in_epoch == 0:  # the epoch finished
+                if cfg.eval_every and self.vset is not None and (self.epoch % cfg.eval_every == 0
+                                                                or self.global_step >= self.total_steps):
+                    self.evaluate()
+                if cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0:
+                    self.save_checkpoint(tag=f"epoch{self.epoch:03d}")
+        if self.vset is not None and self.last_eval is None:
+            self.evaluate()
+        return self.results()
+
+    def train_epoch(self) -> None:
+        cfg, dev = self.cfg, self.device
+        self.data.set_epoch(self.epoch)
+        self.face.train()
+        steps = min(self.steps_per_epoch, self.total_steps - self.global_step + self.step_in_epoch)
+        it = iter(self.data)
+        if self.step_in_epoch:  # resumed inside an epoch: the sampler order is deterministic, skip ahead
+            it = itertools.islice(it, self.step_in_epoch, None)
+        buf = torch.zeros(max(1, cfg.log_interval), device=self.tdev)
+        pending = []  # (global_step, lr, data_time, compute_time) since the last flush
+        bar = self._progress(steps)
+        loss_sum, loss_count = 0.0, 0
+        images_per_step = cfg.per_process_batch
+        cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        dev.synchronize()
+        while self.step_in_epoch < steps:
+            t0 = time.perf_counter()
+            try:
+                images, labels = next(it)
+            except StopIteration:
+                break
+            images = images.to(self.tdev, non_blocking=True, memory_format=cl)
+            labels = labels.to(self.tdev, non_blocking=True)
+            t1 = time.perf_counter()
+            with dev.autocast(cfg.amp):
+                logits = self.model(images, labels)
+            loss = F.cross_entropy(logits.float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.face.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            lr = self.scheduler.get_last_lr()[0]
+            self.scheduler.step()
+            buf[len(pending)] = loss.detach()
+            dev.synchronize()
+            t2 = time.perf_counter()
+            data_time = t1 - t0
+            pending.append((self.global_step, lr, data_time, t2 - t1))
+            self.global_step += 1
+            self.step_in_epoch += 1
+            self.samples += images.shape[0]
+            if self.global_step > cfg.timing_warmup:
+                self.data_times.append(data_time)
+                self.compute_times.append(t2 - t1)
+            if bar is not None:
+                bar.update(1)
+            if len(pending) == buf.numel() or self.step_in_epoch >= steps:
+                s, c = self._flush(buf, pending, bar, images_per_step)
+                loss_sum, loss_count = loss_sum + s, loss_count + c
+                pending = []
+            if cfg.checkpoint_steps and self.global_step % cfg.checkpoint_steps == 0 and not pending:
+                self.save_checkpoint()
+        if pending:
+            s, c = self._flush(buf, pending, bar, images_per_step)
+            loss_sum, loss_count = loss_sum + s, loss_count + c
+        if bar is not None:
+            bar.close()
+        finished_epoch = self.step_in_epoch >= steps
+        if finished_epoch:
+            epoch_loss = loss_sum / max(1, loss_count)
+            self.history["epoch_loss"].append(epoch_loss)
+            if self.rec and self.is_main:
+                self.rec.log((self.epoch + 1,), {"train.loss": epoch_loss})
+            self.epoch += 1
+            self.step_in_epoch = 0
+
+    def _flush(self, buf, pending, bar, images_per_step):
+        """One host sync per interval: read the buffered losses, guard, log."""
+        n = len(pending)
+        values = buf[:n].tolist()
+        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        if bad:
+            step = pending[bad[0]][0] + 1
+            raise NonFiniteLoss(f"loss became {values[bad[0]]} at step {step}; stopped, last good checkpoint kept")
+        if self.is_main:
+            self.history["loss"].extend([[p[0] + 1, v] for p, v in zip(pending, values)])
+            gbatch = images_per_step * self.world_size
+            if self.rec:
+                for (gstep, lr, dt, ct), v in zip(pending, values):
+                    ep, it = divmod(gstep, self.steps_per_epoch)
+                    self.rec.log((ep + 1, it + 1), {
+                        "train.loss": v, "train.lr": lr, "train.data_time": dt, "train.compute_time": ct,
+                        "train.total_ips": gbatch / max(dt + ct, 1e-12),
+                        "train.compute_ips": gbatch / max(ct, 1e-12)})
+            last_dt, last_ct = pending[-1][2], pending[-1][3]
+            ips = gbatch / max(last_dt + last_ct, 1e-12)
+            if bar is not None:
+                bar.set_postfix(loss=f"{values[-1]:.3f}", ips=f"{ips:.0f}", lr=f"{pending[-1][1]:.4g}")
+            elif not self.cfg.quiet:
+                ep, it = divmod(pending[-1][0], self.steps_per_epoch)
+                self.log(f"DLLL epoch {ep + 1} step {it + 1}/{self.steps_per_epoch} "
+                         f"train.loss {values[-1]:.4f} train.total_ips {ips:.1f} train.lr {pending[-1][1]:.6f}")
+        return sum(values), n
+
+    def _progress(self, steps):
+        if not self.is_main or self.cfg.quiet or not sys.stdout.isatty():
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                    unit="step", dynamic_ncols=True, leave=False)
+
+    # ------------------------------------------------------------- evaluate
+    def evaluate(self) -> Optional[dict]:
+        """Verification on rank 0 alone; the other ranks wait at a barrier."""
+        result = None
+        if self.is_main:
+            from .evaluate import evaluate
+
+            face = train_state.unwrap(self.face)
+            result = evaluate(face.backbone, self.device, self.vset, batch_size=self.cfg.eval_batch_size,
+                              flip=self.cfg.eval_flip, amp=self.cfg.amp, workers=self.cfg.workers,
+                              progress=not self.cfg.quiet and sys.stdout.isatty())
+            self.last_eval = result
+            acc = float(result["accuracy"])
+            self.best_accuracy = acc if self.best_accuracy is None else max(self.best_accuracy, acc)
+            self.history["epoch_accuracy"].append([self.epoch, acc, float(result["accuracy_std"])])
+            if self.rec:
+                self.rec.log((self.epoch,), {"val.lfw.accuracy": acc,
+                                             "val.lfw.accuracy_std": float(result["accuracy_std"]),
+                                             "val.ips": float(result.get("images_per_second") or 0.0)})
+            if not self.cfg.quiet:
+                self.log(f"epoch {self.epoch}: verification accuracy {acc:.4f} ± {result['accuracy_std']:.4f} "
+                         f"on {result.get('name', 'pairs')} ({result.get('pairs_used')} pairs)")
+        if self.world_size > 1:
+            torch.distributed.barrier()
+        return result
+
+    # -------------------------------------------------------------- results
+    def results(self) -> dict:
+        """This rank's figures; throughput is summed over ranks by the caller."""
+        out = step_stats(self.data_times, self.compute_times, self.cfg.per_process_batch)
+        mem = self.device.memory_stats().get("peak_memory")
+        out["peak_memory"] = mem if mem is not None else host_peak_rss()
+        out["peak_memory_kind"] = "device" if mem is not None else "host_rss"
+        out["samples"] = self.samples
+        out["steps"] = self.global_step
+        out["epochs"] = self.epoch
+        out["final_loss"] = self.history["loss"][-1][1] if self.history["loss"] else None
+        out["bad_images"] = int(getattr(self.data, "bad_images", 0) or 0)
+        if self.last_eval is not None:
+            r = self.last_eval
+            out.update(lfw_accuracy=float(r["accuracy"]), lfw_accuracy_std=float(r["accuracy_std"]),
+                       val_at_far=r.get("val"), auc=r.get("auc"), eer=r.get("eer"),
+                       eval_pairs=r.get("pairs_used"), eval_pairs_skipped=r.get("pairs_skipped"))
+        out["best_lfw_accuracy"] = self.best_accuracy
+        return out

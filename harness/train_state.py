@@ -1,0 +1,93 @@
+"""Training checkpoints: everything needed to continue a run exactly.
+
+Saved atomically (``checkpoints/last.pt`` plus one per epoch) and loaded
+with ``weights_only=True``: RNG states and numpy arrays are stored as plain
+tensors and lists so no arbitrary unpickling is ever needed.
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import atomic
+from .checkpoint import load_file
+
+FORMAT = "arcbench-train-v1"
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": _tuple_to_list(random.getstate()),
+        "numpy": {"key": np_state[0], "array": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_list_to_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["key"], n["array"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuple_to_list(x):
+    return [_tuple_to_list(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _list_to_tuple(x):
+    return tuple(_list_to_tuple(v) for v in x) if isinstance(x, (tuple, list)) else x
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        elif hasattr(module, "module") and isinstance(module.module, torch.nn.Module):
+            module = module.module
+        else:
+            return module
+
+
+def save(path: str, *, face_model, optimizer, scheduler, scaler, epoch: int, step_in_epoch: int,
+         global_step: int, best_accuracy: Optional[float], history: dict) -> None:
+    face = unwrap(face_model)
+    atomic.torch_save({
+        "format": FORMAT,
+        "backbone": face.backbone.state_dict(),
+        "head": face.head.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "step_in_epoch": step_in_epoch,
+        "global_step": global_step,
+        "best_accuracy": best_accuracy,
+        "history": history,
+        "rng": rng_state(),
+    }, path)
+
+
+def load(path: str) -> dict:
+    state = load_file(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        from .errors import ArcbenchError
+
+        raise ArcbenchError("not an arcbench training checkpoint", path)
+    return state
+
+
+def latest(run_dir: str) -> Optional[str]:
+    path = os.path.join(run_dir, "checkpoints", "last.pt")
+    return path if os.path.exists(path) else None

@@ -1,0 +1,163 @@
+"""What each training process runs: data, trainer, and rank 0's recording."""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Optional
+
+import torch
+
+from .config import RunConfig
+from .errors import ArcbenchError
+from .recorder import Recorder
+
+
+def open_train_data(cfg: RunConfig, device, rank: int, world_size: int):
+    from .data.train_sets import SyntheticBatches, make_loader, open_train_set
+
+    if cfg.train_data == "synthetic":
+        return SyntheticBatches(cfg.per_process_batch, num_classes=cfg.synthetic_classes,
+                                steps_per_epoch=cfg.synthetic_steps, device=device.torch_device(),
+                                seed=cfg.seed + rank)
+    dataset = open_train_set(cfg.train_data, annotation=cfg.annotation, on_bad_image=cfg.on_bad_image)
+    return make_loader(dataset, batch_size=cfg.per_process_batch, rank=rank, world_size=world_size,
+                       seed=cfg.seed, workers=cfg.workers, pin_memory=device.torch_type != "cpu",
+                       on_bad_image=cfg.on_bad_image)
+
+
+def open_verification(cfg: RunConfig):
+    if not (cfg.val_data or cfg.val_bin):
+        return None
+    from .verification import load_verification
+
+    return load_verification(val_data=cfg.val_data, val_pairs=cfg.val_pairs, val_bin=cfg.val_bin)
+
+
+def _global_figures(results: dict, world_size: int, device) -> dict:
+    """Throughput is the sum over ranks; per-rank sample counts are gathered."""
+    if world_size == 1:
+        results["samples_per_rank"] = [results.get("samples", 0)]
+        return results
+    import torch.distributed as dist
+
+    keys = ("throughput_median", "throughput_mean", "compute_ips")
+    t = torch.tensor([float(results.get(k) or 0.0) for k in keys] + [float(results.get("samples", 0))],
+                     dtype=torch.float64)
+    gathered = [torch.zeros_like(t) for _ in range(world_size)]
+    if device.dist_backend == "nccl":
+        t = t.to(device.torch_device())
+        gathered = [g.to(t.device) for g in gathered]
+    dist.all_gather(gathered, t)
+    rows = torch.stack([g.cpu() for g in gathered])
+    for i, k in enumerate(keys):
+        results[k] = float(rows[:, i].sum())
+    results["samples_per_rank"] = [int(v) for v in rows[:, -1].tolist()]
+    return results
+
+
+def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] = None,
+                local_rank: Optional[int] = None, world_size: Optional[int] = None) -> dict:
+    """Entry point of one process (in-process for 1 process, else under elastic_launch)."""
+    from . import plugins
+    from .runner import install_sigterm
+
+    cfg = RunConfig.from_dict(cfg_dict)
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    local_rank = int(os.environ.get("LOCAL_RANK", 0)) if local_rank is None else local_rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    is_main = rank == 0 and bool(run_dir)
+    rec = Recorder(run_dir, enabled=cfg.record) if is_main else None
+    device = plugins.require_device(cfg.device)
+    install_sigterm()
+    trainer = None
+    try:
+        device.set_device(local_rank)
+        if world_size > 1:
+            import datetime
+
+            import torch.distributed as dist
+
+            dist.init_process_group(backend=device.dist_backend, timeout=datetime.timedelta(seconds=300))
+        device.seed(cfg.seed + rank)
+        from .train import Trainer
+
+        data = open_train_data(cfg, device, rank, world_size)
+        vset = open_verification(cfg) if rank == 0 else None
+        if rec:
+            rec.update_summary(train_set=data.name, eval_set=getattr(vset, "name", None),
+                               synthetic=bool(rec.summary.get("synthetic") or getattr(data, "synthetic", False)))
+        trainer = Trainer(cfg, device, data, vset, rec, rank=rank, local_rank=local_rank,
+                          world_size=world_size)
+        if resume:
+            from . import train_state
+
+            last = train_state.latest(run_dir) if run_dir else None
+            if last:
+                trainer.restore(last)
+                if rank == 0 and not cfg.quiet:
+                    print(f"arcbench: resumed from {last} at epoch {trainer.epoch + 1}, "
+                          f"step {trainer.global_step}", flush=True)
+        results = trainer.run()
+        results = _global_figures(results, world_size, device)
+        if rec:
+            trainer.export_backbone()
+            _plots(rec, trainer)
+            rec.update_summary(status="completed", reason=None, **results)
+            rec.log((), {k: v for k, v in results.items() if isinstance(v, (int, float)) and v is not None})
+        return rec.summary if rec else results
+    except KeyboardInterrupt:
+        if rec:
+            if trainer is not None:
+                trainer.save_checkpoint()
+            rec.update_summary(status="interrupted", reason="interrupted by signal; resume with --resume",
+                               **(_partial(trainer)))
+        raise
+    except ArcbenchError as exc:
+        if rec:
+            rec.update_summary(status="failed", reason=str(exc), **(_partial(trainer)))
+        raise
+    except Exception as exc:
+        if rec:
+            rec.update_summary(status="failed", reason=f"{type(exc).__name__}: {exc}"[:500],
+                               **(_partial(trainer)))
+            with open(rec.path("error.log"), "a") as fh:
+                traceback.print_exc(file=fh)
+        raise
+    finally:
+        if rec:
+            rec.close()
+        if world_size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _partial(trainer) -> dict:
+    if trainer is None:
+        return {}
+    try:
+        r = trainer.results()
+        return {k: r.get(k) for k in ("steps", "epochs", "final_loss", "throughput_median", "bad_images")}
+    except Exception:
+        return {}
+
+
+def _plots(rec: Recorder, trainer) -> None:
+    from .plots import plot_lines, plot_roc
+
+    hist = trainer.history
+    if hist["loss"]:
+        xs, ys = zip(*hist["loss"])
+        plot_lines({"train.loss": (list(xs), list(ys))}, rec.path("plots", "loss.png"),
+                   title="Training loss", xlabel="step", ylabel="loss")
+    if hist["epoch_accuracy"]:
+        xs = [row[0] for row in hist["epoch_accuracy"]]
+        ys = [row[1] for row in hist["epoch_accuracy"]]
+        plot_lines({"verification accuracy": (xs, ys)}, rec.path("plots", "accuracy.png"),
+                   title="Verification accuracy (10-fold)", xlabel="epoch", ylabel="accuracy")
+    ev = trainer.last_eval
+    if ev and ev.get("roc"):
+        plot_roc(ev["roc"]["fpr"], ev["roc"]["tpr"], rec.path("plots", "roc.png"),
+                 title=f"ROC on {ev.get('name', 'verification pairs')}", auc=ev.get("auc"))

@@ -1,0 +1,152 @@
+"""Margin heads against their closed-form definitions, computed independently in float64."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from arcbench import plugins
+
+N, D, C = 12, 16, 10
+
+
+@pytest.fixture()
+def batch():
+    """Random embeddings; the first four point almost opposite their class centre (theta near pi)."""
+    g = torch.Generator().manual_seed(0)
+    head = plugins.create_head("arcface", D, C)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(C, D, generator=g))
+    labels = torch.randint(0, C, (N,), generator=g)
+    emb = torch.randn(N, D, generator=g)
+    emb[:4] = -head.weight.detach()[labels[:4]] * 3 + 0.05 * torch.randn(4, D, generator=g)
+    return emb, labels, head.weight.detach().clone()
+
+
+def _cos64(emb, weight):
+    return F.normalize(emb.double()) @ F.normalize(weight.double()).t()
+
+
+def _expected(emb, labels, weight, s, target_fn):
+    cos = _cos64(emb, weight)
+    out = cos.clone()
+    for i, y in enumerate(labels.tolist()):
+        out[i, y] = target_fn(cos[i, y].item())
+    return out * s
+
+
+def _make(name, weight, **kwargs):
+    head = plugins.create_head(name, D, C, **kwargs)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+    return head
+
+
+def _arcface_target(m, easy=False):
+    def fn(c):
+        theta = math.acos(c)
+        if easy:
+            return math.cos(theta + m) if c > 0 else c
+        if theta + m <= math.pi:  # i.e. cos(theta) > cos(pi - m)
+            return math.cos(theta + m)
+        return c - math.sin(math.pi - m) * m  # keeps the target logit decreasing in theta
+    return fn
+
+
+def test_arcface_matches_closed_form_on_both_branches(batch):
+    emb, labels, weight = batch
+    m, s = 0.5, 64.0
+    target = _cos64(emb, weight).gather(1, labels.view(-1, 1)).squeeze(1)
+    fallback = torch.acos(target) + m > math.pi
+    assert fallback.any() and (~fallback).any()  # both branches are exercised
+    out = _make("arcface", weight, s=s, m=m)(emb, labels)
+    assert out.dtype == torch.float32 and out.shape == (N, C)
+    torch.testing.assert_close(out.double(), _expected(emb, labels, weight, s, _arcface_target(m)),
+                               rtol=0, atol=2e-4)
+
+
+def test_arcface_easy_margin(batch):
+    emb, labels, weight = batch
+    out = _make("arcface", weight, s=30.0, m=0.3, easy_margin=True)(emb, labels)
+    torch.testing.assert_close(out.double(), _expected(emb, labels, weight, 30.0, _arcface_target(0.3, easy=True)),
+                               rtol=0, atol=2e-4)
+
+
+def test_cosface_matches_closed_form(batch):
+    emb, labels, weight = batch
+    out = _make("cosface", weight, s=64.0, m=0.35)(emb, labels)
+    torch.testing.assert_close(out.double(), _expected(emb, labels, weight, 64.0, lambda c: c - 0.35),
+                               rtol=0, atol=2e-4)
+
+
+def test_combined_matches_closed_form(batch):
+    emb, labels, weight = batch
+    m1, m2, m3 = 0.9, 0.4, 0.15
+    out = _make("combined", weight, s=32.0, m1=m1, m2=m2, m3=m3)(emb, labels)
+    exp = _expected(emb, labels, weight, 32.0, lambda c: math.cos(m1 * math.acos(c) + m2) - m3)
+    torch.testing.assert_close(out.double(), exp, rtol=0, atol=2e-4)
+
+
+def test_combined_with_arcface_settings_equals_arcface_away_from_the_fallback(batch):
+    emb, labels, weight = batch
+    emb, labels = emb[4:], labels[4:]  # theta + m < pi for these rows
+    arc = _make("arcface", weight, m=0.5)(emb, labels)
+    comb = _make("combined", weight, m1=1.0, m2=0.5, m3=0.0)(emb, labels)
+    torch.testing.assert_close(comb, arc, rtol=0, atol=1e-3)
+
+
+def test_the_margin_lowers_only_the_target_logit(batch):
+    emb, labels, weight = batch
+    plain = _cos64(emb, weight).float() * 64.0
+    out = _make("arcface", weight)(emb, labels)
+    mask = F.one_hot(labels, C).bool()
+    torch.testing.assert_close(out[~mask], plain[~mask], rtol=0, atol=1e-4)
+    assert (out[mask] < plain[mask]).all()
+
+
+@pytest.mark.parametrize("name", ["arcface", "cosface", "combined"])
+def test_gradients_reach_embeddings_and_class_weights(batch, name):
+    emb, labels, weight = batch
+    head = _make(name, weight)
+    emb = emb.clone().requires_grad_(True)
+    F.cross_entropy(head(emb, labels), labels).backward()
+    for grad in (emb.grad, head.weight.grad):
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    # the rows of classes nobody in the batch belongs to still get pushed away
+    assert head.weight.grad.abs().sum(1).gt(0).all()
+
+
+@pytest.mark.parametrize("name", ["arcface", "cosface", "combined"])
+def test_gradients_stay_finite_when_an_embedding_sits_on_its_centre(batch, name):
+    _, labels, weight = batch
+    emb = weight[labels].clone().requires_grad_(True)  # cos(theta) == 1 exactly
+    head = _make(name, weight)
+    F.cross_entropy(head(emb, labels), labels).backward()
+    assert torch.isfinite(emb.grad).all() and torch.isfinite(head.weight.grad).all()
+
+
+@pytest.mark.parametrize("name", ["arcface", "cosface", "combined"])
+def test_margin_is_computed_in_float32_under_bf16_autocast(batch, name):
+    emb, labels, weight = batch
+    head = _make(name, weight)
+    ref = head(emb, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(emb.bfloat16(), labels)
+        out32 = head(emb, labels)
+    assert out.dtype == torch.float32 and out32.dtype == torch.float32
+    torch.testing.assert_close(out32, ref, rtol=0, atol=1e-5)  # not a bf16 matmul in disguise
+    # bf16 input costs only its own rounding (~3 significant digits), not bf16 margin maths
+    torch.testing.assert_close(out, ref, rtol=0, atol=0.05 * 64 / 8)
+
+
+def test_heads_registry_and_kwargs():
+    assert {"arcface", "cosface", "combined"} <= set(plugins.heads())
+    head = plugins.create_head("arcface", 8, 4, s=32.0, m=0.3)
+    assert (head.s, head.m, head.weight.shape) == (32.0, 0.3, (4, 8))
+    assert "s=32.0" in repr(head)
+    with pytest.raises(TypeError, match="margin"):
+        plugins.create_head("arcface", 8, 4, margin=0.5)
+    with pytest.raises(TypeError, match="m1"):
+        plugins.create_head("cosface", 8, 4, m1=1.0)
