@@ -1,2 +1,107 @@
-"""`arcbench eval` (filled in by its issue)."""
-from . import main  # noqa: F401
+"""`arcbench eval`: LFW-style 10-fold verification accuracy of a backbone's weights."""
+from __future__ import annotations
+
+import click
+
+from . import echo_json, main
+
+#: keys printed with --json, in this order
+JSON_KEYS = ("name", "accuracy", "accuracy_std", "best_thresholds", "val", "val_std", "far", "auc", "eer",
+             "pairs_used", "pairs_skipped", "num_images", "images_per_second")
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+@main.command("eval")
+@click.option("--backbone", "--model_name", "backbone", default="mobilefacenet", show_default=True,
+              help="Backbone plugin name (see `arcbench plugins`).")
+@click.option("--weights", "--model_path", "weights", required=True, type=click.Path(dir_okay=False),
+              help="Backbone weights: a state dict, an arcbench checkpoint or export, or the reference .pth.")
+@click.option("--val-data", "--val_data_path", "val_data", type=click.Path(),
+              help="LFW-layout image folder: <DIR>/<name>/<name>_0001.jpg. Needs --val-pairs. "
+                   "(A .bin given here is read as --val-bin.)")
+@click.option("--val-pairs", "--val_pairs_path", "val_pairs", type=click.Path(dir_okay=False),
+              help="Pairs file: the reference lfw_pair.txt or the official LFW pairs.txt "
+                   "(header 'folds n', then per fold n 'name i j' and n 'name1 i name2 j' lines).")
+@click.option("--val-bin", "val_bin", type=click.Path(dir_okay=False),
+              help="insightface verification set (lfw.bin, cfp_fp.bin, agedb_30.bin). Read with an "
+                   "unpickler that refuses any code; 10 contiguous folds.")
+@click.option("--flip/--no-flip", default=False, show_default=True,
+              help="Add the mirrored image's embedding before normalising (test-time augmentation).")
+@click.option("--eval-batch-size", "--eval_batch_size", "batch_size", default=256, show_default=True,
+              type=click.IntRange(min=1), help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True,
+              help="Device plugin name, or 'auto' (sdaa, then cuda, then cpu: the first available).")
+@click.option("--amp/--no-amp", default=False, show_default=True,
+              help="Autocast the forward pass (fp16 on accelerators, bfloat16 on CPU).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Image-decoding worker processes [default: none for small sets, else up to cores-1, max 8].")
+@click.option("--thresholds", type=click.Choice(["grid", "exact"]), default="grid", show_default=True,
+              help="'grid': np.arange(0, 4, 0.01), the published protocol. 'exact': every midpoint between "
+                   "sorted distinct training distances.")
+@click.option("--strict", is_flag=True,
+              help="A pair whose image is missing is an error (default: skip the pair and count it).")
+@click.option("--save-scores", type=click.Path(dir_okay=False),
+              help="Write one CSV row per pair: pair,fold,distance,issame.")
+@click.option("--roc", "roc_png", type=click.Path(dir_okay=False), help="Write the ROC curve as a PNG.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on stderr (only when it is a terminal).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: " + ", ".join(JSON_KEYS) + ", device, thresholds, flip.")
+def eval_cmd(backbone, weights, val_data, val_pairs, val_bin, flip, batch_size, device, amp, workers,
+             thresholds, strict, save_scores, roc_png, progress, as_json):
+    """Verification accuracy of BACKBONE with WEIGHTS on LFW-style pairs.
+
+    Protocol (the one behind published LFW numbers): every image is preprocessed like
+    the reference (RGB, bicubic letterbox onto grey, [-1, 1]) and embedded once; the
+    distance of a pair is the Euclidean distance between L2-normalised embeddings
+    (0..2) and "same" means distance < threshold. Pairs fall into 10 contiguous folds
+    (the pairs file's blocks); for each fold the threshold that is most accurate on the
+    other nine is applied to it. Accuracy is the mean +- std over folds. VAL is the true
+    accept rate at FAR = 0.001, with the threshold set on the training folds. AUC and
+    EER come from the pooled ROC curve.
+
+    \b
+    Examples:
+      arcbench eval --weights arcface_mobilefacenet.pth --val-data lfw --val-pairs lfw_pair.txt
+      arcbench eval --backbone iresnet50 --weights ms1mv2.pth --val-bin lfw.bin --flip --json
+    """
+    from .. import plugins
+    from ..checkpoint import load_backbone
+    from ..evaluate import evaluate, printable, save_scores as write_scores
+    from ..verification import load_verification
+
+    vset = load_verification(val_data=val_data, val_pairs=val_pairs, val_bin=val_bin, strict=strict)
+    dev = plugins.require_device(device)
+    spec = plugins.get_backbone(backbone)
+    model = load_backbone(backbone, weights).to(dev.torch_device())
+    result = evaluate(model, dev, vset, batch_size=batch_size, flip=flip, amp=amp, workers=workers,
+                      progress=progress and not as_json, thresholds=thresholds, input_size=spec.input_size)
+    if save_scores:
+        write_scores(save_scores, result)
+    if roc_png:
+        from ..plots import plot_roc
+
+        plot_roc(result["roc"]["fpr"], result["roc"]["tpr"], roc_png,
+                 title=f"{result['name']} ROC: {backbone}", auc=result["auc"])
+    if as_json:
+        out = {k: result[k] for k in JSON_KEYS}
+        out["best_thresholds"] = [round(t, 6) for t in out["best_thresholds"]]
+        out.update(device=dev.name, thresholds=thresholds, flip=flip)
+        echo_json(out)
+        return
+    r = printable(result)
+    click.echo(f"{r['name']}: accuracy {100 * r['accuracy']:.2f}% \u00b1 {100 * r['accuracy_std']:.2f}"
+               f"  ({r['n_folds']} folds, {thresholds} thresholds{', flip' if flip else ''})")
+    click.echo(f"  VAL {_pct(r['val'])} \u00b1 {_pct(r['val_std'])} @ FAR {_pct(r['far'])}"
+               f"   AUC {r['auc'] if r['auc'] is None else format(r['auc'], '.4f')}   EER {_pct(r['eer'])}")
+    skipped = f"{r['pairs_skipped']} skipped: image missing" if r["pairs_skipped"] else "none skipped"
+    click.echo(f"  {r['pairs_used']} pairs ({skipped}), {r['num_images']} images, "
+               f"{r['images_per_second'] or 0:.1f} images/s on {dev.name}")
+    click.echo("  best thresholds: " + " ".join(f"{t:.3f}" for t in r["best_thresholds"]))
+    if save_scores:
+        click.echo(f"  scores: {save_scores}")
+    if roc_png:
+        click.echo(f"  ROC: {roc_png}")

@@ -1,0 +1,176 @@
+"""Embedding a verification set and scoring it.
+
+Each unique image is decoded and embedded once (a DataLoader with worker
+processes does the JPEG work in parallel while the device computes), pair
+distances are gathered from the embedding table, and
+:func:`arcbench.metrics.verification_metrics` does the rest.  The same function
+runs between training epochs, so the model's train/eval mode and memory
+format are put back as they were.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .errors import ArcbenchError
+from .metrics import verification_metrics
+from .preprocess import load_tensor
+from .verification import VerificationSet
+
+#: keys of :func:`evaluate`'s result that are arrays (for scores), not printable numbers
+ARRAY_KEYS = ("distances", "issame", "folds")
+
+
+class _UniqueImages(torch.utils.data.Dataset):
+    """Unique images of a set, decoded and preprocessed like the reference."""
+
+    def __init__(self, vset: VerificationSet, size: int):
+        self.images = vset.images
+        self.size = size
+        self.vset = vset
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return i, load_tensor(self.images[i], self.size, what=self.vset.image_label(i))
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)  # decode is PIL's work; torch threads would only oversubscribe
+
+
+def default_workers(num_images: int, batch_size: int) -> int:
+    """Worker processes for decoding: none for tiny sets (start-up costs more than it saves)."""
+    if num_images <= 2 * batch_size:
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module, channels_last: bool):
+    was_training = model.training
+    converted = False
+    if channels_last:
+        convs = [p for p in model.parameters() if p.dim() == 4]
+        if convs and not all(p.is_contiguous(memory_format=torch.channels_last) for p in convs):
+            model.to(memory_format=torch.channels_last)
+            converted = True
+    model.eval()
+    try:
+        yield
+    finally:
+        if converted:
+            model.to(memory_format=torch.contiguous_format)
+        model.train(was_training)
+
+
+def _input_size(model) -> int:
+    return int(getattr(model, "input_size", 112) or 112)
+
+
+def embed_set(model: torch.nn.Module, device, vset: VerificationSet, *, batch_size: int = 256,
+              flip: bool = False, amp: bool = False, workers: Optional[int] = None, progress: bool = True,
+              channels_last: bool = True, input_size: Optional[int] = None):
+    """``(embeddings (num_images, D) float32, seconds)``; the timer covers decode and compute."""
+    from .embed import embed_batch
+
+    if batch_size < 1:
+        raise ArcbenchError(f"eval batch size must be at least 1, got {batch_size}")
+    n = vset.num_images
+    workers = default_workers(n, batch_size) if workers is None else max(0, int(workers))
+    tdev = device.torch_device()
+    loader = torch.utils.data.DataLoader(
+        _UniqueImages(vset, input_size or _input_size(model)), batch_size=batch_size, shuffle=False,
+        num_workers=workers, pin_memory=tdev.type != "cpu", worker_init_fn=_worker_init if workers else None,
+        # cuda pins by default; other accelerators (sdaa registers as a PrivateUse1 backend) must be named
+        pin_memory_device=tdev.type if tdev.type not in ("cpu", "cuda") else "")
+    show = progress and sys.stderr is not None and sys.stderr.isatty()
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, unit="img", desc=f"eval {vset.name}", leave=False, file=sys.stderr)
+    out: Optional[torch.Tensor] = None
+    try:
+        with _eval_mode(model, channels_last), torch.inference_mode():
+            device.synchronize()
+            start = time.perf_counter()
+            for idx, batch in loader:
+                if channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                emb = embed_batch(model, batch, device, flip=flip, amp=amp)
+                if out is None:
+                    out = torch.empty((n, emb.shape[1]), dtype=torch.float32)
+                out[idx] = emb
+                if bar is not None:
+                    bar.update(len(idx))
+            device.synchronize()
+            seconds = time.perf_counter() - start
+    finally:
+        if bar is not None:
+            bar.close()
+    return out.numpy(), seconds
+
+
+def pair_distances(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Euclidean distance per pair, in float64 (0..2 for unit embeddings)."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    return np.linalg.norm(e[pairs[:, 0]] - e[pairs[:, 1]], axis=1)
+
+
+def evaluate(model: torch.nn.Module, device, vset: VerificationSet, *, batch_size: int = 256,
+             flip: bool = False, amp: bool = False, workers: Optional[int] = None, progress: bool = True,
+             channels_last: bool = True, thresholds="grid", far_target: float = 1e-3,
+             input_size: Optional[int] = None) -> dict:
+    """Embed every unique image once, then the 10-fold verification metrics.
+
+    Returns the :func:`verification_metrics` keys plus ``name``, ``pairs_used``,
+    ``pairs_skipped``, ``num_images``, ``images_per_second``, ``embed_seconds``
+    and the arrays ``distances``, ``issame``, ``folds`` (see :data:`ARRAY_KEYS`).
+    """
+    if len(vset) == 0:
+        raise ArcbenchError(f"verification set {vset.name} has no pairs", vset.source or None)
+    emb, seconds = embed_set(model, device, vset, batch_size=batch_size, flip=flip, amp=amp,
+                             workers=workers, progress=progress, channels_last=channels_last,
+                             input_size=input_size)
+    distances = pair_distances(emb, vset.pairs)
+    result = verification_metrics(distances, vset.issame, folds=vset.folds, thresholds=thresholds,
+                                  far_target=far_target)
+    result.update({
+        "name": vset.name,
+        "pairs_used": int(len(vset)),
+        "pairs_skipped": int(vset.pairs_skipped),
+        "num_images": int(vset.num_images),
+        "images_per_second": vset.num_images / seconds if seconds > 0 else None,
+        "embed_seconds": seconds,
+        "distances": distances,
+        "issame": vset.issame.copy(),
+        "folds": vset.folds.copy(),
+    })
+    return result
+
+
+def printable(result: dict) -> dict:
+    """The result without its arrays and ROC (for JSON lines and summaries)."""
+    return {k: v for k, v in result.items() if k not in ARRAY_KEYS and k != "roc"}
+
+
+def save_scores(path, result: dict) -> None:
+    """CSV ``pair,fold,distance,issame`` with round-trip float precision, written atomically.
+
+    Reading it back and calling ``verification_metrics(distance, issame, fold)``
+    reproduces the reported accuracy exactly.
+    """
+    from .atomic import write_text
+
+    d, y, f = result["distances"], result["issame"], result["folds"]
+    lines = ["pair,fold,distance,issame"]
+    lines += [f"{i},{int(f[i])},{float(d[i])!r},{int(bool(y[i]))}" for i in range(len(d))]
+    write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,66 @@
+"""PNG plots rendered off-screen and written atomically.
+
+matplotlib is imported only when a plot is asked for, and through the
+object-oriented ``Figure`` + Agg canvas, so no global backend is switched
+(an interactive session importing arcbench keeps its own) and no pyplot
+figure registry leaks memory in long training runs.
+"""
+from __future__ import annotations
+
+import io
+from typing import Dict, Optional, Sequence, Tuple
+
+from .atomic import write_bytes
+
+
+def _figure(figsize=(6.0, 4.5)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    write_bytes(path, buf.getvalue())
+
+
+def plot_lines(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], path, title: str = "",
+               xlabel: str = "", ylabel: str = "", logx: bool = False, logy: bool = False) -> None:
+    """One line per ``label -> (xs, ys)``; for loss and accuracy curves as well as ROC."""
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for label, (xs, ys) in series.items():
+        ax.plot(list(xs), list(ys), label=str(label), marker="o" if len(xs) == 1 else None)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if series:
+        ax.legend(loc="best")
+    _save(fig, path)
+
+
+def plot_roc(fpr: Sequence[float], tpr: Sequence[float], path, title: Optional[str] = None,
+             auc: Optional[float] = None) -> None:
+    """ROC curve (TPR against FPR) with the chance diagonal."""
+    label = "ROC" if auc is None else f"ROC (AUC {auc:.4f})"
+    fig = _figure((5.0, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(list(fpr), list(tpr), label=label)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title or "ROC")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    _save(fig, path)
