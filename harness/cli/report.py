@@ -1,2 +1,277 @@
-"""`arcbench report` (filled in by its issue)."""
-from . import main  # noqa: F401
+"""`arcbench report`: aggregate run dirs, check them against published accuracies, align and compare runs.
+
+The work lives in :mod:`arcbench.reports`; this module only parses options,
+picks the mode (report, ``--align`` or ``--compare``) and writes the output.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Tuple
+
+import click
+
+from .. import atomic
+from ..errors import ArcbenchError
+from . import main
+
+DEFAULT_RUNS = "runs"
+DEFAULT_HTML = "arcbench-report.html"
+
+
+def _emit(text: str, out: Optional[str]) -> None:
+    if out:
+        atomic.write_text(out, text)
+        _share(out)
+        click.echo(out)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+def _share(path: str) -> None:
+    """atomic writes create 0600 files (mkstemp); a report is meant to be read by others: apply the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    try:
+        os.chmod(path, 0o666 & ~mask)
+    except OSError:
+        pass
+
+
+def _warn(problems: List[str]) -> None:
+    for p in problems:
+        click.echo(f"arcbench: warning: {p}", err=True)
+
+
+def _roots(runs_dirs: Tuple[str, ...], optional: bool) -> List[str]:
+    """The runs roots: as given, else ./runs (which may be absent only when ``optional``)."""
+    if runs_dirs:
+        return list(runs_dirs)
+    if os.path.isdir(DEFAULT_RUNS):
+        return [DEFAULT_RUNS]
+    if optional:
+        return []
+    raise ArcbenchError("runs directory not found (give RUNS_DIR, or run `arcbench run` first)", DEFAULT_RUNS)
+
+
+def _resolve_run(spec: str, roots: List[str], meta: dict, problems: List[str]):
+    """RUN_A/RUN_B/BASE/NEW: a log file, a run dir, or a run id under the roots -> (label, loss curve)."""
+    from ..reports import importlog, runs
+
+    if os.path.isfile(spec):
+        imp = importlog.import_log(spec, meta, problems)
+        return imp.row["run_id"], imp.loss
+    if os.path.isdir(spec):
+        if not runs.is_run_dir(spec):
+            raise ArcbenchError("not a run dir (no summary.json or config.json)", spec)
+        return _label(spec), runs.load_loss_curve(spec)
+    hits = [d for d in runs.discover(roots)
+            if os.path.basename(os.path.normpath(d)) == spec or _label(d) == spec]
+    if not hits:
+        where = ", ".join(roots) or "(no runs dir)"
+        raise ArcbenchError(f"no run dir, log file or run id {spec!r} under {where}")
+    if len(hits) > 1:
+        raise ArcbenchError(f"run id {spec!r} is ambiguous: {', '.join(hits)}")
+    return _label(hits[0]), runs.load_loss_curve(hits[0])
+
+
+def _label(run_dir: str) -> str:
+    from ..reports import runs
+
+    for name in ("summary.json", "config.json"):
+        obj, _err = runs.read_json(os.path.join(run_dir, name))
+        if obj and obj.get("run_id"):
+            return str(obj["run_id"])
+    return os.path.basename(os.path.normpath(run_dir))
+
+
+def _load_side(spec: str, refs, tolerance: float, meta: dict, problems: List[str]):
+    from ..reports import importlog, runs
+
+    if os.path.isfile(spec):
+        imp = importlog.import_log(spec, meta, problems)
+        return runs.load_runs([], problems, refs, tolerance, extra_rows=[imp.row])
+    return runs.load_runs([spec], problems, refs, tolerance)
+
+
+@main.command("report", context_settings={"max_content_width": 100})
+@click.argument("runs_dirs", nargs=-1, type=click.Path(), metavar="[RUNS_DIR]...")
+@click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json", "html"]), default="table",
+              show_default=True,
+              help="table: aligned text; md: the model-zoo README setup/results tables plus the runs table; "
+                   "csv/json: every column; html: one self-contained file with charts.")
+@click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
+              help=f"Write here (atomically) and print the path. Default: stdout; for html {DEFAULT_HTML}.")
+@click.option("--group-by", metavar="COLS",
+              help="Comma-separated columns (e.g. device,backbone): one row per group with run count, median "
+                   "throughput, mean accuracy, median AMP speedup, max memory, PASS/FAIL counts.")
+@click.option("--tolerance", type=float, default=0.5, show_default=True, metavar="POINTS",
+              help="A run PASSes when its LFW accuracy >= reference - POINTS. Also the accuracy-drop limit "
+                   "of --compare.")
+@click.option("--threshold", type=float, default=5.0, show_default=True, metavar="PCT",
+              help="--compare flags a throughput drop of more than PCT percent as a regression.")
+@click.option("--check", is_flag=True,
+              help="Exit 1 when any run FAILs its reference, the --align verdict is FAIL, or --compare finds a "
+                   "regression (exit 2 stays for usage errors).")
+@click.option("--align", nargs=2, metavar="RUN_A RUN_B", default=None,
+              help="Loss alignment (SDAA model-zoo rule): mean relative error |a-b|/|b| with RUN_B the baseline, "
+                   "and mean absolute error; PASS when MRE <= 5% or MAE <= 2e-4. Each is a run dir, a run id "
+                   "under RUNS_DIR, or a DLLL/TCAPPDLL log file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="PNG for --align (default align_<A>_vs_<B>.png in the current directory).")
+@click.option("--compare", nargs=2, metavar="BASE NEW", default=None,
+              help="Compare two runs dirs (or run dirs, or log files) configuration by configuration on "
+                   "device, backbone, head, precision, nproc, batch_size, train_set.")
+@click.option("--import-log", "import_logs", multiple=True, type=click.Path(), metavar="FILE",
+              help="Add a DLLL/TCAPPDLL training log (e.g. an SDAA model-zoo log) to the report (repeatable).")
+@click.option("--import-meta", multiple=True, metavar="KEY=VALUE",
+              help="Set what an imported log does not say, e.g. backbone=mobilefacenet (repeatable).")
+@click.option("--import-to", type=click.Path(file_okay=False), metavar="RUNS_DIR",
+              help="Also write each imported log as a run dir under RUNS_DIR, so later reports include it.")
+@click.option("--references", "references_path", type=click.Path(dir_okay=False), metavar="CSV",
+              help="Use this reference table instead of the shipped one (same columns as references.csv).")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
+              help="Headers of the model-zoo tables in md/html: English, or the README's Chinese.")
+@click.pass_context
+def report(ctx, runs_dirs, fmt, out, group_by, tolerance, threshold, check, align, plot_path, compare,
+           import_logs, import_meta, import_to, references_path, lang):
+    """Report on run dirs (default ./runs): one row per run, checked against published LFW accuracies.
+
+    \b
+    Verdicts (reference_check):
+      PASS / FAIL          real-data run vs the matching reference, within --tolerance points
+      n/a (synthetic)      generated data is never compared with a real-data figure
+      n/a (no accuracy)    the run did not evaluate (e.g. a bench run)
+      no reference         no published figure for (backbone, train set, eval set)
+      n/a (running) ...    the run is not finished, so its accuracy is not final
+
+    \b
+    Modes: the default report, --align RUN_A RUN_B, or --compare BASE NEW.
+    Exit status: 0 ok; 1 a --check failed; 2 a usage or input error.
+    """
+    from ..reports import align as align_mod
+    from ..reports import compare as compare_mod
+    from ..reports import htmlreport, importlog, render
+    from ..reports.reference import load_references
+    from ..reports.runs import load_runs
+
+    if align and compare:
+        raise ArcbenchError("--align and --compare are separate modes; give one")
+    if tolerance < 0:
+        raise ArcbenchError(f"--tolerance must be >= 0, got {tolerance:g}")
+    if threshold < 0:
+        raise ArcbenchError(f"--threshold must be >= 0, got {threshold:g}")
+    if plot_path and not align:
+        raise ArcbenchError("--plot applies to --align only")
+    meta = importlog.parse_meta(import_meta)
+    problems: List[str] = []
+    refs = load_references(references_path)
+    if fmt == "html" and not out:
+        out = DEFAULT_HTML
+
+    if align:
+        roots = _roots(runs_dirs, optional=True)
+        label_a, curve_a = _resolve_run(align[0], roots, meta, problems)
+        label_b, curve_b = _resolve_run(align[1], roots, meta, problems)
+        if label_a == label_b:
+            label_a, label_b = f"{label_a} (A)", f"{label_b} (B)"
+        result = align_mod.align(curve_a, curve_b, label_a, label_b)
+        png = align_mod.plot_png(result)
+        plot_path = plot_path or align_mod.default_plot_name(label_a, label_b)
+        atomic.write_bytes(plot_path, png)
+        _share(plot_path)
+        _warn(problems)
+        if fmt == "json":
+            text = render.to_json({**result.to_dict(), "plot": plot_path})
+        elif fmt == "csv":
+            a = result.aligned.copy()
+            a["abs_error"] = (a["loss_a"] - a["loss_b"]).abs()
+            a["rel_error"] = a["abs_error"] / a["loss_b"].abs().where(a["loss_b"] != 0)
+            text = render.to_csv(a)
+        elif fmt == "md":
+            d = result.to_dict()
+            text = render.md_table(["metric", "value"], [[k, "-" if v is None else v] for k, v in d.items()]) \
+                + f"\n\n![loss alignment]({plot_path})\n"
+        elif fmt == "html":
+            import pandas as pd
+
+            d = pd.DataFrame([[k, "-" if v is None else v] for k, v in result.to_dict().items()],
+                             columns=["metric", "value"])
+            text = htmlreport.frame_page("arcbench loss alignment", d.astype(str), result.text(),
+                                         [("loss alignment", png)])
+        else:
+            text = result.text() + f"\nplot: {plot_path}\n"
+        _emit(text, out)
+        if check and not result.passed:
+            click.echo(f"arcbench: check failed: loss alignment {result.verdict}", err=True)
+            ctx.exit(1)
+        return
+
+    if compare:
+        base = _load_side(compare[0], refs, tolerance, meta, problems)
+        new = _load_side(compare[1], refs, tolerance, meta, problems)
+        result = compare_mod.compare(base, new, threshold, tolerance)
+        line = compare_mod.summary_line(result, threshold, tolerance)
+        _warn(problems)
+        if fmt == "json":
+            text = render.to_json({"base": compare[0], "new": compare[1], "threshold_pct": threshold,
+                                   "tolerance_points": tolerance, "summary": line,
+                                   "regressions": int(result["regression"].sum()),
+                                   "configurations": render.jsonable(result)})
+        elif fmt == "csv":
+            text = render.to_csv(result)
+        elif fmt == "md":
+            text = f"# arcbench compare\n\nBASE `{compare[0]}` vs NEW `{compare[1]}`: {line}\n\n" \
+                   + (render.md_frame(result) if len(result) else "(no runs)") + "\n"
+        elif fmt == "html":
+            text = htmlreport.frame_page("arcbench compare", render.display(result),
+                                         f"BASE {compare[0]} vs NEW {compare[1]}: {line}")
+        else:
+            text = (render.text_table(result) if len(result) else "(no runs)") + "\n" + line + "\n"
+        _emit(text, out)
+        if check and result["regression"].any():
+            click.echo(f"arcbench: check failed: {line}", err=True)
+            ctx.exit(1)
+        return
+
+    roots = _roots(runs_dirs, optional=bool(import_logs))
+    extra_rows, materialised = [], []
+    for path in import_logs:
+        imp = importlog.import_log(path, meta, problems)
+        if import_to:
+            materialised.append(importlog.materialise(imp, import_to))
+        else:
+            extra_rows.append(imp.row)
+    df = load_runs(roots + materialised, problems, refs, tolerance, extra_rows=extra_rows)
+    if not len(df):
+        problems.append(f"no run dirs (folders with summary.json or config.json) under {', '.join(roots) or '-'}")
+    groups = render.group_runs(df, group_by.split(",")) if group_by else None
+
+    if fmt == "html":
+        text = htmlreport.build_html(df, problems=problems, roots=roots + list(import_logs), references=refs,
+                                     tolerance=tolerance, groups=groups, lang=lang)
+    elif fmt == "json":
+        body = {"runs": render.jsonable(df), "problems": problems}
+        if groups is not None:
+            body["groups"] = render.jsonable(groups)
+        text = render.to_json(body)
+    elif fmt == "csv":
+        text = render.to_csv(groups if groups is not None else df)
+    elif fmt == "md":
+        if groups is not None:
+            text = "# arcbench report (grouped)\n\n" + render.md_frame(groups) + "\n"
+        else:
+            text = render.markdown(df, lang=lang, note=f"{len(df)} run(s) from {', '.join(roots + list(import_logs))}; "
+                                                    f"reference tolerance {tolerance:g} points.")
+    else:
+        text = render.text_table(groups) if groups is not None else render.text_table(df, render.TABLE_COLUMNS)
+    _warn(problems)
+    _emit(text, out)
+
+    if check:
+        checks = df["reference_check"].astype("object") if len(df) else []
+        failed = [str(r) for r, c in zip(df["run_id"], checks) if c == "FAIL"] if len(df) else []
+        if failed:
+            click.echo(f"arcbench: check failed: {len(failed)} run(s) below reference: {', '.join(failed)}", err=True)
+            ctx.exit(1)
+        n_pass = sum(1 for c in checks if c == "PASS")
+        click.echo(f"arcbench: check passed: {n_pass} PASS, 0 FAIL", err=True)

@@ -1,0 +1,158 @@
+"""Curves and fallback summary numbers computed from parsed DLLogger records.
+
+Used for every run's plots, for runs whose ``summary.json`` is missing (still
+running, or killed), and for imported model-zoo logs that have no summary at all.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, List, Optional
+
+import pandas as pd
+
+from .dllog import ParsedLog, Record
+
+#: first key present wins; QA.loss is tcap_dllogger's rename of a bare "loss"
+LOSS_KEYS = ("train.loss", "QA.loss", "train.loss_avg", "loss")
+#: global (summed over ranks) throughput first; per-rank keys are summed per step
+GLOBAL_IPS_KEYS = ("train.total_ips",)
+RANK_IPS_KEYS = ("train.ips", "train.throughput", "QA.speed", "train.speed")
+ACC_KEYS = ("val.lfw.accuracy", "val.lfw_accuracy", "lfw.accuracy", "val.accuracy", "val.acc", "eval.accuracy")
+ACC_STD_KEYS = ("val.lfw.accuracy_std", "val.lfw_accuracy_std", "lfw.accuracy_std", "val.accuracy_std")
+
+LOSS_COLUMNS = ["step", "epoch", "iteration", "loss"]
+ACC_COLUMNS = ["epoch", "accuracy", "accuracy_std"]
+
+
+def as_fraction(x) -> Optional[float]:
+    """Accuracy as a fraction: some logs write percent (98.48), arcbench writes 0.9848."""
+    x = _finite(x)
+    if x is None:
+        return None
+    return x / 100.0 if 1.0 < x <= 100.0 else x
+
+
+def _finite(x) -> Optional[float]:
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _first(data: dict, keys: Iterable[str]):
+    for k in keys:
+        if k in data:
+            v = _finite(data[k])
+            if v is not None:
+                return v
+    return None
+
+
+def _lead_rank(records: List[Record]) -> List[Record]:
+    """Keep rank 0's records when several ranks log into one file (DDP)."""
+    ranks = {r.data.get("rank") for r in records if "rank" in r.data}
+    if len(ranks) <= 1:
+        return records
+    lead = min(ranks, key=lambda v: (_finite(v) is None, _finite(v) or 0))
+    return [r for r in records if r.data.get("rank", lead) == lead]
+
+
+def loss_curve(parsed: ParsedLog) -> pd.DataFrame:
+    """Per-step training loss from LOG records with ``(epoch, iteration)`` steps.
+
+    Sorted by step; a step logged twice (a resumed run) keeps its last value.
+    ``step`` is the 0-based position after sorting.
+    """
+    rows = []
+    for r in _lead_rank([r for r in parsed.logs if isinstance(r.step, tuple) and len(r.step) == 2]):
+        loss = _first(r.data, LOSS_KEYS)
+        if loss is not None:
+            rows.append((r.step[0], r.step[1], loss))
+    if not rows:
+        return pd.DataFrame(columns=LOSS_COLUMNS)
+    df = pd.DataFrame(rows, columns=["epoch", "iteration", "loss"])
+    df = df.drop_duplicates(["epoch", "iteration"], keep="last").sort_values(["epoch", "iteration"], kind="stable")
+    df.insert(0, "step", range(len(df)))
+    return df.reset_index(drop=True)[LOSS_COLUMNS]
+
+
+def epoch_loss_curve(parsed: ParsedLog) -> pd.DataFrame:
+    """Per-epoch training loss (epoch-summary records), for runs without per-step losses."""
+    rows = {}
+    for r in _lead_rank([r for r in parsed.logs if isinstance(r.step, tuple) and len(r.step) == 1]):
+        loss = _first(r.data, LOSS_KEYS)
+        if loss is not None:
+            rows[r.step[0]] = loss
+    return pd.DataFrame(sorted(rows.items()), columns=["epoch", "loss"])
+
+
+def accuracy_curve(parsed: ParsedLog) -> pd.DataFrame:
+    """Per-epoch verification accuracy (fraction) and its 10-fold std."""
+    rows: Dict[int, tuple] = {}
+    for r in _lead_rank([r for r in parsed.logs if isinstance(r.step, tuple) and len(r.step) >= 1]):
+        acc = as_fraction(_first(r.data, ACC_KEYS))
+        if acc is None:
+            continue
+        std = _first(r.data, ACC_STD_KEYS)
+        if std is not None and std > 1.0:
+            std = std / 100.0
+        rows[r.step[0]] = (acc, std)
+    out = [(e, a, s) for e, (a, s) in sorted(rows.items())]
+    return pd.DataFrame(out, columns=ACC_COLUMNS)
+
+
+def throughput_series(parsed: ParsedLog) -> pd.Series:
+    """Global images/s per logged step: ``train.total_ips``, else per-rank ips summed per step."""
+    steps = [r for r in parsed.logs if isinstance(r.step, tuple) and len(r.step) == 2]
+    total = [_first(r.data, GLOBAL_IPS_KEYS) for r in steps]
+    total = [v for v in total if v is not None]
+    if total:
+        return pd.Series(total, dtype="float64")
+    per_step: Dict[tuple, float] = {}
+    seen = set()
+    for r in steps:
+        v = _first(r.data, RANK_IPS_KEYS)
+        if v is None:
+            continue
+        key = (r.step, r.data.get("rank"))
+        if key in seen:  # the same rank logging a step twice: keep one
+            continue
+        seen.add(key)
+        per_step[r.step] = per_step.get(r.step, 0.0) + v
+    return pd.Series(list(per_step.values()), dtype="float64")
+
+
+def derive_summary(parsed: ParsedLog) -> dict:
+    """The summary.json fields that can be recomputed from the log alone."""
+    out: dict = {}
+    ips = throughput_series(parsed)
+    if len(ips):
+        out["throughput_median"] = float(ips.median())
+        out["throughput_mean"] = float(ips.mean())
+    acc = accuracy_curve(parsed)
+    if len(acc):
+        out["lfw_accuracy"] = float(acc["accuracy"].iloc[-1])
+        std = acc["accuracy_std"].iloc[-1]
+        out["lfw_accuracy_std"] = None if pd.isna(std) else float(std)
+        out["best_lfw_accuracy"] = float(acc["accuracy"].max())
+    else:
+        # an eval-only log may report accuracy in its run summary record (step [])
+        for r in parsed.logs:
+            if r.step == ():
+                a = as_fraction(_first(r.data, ACC_KEYS))
+                if a is not None:
+                    out["lfw_accuracy"] = out["best_lfw_accuracy"] = a
+    loss = loss_curve(parsed)
+    if len(loss):
+        out["final_loss"] = float(loss["loss"].iloc[-1])
+        out["steps"] = int(len(loss))
+        out["epochs"] = int(loss["epoch"].nunique())
+    else:
+        eloss = epoch_loss_curve(parsed)
+        if len(eloss):
+            out["final_loss"] = float(eloss["loss"].iloc[-1])
+            out["epochs"] = int(len(eloss))
+    return out

@@ -1,0 +1,255 @@
+"""Text renderings of the runs DataFrame: ``table``, ``md``, ``csv``, ``json``.
+
+``md`` reproduces the two tables of the SDAA model-zoo README (setup:
+Chip | Cards | Model | AMP | Batch size | Shape; results: Train set | Backbone |
+Weights | Test set | Input size | Accuracy) so figures paste straight in —
+English headers by default, the README's Chinese headers with ``lang="zh"`` —
+followed by the full runs table with the reference verdicts.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from typing import Callable, Dict, List, Optional, Sequence
+
+import pandas as pd
+
+from ..errors import ArcbenchError
+from .runs import COLUMNS
+
+FORMATS = ("table", "md", "csv", "json", "html")
+
+TABLE_COLUMNS = ["run_id", "date", "status", "device", "backbone", "precision", "nproc", "batch_size", "train_set",
+                 "eval_set", "throughput_median", "amp_speedup", "peak_memory", "lfw_accuracy", "reference",
+                 "reference_check"]
+#: the full runs table in md/html: every core column except the raw device name (shown in system info)
+FULL_COLUMNS = [c for c in COLUMNS if c != "device_name"]
+
+_HEADERS = {
+    "en": {"setup": ["Chip", "Cards", "Model", "AMP", "Batch size", "Shape"],
+           "results": ["Train set", "Backbone", "Weights", "Test set", "Input size", "Accuracy"],
+           "yes": "yes", "no": "no", "setup_title": "Setup", "results_title": "Results", "runs_title": "Runs"},
+    "zh": {"setup": ["芯片", "卡", "模型", "混合精度", "Batch size", "Shape"],
+           "results": ["训练数据集", "backbone", "权值文件名称", "测试数据集", "输入图片大小", "accuracy"],
+           "yes": "是", "no": "否", "setup_title": "训练配置", "results_title": "训练结果量化指标",
+           "runs_title": "全部运行"},
+}
+
+
+def missing(v) -> bool:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    return isinstance(v, str) and v == ""
+
+
+def _num(fmt: str) -> Callable:
+    return lambda v: fmt.format(float(v))
+
+
+def _frac_pct(nd: int) -> Callable:
+    return lambda v: f"{float(v) * 100:.{nd}f}%"
+
+
+def fmt_bytes(v) -> str:
+    v = float(v)
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(v) >= size:
+            return f"{v / size:.2f} {unit}"
+    return f"{v:.0f} B"
+
+
+def fmt_date(v) -> str:
+    text = str(v)
+    try:
+        d = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return d.strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return text
+
+
+def _yesno(v) -> str:
+    if isinstance(v, str):  # already a label (e.g. a group key)
+        t = v.strip().lower()
+        return "yes" if t in ("true", "yes", "1") else "no" if t in ("false", "no", "0") else v
+    return "yes" if bool(v) else "no"
+
+
+FORMATTERS: Dict[str, Callable] = {
+    "date": fmt_date,
+    "throughput_median": _num("{:.1f}"), "throughput_mean": _num("{:.1f}"), "compute_ips": _num("{:.1f}"),
+    "base_throughput": _num("{:.1f}"), "new_throughput": _num("{:.1f}"),
+    "lfw_accuracy": _frac_pct(2), "best_lfw_accuracy": _frac_pct(2),
+    "lfw_accuracy_std": lambda v: f"±{float(v) * 100:.2f}",
+    "reference": _num("{:.2f}%"), "base_accuracy": _num("{:.2f}%"), "new_accuracy": _num("{:.2f}%"),
+    "accuracy": _num("{:.2f}%"),
+    "accuracy_change_points": _num("{:+.2f}"), "accuracy_change_pct": _num("{:+.2f}%"),
+    "throughput_change_pct": _num("{:+.1f}%"),
+    "val_at_far": _num("{:.4f}"), "auc": _num("{:.4f}"), "eer": _num("{:.4f}"), "final_loss": _num("{:.4f}"),
+    "amp_speedup": _num("{:.2f}x"),
+    "scaling_efficiency": _frac_pct(1), "mfu": _frac_pct(1), "data_wait_fraction": _frac_pct(1),
+    "peak_memory": fmt_bytes,
+    "latency_p50": _num("{:.4g}"), "latency_p95": _num("{:.4g}"), "latency_p99": _num("{:.4g}"),
+    "wall_time": _num("{:.1f}s"),
+    "synthetic": _yesno, "amp": _yesno, "regression": _yesno,
+}
+
+
+def display(df: pd.DataFrame, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """The frame as strings for people: units, percentages, ``-`` for missing."""
+    cols = [c for c in (columns or list(df.columns)) if c in df.columns]
+    out = {}
+    for c in cols:
+        f = FORMATTERS.get(c, str)
+        vals = []
+        for v in df[c].tolist():
+            if missing(v):
+                vals.append("-")
+                continue
+            try:
+                vals.append(f(v))
+            except (TypeError, ValueError):
+                vals.append(str(v))
+        out[c] = vals
+    return pd.DataFrame(out, columns=cols, index=range(len(df)))
+
+
+def text_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None) -> str:
+    if not len(df):
+        return "(no runs)"
+    d = display(df, columns)
+    return d.to_string(index=False)
+
+
+def _md_cell(v) -> str:
+    return str(v).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence], centre: bool = True) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+             "|" + "|".join(":-:" if centre else "---" for _ in header) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_md_cell(v) for v in r) + " |")
+    return "\n".join(lines)
+
+
+def md_frame(df: pd.DataFrame, columns: Optional[Sequence[str]] = None) -> str:
+    d = display(df, columns)
+    return md_table(list(d.columns), d.values.tolist(), centre=False)
+
+
+def _shape(v) -> int:
+    return 112 if missing(v) else int(v)
+
+
+def setup_rows(df: pd.DataFrame, lang: str = "en") -> List[list]:
+    """Distinct training setups, README style: ``SDAA | 1 | arcface | yes | 96 | 112*112``."""
+    h = _HEADERS[lang]
+    rows, seen = [], set()
+    for r in df.to_dict("records"):
+        if missing(r.get("device")):
+            continue
+        cards = (1 if missing(r.get("nproc")) else int(r["nproc"])) * (1 if missing(r.get("nnodes")) else int(r["nnodes"]))
+        amp = r.get("amp")
+        if missing(amp):
+            amp = None if missing(r.get("precision")) else str(r["precision"]).lower() != "fp32"
+        s = _shape(r.get("input_size"))
+        row = [str(r["device"]).upper(), cards, "arcface" if missing(r.get("head")) else r["head"],
+               "-" if amp is None else (h["yes"] if amp else h["no"]),
+               "-" if missing(r.get("batch_size")) else int(r["batch_size"]), f"{s}*{s}"]
+        key = tuple(str(x) for x in row)
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return sorted(rows, key=lambda r: tuple(str(x).zfill(8) if isinstance(x, int) else str(x) for x in r))
+
+
+def result_rows(df: pd.DataFrame) -> List[list]:
+    """Runs with an accuracy, README style: ``CASIA-WebFace | mobilefacenet | w.pth | LFW | 112x112 | 98.48%``."""
+    rows = []
+    for r in df.to_dict("records"):
+        if missing(r.get("lfw_accuracy")):
+            continue
+        train = "-" if missing(r.get("train_set")) else str(r["train_set"])
+        if r.get("synthetic") is True and "synthetic" not in train.lower():
+            train += " (synthetic)"
+        s = _shape(r.get("input_size"))
+        rows.append([train, "-" if missing(r.get("backbone")) else r["backbone"],
+                     "-" if missing(r.get("weights")) else r["weights"],
+                     "-" if missing(r.get("eval_set")) else r["eval_set"], f"{s}x{s}",
+                     f"{float(r['lfw_accuracy']) * 100:.2f}%"])
+    return rows
+
+
+def markdown(df: pd.DataFrame, lang: str = "en", title: str = "arcbench report", note: str = "") -> str:
+    if lang not in _HEADERS:
+        raise ArcbenchError(f"unknown language {lang!r}; known: {', '.join(_HEADERS)}")
+    h = _HEADERS[lang]
+    parts = [f"# {title}", ""]
+    if note:
+        parts += [note, ""]
+    parts += [f"## {h['setup_title']}", "", md_table(h["setup"], setup_rows(df, lang)), "",
+              f"## {h['results_title']}", "", md_table(h["results"], result_rows(df)), "",
+              f"## {h['runs_title']}", "", md_frame(df, FULL_COLUMNS) if len(df) else "(no runs)", ""]
+    return "\n".join(parts)
+
+
+def jsonable(df: pd.DataFrame) -> List[dict]:
+    """Records with ``None`` for every kind of missing value and plain Python scalars."""
+    out = []
+    for rec in df.astype(object).to_dict("records"):
+        clean = {}
+        for k, v in rec.items():
+            if missing(v):
+                clean[k] = None
+            elif hasattr(v, "item"):
+                clean[k] = v.item()
+            else:
+                clean[k] = v
+        out.append(clean)
+    return out
+
+
+def to_json(obj) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def to_csv(df: pd.DataFrame) -> str:
+    return df.to_csv(index=False, lineterminator="\n")
+
+
+GROUP_METRICS = ["runs", "throughput_median", "lfw_accuracy", "amp_speedup", "peak_memory", "pass", "fail"]
+
+
+def group_runs(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Aggregate per group: run count, median throughput, mean accuracy, median AMP speedup, max memory.
+
+    ``synthetic`` is always added to the keys, so a group never mixes generated and real data.
+    """
+    by = [c.strip() for c in by if c.strip()]
+    unknown = [c for c in by if c not in df.columns]
+    if not by or unknown:
+        raise ArcbenchError(f"--group-by: unknown column(s) {', '.join(unknown) or '(none given)'}; "
+                            f"known: {', '.join(COLUMNS)}")
+    if "synthetic" not in by:
+        by = by + ["synthetic"]  # generated-data numbers never average with real-data ones
+    keyed = df.copy()
+    for c in by:
+        f = _yesno if c in ("synthetic", "amp") else str
+        keyed[c] = ["-" if missing(v) else f(v) for v in keyed[c]]
+    rows = []
+    for key, g in keyed.groupby(by, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        checks = g["reference_check"].astype("object")
+        rows.append({**dict(zip(by, key)), "runs": len(g),
+                     "throughput_median": g["throughput_median"].median(),
+                     "lfw_accuracy": g["lfw_accuracy"].mean(),
+                     "amp_speedup": g["amp_speedup"].median(),
+                     "peak_memory": g["peak_memory"].astype("float64").max(),
+                     "pass": int((checks == "PASS").sum()), "fail": int((checks == "FAIL").sum())})
+    out = pd.DataFrame(rows, columns=list(by) + GROUP_METRICS)
+    for c in ("throughput_median", "lfw_accuracy", "amp_speedup", "peak_memory"):
+        out[c] = out[c].astype("float64")
+    return out
