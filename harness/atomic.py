@@ -11,6 +11,15 @@ import tempfile
 from typing import Any, Callable
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _atomic(path, write: Callable[[Any], None], mode: str = "wb") -> None:
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
@@ -21,6 +30,7 @@ def _atomic(path, write: Callable[[Any], None], mode: str = "wb") -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give files the usual mode
         os.replace(tmp, path)
     except BaseException:
         try:
