@@ -245,6 +245,11 @@ class Trainer:
         if bar is not None:
             bar.close()
         finished_epoch = self.step_in_epoch >= steps
+        if not finished_epoch and self.step_in_epoch == 0:
+            raise ArcbenchError(f"epoch {self.epoch + 1} produced no usable batch "
+                                f"({getattr(self.data, 'bad_images', 0)} bad images so far)", self.cfg.train_data)
+        # a loader that ran dry early (bad batches dropped) still ends the epoch
+        finished_epoch = True
         if finished_epoch:
             epoch_loss = loss_sum / max(1, loss_count)
             self.history["epoch_loss"].append(epoch_loss)

@@ -1,2 +1,89 @@
-"""`arcbench bench` (filled in by its issue)."""
-from . import main  # noqa: F401
+"""`arcbench bench`: throughput, AMP speedup, scaling efficiency and MFU over a grid."""
+from __future__ import annotations
+
+import click
+
+from . import echo_json, echo_table, main
+
+
+def _csv(kind):
+    def parse(ctx, param, value):
+        items = [v.strip() for v in str(value).split(",") if v.strip()]
+        try:
+            return [kind(v) for v in items]
+        except ValueError:
+            raise click.BadParameter(f"expected a comma-separated list, got {value!r}")
+    return parse
+
+
+@main.command("bench", context_settings={"max_content_width": 110})
+@click.option("--device", default="auto", show_default=True, help="Device plugin, or auto.")
+@click.option("--backbone", default="mobilefacenet", show_default=True, help="Backbone plugin.")
+@click.option("--head", default="arcface", show_default=True, help="Margin head (train mode).")
+@click.option("--precision", default="fp32,amp", show_default=True, callback=_csv(str),
+              help="Comma-separated: fp32, amp. AMP speedup = amp img/s / fp32 img/s.")
+@click.option("--batch-size", default="64", show_default=True, callback=_csv(int),
+              help="Comma-separated batch sizes PER PROCESS.")
+@click.option("--nproc", default="1", show_default=True, callback=_csv(int),
+              help="Comma-separated process counts; scaling efficiency = img/s at N / (N x img/s at 1).")
+@click.option("--warmup", default=5, show_default=True, type=int, help="Warm-up steps, excluded from the figures.")
+@click.option("--steps", default=20, show_default=True, type=int, help="Timed steps (median and percentiles over them).")
+@click.option("--data", default="synthetic", show_default=True,
+              help="'synthetic' (random tensors on the device: compute only) or training data (adds the input pipeline).")
+@click.option("--mode", type=click.Choice(["train", "eval"]), default="train", show_default=True,
+              help="train: forward+backward+step; eval: embedding forward only.")
+@click.option("--compile", is_flag=True, help="torch.compile the model.")
+@click.option("--workers", type=int, default=None, help="DataLoader workers for real data.")
+@click.option("--classes", default=1000, show_default=True, type=int, help="Head classes on synthetic data.")
+@click.option("--out", default="runs", show_default=True, help="Each grid point is saved as a run under OUT.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
+def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, steps, data, mode, compile,
+              workers, classes, out, as_json):
+    """Measure speed over a grid of precision x batch size x processes.
+
+    Every point runs WARMUP steps, then STEPS timed steps with the device synchronised
+    around each timer. Rows report img/s (median, mean), step latency p50/p95/p99, the
+    data-wait fraction, peak memory, amp_speedup, scaling_efficiency and mfu (FLOPs per
+    step from torch.utils.flop_counter x steps/s / the device plugin's peak; empty when
+    the peak is unknown, e.g. on CPU). Synthetic data is labelled synthetic.
+    """
+    from ..bench import bench
+    from ..config import RunConfig
+    from ..errors import ArcbenchError
+
+    for p in precision:
+        if p not in ("fp32", "amp"):
+            raise ArcbenchError(f"--precision: unknown {p!r}; known: fp32, amp")
+    if warmup < 0 or steps <= 0:
+        raise ArcbenchError("--steps must be positive and --warmup not negative")
+    if any(b <= 0 for b in batch_size) or any(n <= 0 for n in nproc):
+        raise ArcbenchError("--batch-size and --nproc must be positive")
+    base = RunConfig(device=device, backbone=backbone, head=head, train_data=data, compile=compile,
+                     workers=workers, synthetic_classes=classes, out=out)
+    log = None if as_json else (lambda m: click.echo(m, err=True))
+    rows = bench(base, precisions=precision, batch_sizes=batch_size, nprocs=nproc, mode=mode,
+                 warmup=warmup, steps=steps, log=log)
+    if as_json:
+        echo_json(rows)
+        return
+    show = []
+    for r in rows:
+        show.append({
+            "backbone": r["backbone"], "mode": r["mode"], "precision": r["precision"], "nproc": r["nproc"],
+            "batch": r["batch_size"], "img/s": _f(r.get("throughput_median"), ".1f"),
+            "p50 ms": _f(r.get("latency_p50") and r["latency_p50"] * 1e3, ".1f"),
+            "p99 ms": _f(r.get("latency_p99") and r["latency_p99"] * 1e3, ".1f"),
+            "data wait": _f(r.get("data_wait_fraction"), ".1%"),
+            "peak MiB": _f(r.get("peak_memory") and r["peak_memory"] / 2**20, ".0f"),
+            "amp speedup": _f(r.get("amp_speedup"), ".2f"),
+            "scaling eff": _f(r.get("scaling_efficiency"), ".2f"),
+            "mfu": _f(r.get("mfu"), ".1%"), "status": r.get("status"),
+        })
+    echo_table(show)
+    if rows and rows[0].get("synthetic"):
+        click.echo("(synthetic data: compute throughput only)")
+    click.echo(f"runs saved under {out}/  ->  arcbench report {out}")
+
+
+def _f(v, spec):
+    return "-" if v is None else format(v, spec)
