@@ -7,7 +7,6 @@ throughput figures, and data-wait time is measured apart from compute.
 """
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import resource
@@ -28,6 +27,8 @@ from .stats import step_stats
 
 class NonFiniteLoss(ArcbenchError):
     """The loss became NaN or infinite: the run stops, the last good checkpoint stays."""
+
+    exit_code = 1  # the run failed; not a usage error
 
 
 class FaceModel(nn.Module):
@@ -134,6 +135,9 @@ class Trainer:
         self.last_eval = None
         self.data_times, self.compute_times = [], []
         self.samples = 0
+        #: set by a signal handler; the loop stops cleanly at the next step boundary
+        self.stop_requested = ""
+        self._resume_rng = None
 
     # ---------------------------------------------------------------- resume
     def restore(self, path: str) -> None:
@@ -148,6 +152,7 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.best_accuracy = state.get("best_accuracy")
         self.history = state.get("history") or self.history
+        self._resume_rng = state["rng"]
         train_state.set_rng_state(state["rng"])
 
     def save_checkpoint(self, tag: Optional[str] = None) -> None:
@@ -191,7 +196,12 @@ class Trainer:
         steps = min(self.steps_per_epoch, self.total_steps - self.global_step + self.step_in_epoch)
         it = iter(self.data)
         if self.step_in_epoch:  # resumed inside an epoch: the sampler order is deterministic, skip ahead
-            it = itertools.islice(it, self.step_in_epoch, None)
+            for _ in range(self.step_in_epoch):
+                next(it, None)
+        if self._resume_rng is not None:
+            # applied after the skip, so the skipped batches' augmentation does not shift the RNG
+            train_state.set_rng_state(self._resume_rng)
+            self._resume_rng = None
         buf = torch.zeros(max(1, cfg.log_interval), device=self.tdev)
         pending = []  # (global_step, lr, data_time, compute_time) since the last flush
         bar = self._progress(steps)
@@ -239,6 +249,13 @@ class Trainer:
                 pending = []
             if cfg.checkpoint_steps and self.global_step % cfg.checkpoint_steps == 0 and not pending:
                 self.save_checkpoint()
+            if self.stop_requested:
+                # a signal arrived: stop at this step boundary, with every finished step logged
+                if pending:
+                    self._flush(buf, pending, bar, images_per_step)
+                if bar is not None:
+                    bar.close()
+                raise KeyboardInterrupt(self.stop_requested)
         if pending:
             s, c = self._flush(buf, pending, bar, images_per_step)
             loss_sum, loss_count = loss_sum + s, loss_count + c

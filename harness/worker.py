@@ -71,6 +71,7 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
     device = plugins.require_device(cfg.device)
     install_sigterm()
     trainer = None
+    previous_handlers = {}
     try:
         device.set_device(local_rank)
         if world_size > 1:
@@ -89,6 +90,7 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
                                synthetic=bool(rec.summary.get("synthetic") or getattr(data, "synthetic", False)))
         trainer = Trainer(cfg, device, data, vset, rec, rank=rank, local_rank=local_rank,
                           world_size=world_size)
+        previous_handlers = _stop_on_signals(trainer)
         if resume:
             from . import train_state
 
@@ -125,6 +127,7 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
                 traceback.print_exc(file=fh)
         raise
     finally:
+        _restore_signals(previous_handlers)
         if rec:
             rec.close()
         if world_size > 1:
@@ -161,3 +164,31 @@ def _plots(rec: Recorder, trainer) -> None:
     if ev and ev.get("roc"):
         plot_roc(ev["roc"]["fpr"], ev["roc"]["tpr"], rec.path("plots", "roc.png"),
                  title=f"ROC on {ev.get('name', 'verification pairs')}", auc=ev.get("auc"))
+
+
+def _stop_on_signals(trainer) -> None:
+    """First Ctrl-C/SIGTERM: finish the current step, checkpoint, record 'interrupted'. Second: now."""
+    import signal
+
+    def handler(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt(f"signal {signum}")
+        trainer.stop_requested = f"signal {signum}"
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (embedded use)
+        pass
+    return previous
+
+
+def _restore_signals(previous: dict) -> None:
+    import signal
+
+    for sig, old in previous.items():
+        try:
+            signal.signal(sig, old)
+        except (ValueError, TypeError):
+            pass

@@ -68,6 +68,10 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
+#: explicit ``--plugin`` modules, passed on to worker processes
+PLUGIN_MODULES_ENV = "ARCBENCH_PLUGIN_MODULES"
+
+
 def load_plugins() -> pluggy.PluginManager:
     """Register built-ins and installed entry points, once per process.
 
@@ -98,6 +102,8 @@ def load_plugins() -> pluggy.PluginManager:
         pm.register(mod, ep.name)
         _dist_of[ep.name] = (dist_name, dist.version or "")
     _loaded = True
+    for modname in filter(None, os.environ.get(PLUGIN_MODULES_ENV, "").split(",")):
+        load_plugin_module(modname)  # explicit --plugin modules of a parent process
     _invalidate()
     return pm
 
@@ -126,6 +132,10 @@ def load_plugin_module(modname: str) -> None:
     if not pm.is_registered(mod):
         pm.register(mod, modname)
         _invalidate()
+    # worker processes (elastic launch) inherit the environment and load it too
+    names = [n for n in os.environ.get(PLUGIN_MODULES_ENV, "").split(",") if n]
+    if modname not in names:
+        os.environ[PLUGIN_MODULES_ENV] = ",".join(names + [modname])
 
 
 def register_plugin(obj, name: Optional[str] = None) -> None:

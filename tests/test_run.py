@@ -1,0 +1,211 @@
+"""`arcbench run`: files, values, resume, loss guard, seed flags, eval mode.
+
+Training uses the tiny backbone from ``tinyplugin`` (a third-party-style
+plugin) on a tiny generated face set, so each run takes seconds on a CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from arcbench.cli import main
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session")
+def faces(tmp_path_factory):
+    from arcbench.data.synth import generate
+
+    root = tmp_path_factory.mktemp("faces")
+    generate(root, identities=8, images_per_identity=6, verify_identities=20, verify_images=2, pairs=2, workers=0)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _plugin_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    monkeypatch.setenv("PYTHONPATH", str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.delenv("ARCBENCH_DEBUG", raising=False)
+    import tinyplugin
+
+    tinyplugin.INTERRUPT_AT = None
+    tinyplugin.reset_calls()
+    yield
+
+
+def data_args(faces):
+    return ["--train-data", str(faces / "train"), "--annotation", str(faces / "cls_train.txt"),
+            "--val-data", str(faces / "verify"), "--val-pairs", str(faces / "pairs.txt")]
+
+
+def run(args, expect=0):
+    result = CliRunner().invoke(main, ["--plugin", "tinyplugin", "run", "--device", "cpu", "--workers", "0",
+                                       "--eval-batch-size", "16", "--quiet"] + args)
+    assert result.exit_code == expect, result.output + repr(result.exception)
+    return result
+
+
+def only_run_dir(out: Path) -> Path:
+    dirs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def read_metrics(run_dir: Path):
+    records = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        assert line.startswith("DLLL "), line
+        records.append(json.loads(line[5:]))
+    return records
+
+
+def step_losses(run_dir: Path):
+    return {tuple(r["step"]): r["data"]["train.loss"] for r in read_metrics(run_dir)
+            if r["type"] == "LOG" and len(r["step"]) == 2}
+
+
+def test_short_run_writes_every_file_with_sane_values(faces, tmp_path):
+    out = tmp_path / "runs"
+    result = run(["--backbone", "tiny", "--epochs", "2", "--batch-size", "8", "--log-interval", "3",
+                  *data_args(faces), "--out", str(out)])
+    rd = only_run_dir(out)
+    assert str(rd) in result.output
+    for name in ("config.json", "system.json", "metrics.jsonl", "summary.json", "backbone.pth",
+                 "checkpoints/last.pt", "checkpoints/epoch001.pt", "checkpoints/epoch002.pt",
+                 "plots/loss.png", "plots/accuracy.png", "plots/roc.png"):
+        assert (rd / name).is_file(), name
+    cfg = json.loads((rd / "config.json").read_text())
+    assert cfg["backbone"] == "tiny" and cfg["batch_size"] == 8 and cfg["epochs"] == 2
+    system = json.loads((rd / "system.json").read_text())
+    assert system["device"]["device"] == "cpu" and system["torch"] == torch.__version__ and system["python"]
+    s = json.loads((rd / "summary.json").read_text())
+    steps_per_epoch = 48 // 8
+    assert s["status"] == "completed" and s["reason"] is None
+    assert s["steps"] == 2 * steps_per_epoch and s["epochs"] == 2
+    assert s["synthetic"] is True and s["train_set"] and s["eval_set"]
+    assert s["throughput_median"] > 0 and s["throughput_mean"] > 0 and s["compute_ips"] >= s["throughput_median"]
+    assert 0 <= s["data_wait_fraction"] < 1
+    assert 0 < s["latency_p50"] <= s["latency_p95"] <= s["latency_p99"]
+    assert s["peak_memory"] > 0
+    assert 0 <= s["lfw_accuracy"] <= 1 and 0 <= s["lfw_accuracy_std"] <= 0.5
+    assert s["best_lfw_accuracy"] >= s["lfw_accuracy"]
+    assert math.isfinite(s["final_loss"]) and s["precision"] == "fp32" and s["amp"] is False
+    assert s["samples_per_rank"] == [2 * steps_per_epoch * 8]
+    # DLLogger records: metadata, one LOG per step (epoch, iteration), epoch summaries, the run summary
+    recs = read_metrics(rd)
+    assert any(r["type"] == "METADATA" and r["metric"] == "train.loss" for r in recs)
+    losses = step_losses(rd)
+    assert sorted(losses) == [(e, i) for e in (1, 2) for i in range(1, steps_per_epoch + 1)]
+    assert any(r.get("step") == [2] and "val.lfw.accuracy" in r["data"] for r in recs)
+    assert any(r.get("step") == [] for r in recs if r["type"] == "LOG")
+    # the exported backbone loads into a fresh model for verify/eval
+    from arcbench.checkpoint import load_backbone
+
+    load_backbone("tiny", rd / "backbone.pth")
+
+
+def test_interrupt_then_resume_matches_an_uninterrupted_run(faces, tmp_path):
+    import tinyplugin
+
+    common = ["--backbone", "tiny", "--epochs", "2", "--batch-size", "8", "--log-interval", "4",
+              "--seed", "3", *data_args(faces)]
+    run([*common, "--out", str(tmp_path / "a")])
+    full = step_losses(only_run_dir(tmp_path / "a"))
+
+    tinyplugin.reset_calls()
+    tinyplugin.INTERRUPT_AT = 9  # SIGINT during step 9 (second epoch): the step finishes, then the run stops
+    run([*common, "--out", str(tmp_path / "b")], expect=130)
+    rd = only_run_dir(tmp_path / "b")
+    s = json.loads((rd / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["steps"] == 9
+    tinyplugin.INTERRUPT_AT = None
+    result = run(["--resume", str(rd)])
+    s = json.loads((rd / "summary.json").read_text())
+    assert s["status"] == "completed" and s["steps"] == 12 and s["resumed"] == 1
+    resumed = step_losses(rd)
+    assert sorted(resumed) == sorted(full)
+    for step, loss in full.items():
+        assert resumed[step] == pytest.approx(loss, rel=1e-5, abs=1e-6), step
+
+
+def test_loss_guard_stops_on_nan_and_keeps_the_last_good_checkpoint(faces, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINY_NAN_AFTER", "8")  # epoch 1 is 6 steps: clean; NaN appears in epoch 2
+    out = tmp_path / "runs"
+    result = run(["--backbone", "tiny_nan", "--epochs", "3", "--batch-size", "8", "--log-interval", "2",
+                  *data_args(faces), "--out", str(out)], expect=1)
+    rd = only_run_dir(out)
+    s = json.loads((rd / "summary.json").read_text())
+    assert s["status"] == "failed"
+    assert "loss became nan at step 9" in s["reason"]
+    assert "loss became nan" in result.output
+    ckpt = torch.load(rd / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 6
+    assert all(torch.isfinite(v).all() for v in ckpt["backbone"].values() if v.is_floating_point())
+
+
+def _parse(args):
+    from arcbench.cli.run import build_config, run_cmd
+
+    ctx = run_cmd.make_context("run", list(args))
+    return build_config(ctx.params)
+
+
+def test_seed_flags_parse_with_their_meaning():
+    cfg = _parse(["--model_name", "arcface", "--nproc_per_node", "3", "--batch_size", "96", "--lr", "1e-2",
+                  "--device", "sdaa", "--epoch", "50", "--distributed", "True", "--use_amp", "True",
+                  "--train_data_path", "datasets", "--train_annotation_path", "cls_train.txt",
+                  "--val_data_path", "lfw", "--val_pairs_path", "model_data/lfw_pair.txt",
+                  "--master_addr", "10.0.0.1", "--master_port", "29600", "--nnodes", "1", "--node_rank", "0"])
+    assert (cfg.backbone, cfg.head, cfg.device) == ("mobilefacenet", "arcface", "sdaa")
+    assert cfg.nproc == 3 and cfg.batch_size == 96 and cfg.per_process_batch == 32  # seed: global batch
+    assert cfg.lr == 1e-2 and cfg.epochs == 50 and cfg.precision == "amp"
+    assert (cfg.train_data, cfg.annotation, cfg.val_data, cfg.val_pairs) == (
+        "datasets", "cls_train.txt", "lfw", "model_data/lfw_pair.txt")
+    assert (cfg.master_addr, cfg.master_port) == ("10.0.0.1", 29600)
+    single = _parse(["--batch_size", "30", "--distributed", "False", "--use_amp", "False", "--nproc_per_node", "3"])
+    assert single.nproc == 1 and single.batch_size == 30 and single.precision == "fp32"
+    ev = _parse(["--eval_batch_size", "256", "--model_path", "w.pth", "--do_eval=True"])
+    assert ev.mode == "eval" and ev.weights == "w.pth" and ev.eval_batch_size == 256
+    # arcbench's own flag is per process
+    own = _parse(["--batch-size", "32", "--nproc", "2", "--amp"])
+    assert own.batch_size == 64 and own.per_process_batch == 32 and own.precision == "amp"
+    dashed = _parse(["--use-amp", "true", "--train-data-path", "x", "--nproc-per-node", "2"])
+    assert dashed.precision == "amp" and dashed.train_data == "x" and dashed.nproc == 2
+
+
+def test_help_says_which_batch_size_applies():
+    out = CliRunner().invoke(main, ["run", "--help"]).output
+    assert "PER PROCESS" in out and "GLOBAL" in out and "--use_amp" in out
+
+
+def test_trained_model_verifies_better_than_untrained_and_eval_mode_records_it(faces, tmp_path):
+    from arcbench.checkpoint import load_backbone
+    from arcbench.evaluate import evaluate
+    from arcbench.plugins import get_device
+    from arcbench.verification import load_verification
+
+    torch.manual_seed(0)
+    vset = load_verification(val_data=str(faces / "verify"), val_pairs=str(faces / "pairs.txt"))
+    untrained = evaluate(load_backbone("tiny"), get_device("cpu"), vset, batch_size=16, workers=0,
+                         progress=False)
+    out = tmp_path / "runs"
+    run(["--backbone", "tiny", "--epochs", "6", "--batch-size", "8", "--lr", "0.2", *data_args(faces),
+         "--out", str(out)])
+    rd = only_run_dir(out)
+    trained = json.loads((rd / "summary.json").read_text())
+    assert trained["lfw_accuracy"] > untrained["accuracy"] + 0.05, (trained["lfw_accuracy"], untrained["accuracy"])
+    # the seed's evaluation command on the exported weights reproduces the figure as an eval run
+    out2 = tmp_path / "evals"
+    run(["--do_eval=True", "--model_path", str(rd / "backbone.pth"), "--model_name", "tiny",
+         "--val_data_path", str(faces / "verify"), "--val_pairs_path", str(faces / "pairs.txt"),
+         "--out", str(out2)])
+    s = json.loads((only_run_dir(out2) / "summary.json").read_text())
+    assert s["mode"] == "eval" and s["status"] == "completed"
+    assert s["lfw_accuracy"] == pytest.approx(trained["lfw_accuracy"], abs=1e-9)

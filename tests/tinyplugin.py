@@ -1,0 +1,53 @@
+"""A third-party-style plugin with a tiny backbone, so training tests run in seconds.
+
+Loaded with ``--plugin tinyplugin`` (the tests put this folder on PYTHONPATH,
+so spawned DDP workers import it too).  Knobs for fault tests are module
+globals or environment variables.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+import torch
+from torch import nn
+
+from arcbench import hookimpl
+
+#: raise SIGINT in this process on the Nth training forward call (resume/interrupt tests)
+INTERRUPT_AT = None
+_calls = {"n": 0}
+
+
+class Tiny(nn.Module):
+    """Two strided convs and a linear embedding: ~10k parameters."""
+
+    def __init__(self, embedding_size: int = 32, nan_after=None, **_):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 5, stride=4, padding=2, bias=False), nn.BatchNorm2d(8), nn.PReLU(8),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.PReLU(16),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, embedding_size, bias=False),
+            nn.BatchNorm1d(embedding_size))
+        self.nan_after = nan_after
+
+    def forward(self, x):
+        if self.training:
+            _calls["n"] += 1
+        if self.training and INTERRUPT_AT is not None and _calls["n"] == INTERRUPT_AT:
+            signal.raise_signal(signal.SIGINT)
+        out = self.body(x)
+        if self.nan_after is not None and self.training and _calls["n"] > self.nan_after:
+            out = out * float("nan")
+        return out
+
+
+def reset_calls():
+    _calls["n"] = 0
+
+
+@hookimpl
+def register_backbones(register):
+    register("tiny", Tiny, embedding_size=32, margin_scale=16.0)
+    register("tiny_nan", lambda **kw: Tiny(nan_after=int(os.environ.get("TINY_NAN_AFTER", "3")), **kw),
+             embedding_size=32, margin_scale=16.0)
