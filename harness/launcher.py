@@ -11,7 +11,6 @@ collective.
 from __future__ import annotations
 
 import os
-import uuid
 
 from .config import RunConfig
 from .errors import ArcbenchError
@@ -24,7 +23,8 @@ def launch_config(cfg: RunConfig, monitor_interval: float = 0.5):
     endpoint = f"{cfg.master_addr}:{cfg.master_port}"
     return LaunchConfig(
         min_nodes=cfg.nnodes, max_nodes=cfg.nnodes, nproc_per_node=cfg.nproc,
-        run_id=f"arcbench-{cfg.run_id or uuid.uuid4().hex[:8]}",
+        # every node must name the same rendezvous, and only node 0 knows the run id
+        run_id=f"arcbench-{cfg.master_addr}-{cfg.master_port}",
         rdzv_backend="static", rdzv_endpoint=endpoint,
         rdzv_configs={"rank": cfg.node_rank, "timeout": 300},
         max_restarts=0, monitor_interval=monitor_interval, start_method="spawn",

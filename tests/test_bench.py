@@ -1,0 +1,80 @@
+"""`arcbench bench` with tiny settings: every field, and derived ratios that add up."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from arcbench.cli import main
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def _plugin_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    monkeypatch.setenv("PYTHONPATH", str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.delenv("ARCBENCH_DEBUG", raising=False)
+
+
+def bench(tmp_path, *args):
+    result = CliRunner().invoke(main, ["--plugin", "tinyplugin", "bench", "--device", "cpu", "--backbone", "tiny",
+                                       "--warmup", "1", "--steps", "3", "--classes", "10", "--out",
+                                       str(tmp_path / "runs"), "--json", *args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return json.loads(result.output[result.output.index("["):])
+
+
+def test_train_grid_reports_every_field_and_amp_speedup_is_the_ratio(tmp_path):
+    rows = bench(tmp_path, "--precision", "fp32,amp", "--batch-size", "4")
+    assert len(rows) == 2
+    fp32, amp = rows
+    assert (fp32["precision"], amp["precision"]) == ("fp32", "amp")
+    for r in rows:
+        for key in ("device", "backbone", "precision", "nproc", "batch_size", "throughput_median",
+                    "throughput_mean", "latency_p50", "latency_p95", "latency_p99", "data_wait_fraction",
+                    "peak_memory", "amp_speedup", "scaling_efficiency", "mfu", "flops_per_image", "run_id"):
+            assert key in r, key
+        assert r["status"] == "completed" and r["throughput_median"] > 0 and r["synthetic"] is True
+        assert r["mfu"] is None  # the CPU plugin has no peak FLOP/s
+        assert r["flops_per_image"] > 0
+        assert r["scaling_efficiency"] == pytest.approx(1.0)
+    assert fp32["amp_speedup"] is None
+    assert amp["amp_speedup"] == pytest.approx(amp["throughput_median"] / fp32["throughput_median"])
+    # each point is a run directory the report can read, carrying the derived figures
+    s = json.loads((tmp_path / "runs" / amp["run_id"] / "summary.json").read_text())
+    assert s["amp_speedup"] == pytest.approx(amp["amp_speedup"]) and s["mode"] == "bench"
+
+
+def test_eval_mode_measures_embedding_throughput(tmp_path):
+    rows = bench(tmp_path, "--precision", "fp32", "--batch-size", "2,4", "--mode", "eval")
+    assert [r["batch_size"] for r in rows] == [2, 4]
+    assert all(r["mode"] == "eval" and r["throughput_median"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_scaling_efficiency_is_the_ratio_to_one_process(tmp_path):
+    rows = bench(tmp_path, "--precision", "fp32", "--batch-size", "4", "--nproc", "1,2")
+    one, two = rows
+    assert two["nproc"] == 2 and two["status"] == "completed"
+    assert two["scaling_efficiency"] == pytest.approx(two["throughput_median"] / (2 * one["throughput_median"]))
+
+
+def test_mfu_uses_the_device_peak(monkeypatch):
+    from arcbench.bench import derive
+    from arcbench.config import RunConfig
+
+    class Dev:
+        amp_dtype = None
+
+        def peak_flops(self, dtype):
+            return 1e12
+
+    rows = [{"backbone": "tiny", "mode": "train", "precision": "fp32", "nproc": 1, "per_process_batch": 4,
+             "throughput_median": 100.0}]
+    monkeypatch.setattr("arcbench.bench.step_flops", lambda *a, **k: 2_000_000)
+    derive(rows, Dev(), RunConfig(backbone="tiny"))
+    assert rows[0]["mfu"] == pytest.approx(2e6 * 100 / 1e12)
