@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from typing import Dict, Mapping
 
 import torch
@@ -27,14 +28,29 @@ def load_file(path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ArcbenchError(
-            "refusing to load: the file needs more than plain tensors (weights_only=True). "
-            "If you trust it, re-save its state_dict with torch.save(model.state_dict(), ...). "
-            f"({first[:200]})", path) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
-        raise ArcbenchError(f"cannot read checkpoint: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}",
+        raise ArcbenchError(_unpickling_message(str(exc)), path) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, UnicodeDecodeError, MemoryError) as exc:
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ArcbenchError(f"cannot read checkpoint (truncated, corrupt or not a PyTorch file): {detail}",
                             path) from None
+
+
+_GLOBAL = re.compile(r"(?:GLOBAL|Unsupported class)\s+([A-Za-z_][\w.]*)")
+
+
+def _unpickling_message(text: str) -> str:
+    """torch's weights_only refusal, in one line that says what the file wanted."""
+    found = _GLOBAL.search(text)
+    if found:
+        return (f"refusing to load: the file references {found.group(1)}, which a plain-tensor load "
+                "(weights_only=True) does not allow because unpickling it could run code. If you trust the "
+                "file, re-save its state_dict: torch.save(model.state_dict(), path)")
+    marker = "WeightsUnpickler error:"
+    rest = text[text.index(marker) + len(marker):] if marker in text else text
+    lines = [ln.strip() for ln in rest.splitlines() if ln.strip()]
+    detail = lines[0] if lines else ""
+    return f"cannot read checkpoint (corrupt, truncated or not a PyTorch file): {detail[:200]}"
 
 
 def strip_prefixes(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

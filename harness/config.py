@@ -98,6 +98,8 @@ class RunConfig:
 
         if self.mode not in ("train", "eval", "bench"):
             bad(f"unknown mode {self.mode!r}")
+        if self.nproc <= 0 or self.nnodes <= 0:
+            bad(f"--nproc and --nnodes must be positive, got {self.nproc} and {self.nnodes}")
         if self.batch_size <= 0:
             bad(f"--batch-size must be positive, got {self.batch_size}")
         if self.batch_size % self.world_size:
@@ -108,12 +110,28 @@ class RunConfig:
             bad(f"--epochs must be positive, got {self.epochs}")
         if self.max_steps is not None and self.max_steps <= 0:
             bad(f"--max-steps must be positive, got {self.max_steps}")
-        if self.nproc <= 0 or self.nnodes <= 0:
-            bad("--nproc and --nnodes must be positive")
         if not 0 <= self.node_rank < self.nnodes:
             bad(f"--node-rank {self.node_rank} is outside 0..{self.nnodes - 1}")
         if self.eval_batch_size <= 0:
             bad(f"--eval-batch-size must be positive, got {self.eval_batch_size}")
+        if not 1 <= self.master_port <= 65535:
+            bad(f"--master-port must be 1..65535, got {self.master_port}")
+        if self.workers is not None and self.workers < 0:
+            bad(f"--workers must be 0 or more, got {self.workers}")
+        if self.checkpoint_every < 0 or self.checkpoint_steps < 0:
+            bad("--checkpoint-every and --checkpoint-steps must be 0 (never) or positive")
+        if self.log_interval <= 0:
+            bad(f"--log-interval must be positive, got {self.log_interval}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            bad(f"--warmup-steps must be 0 or more, got {self.warmup_steps}")
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            bad(f"--grad-clip must be a positive number, got {self.grad_clip}")
+        if self.margin_s is not None and not (self.margin_s > 0 and math.isfinite(self.margin_s)):
+            bad(f"--margin-s must be a positive number, got {self.margin_s}")
+        if not math.isfinite(self.margin_m):
+            bad(f"--margin-m must be a finite number, got {self.margin_m}")
+        if self.train_data == "synthetic" and (self.synthetic_classes <= 0 or self.synthetic_steps <= 0):
+            bad("--synthetic-classes and --synthetic-steps must be positive")
         if self.optimizer not in LR_LIMITS:
             bad(f"unknown optimizer {self.optimizer!r}; known: {', '.join(LR_LIMITS)}")
         if self.schedule not in ("cosine", "step"):

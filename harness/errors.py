@@ -7,6 +7,7 @@ message actionable, so both are first-class fields.
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -18,6 +19,8 @@ class ArcbenchError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, path: Optional[PathLike] = None, line: Optional[int] = None):
+        if path is None and isinstance(message, str):
+            message = _unwrap_worker_message(message)
         super().__init__(message)
         self.message = message
         self.path = os.fspath(path) if path is not None else None
@@ -30,6 +33,27 @@ class ArcbenchError(Exception):
             where += ": "
         # Keep it to one line whatever the message contains.
         return (where + self.message).replace("\n", " ")
+
+
+_WORKER_WRAP = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\s*\nOriginal Traceback")
+_EXC_PREFIX = re.compile(r"^[\w.]*\w+: ")
+
+
+def _unwrap_worker_message(message: str) -> str:
+    """A DataLoader worker re-raises our error as ``ArcbenchError("Caught ... Original Traceback ...")``;
+    keep only the original one-line message, not the worker's traceback."""
+    if not _WORKER_WRAP.match(message):
+        return message
+    lines = [ln for ln in message.splitlines() if ln.strip()]
+    last = lines[-1].strip() if lines else message
+    return _EXC_PREFIX.sub("", last, count=1)
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """``warnings.formatwarning`` for the command line: one line, no source excerpt."""
+    text = str(message).replace("\n", " ").strip()
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    return f"arcbench: warning{kind}: {text}\n"
 
 
 class UnknownNameError(ArcbenchError):

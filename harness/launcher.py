@@ -38,13 +38,16 @@ def launch(cfg: RunConfig, run_dir: str, resume: bool) -> dict:
     from .worker import worker_main
 
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.nproc)))
+    _quiet_torch_logs()
     try:
         outputs = elastic_launch(launch_config(cfg), worker_main)(cfg.to_dict(), run_dir, resume)
     except ChildFailedError as exc:
         reason = _failure_reason(exc)
         if run_dir:
             rec = Recorder(run_dir)
-            if rec.summary.get("status") in (None, "running", "completed"):
+            # rank 0 may have recorded only a consequence ("connection reset by peer"): the
+            # launcher sees every rank, so its reason (root cause first) replaces it.
+            if rec.summary.get("status") != "interrupted":
                 rec.update_summary(status="failed", reason=reason)
             elif not rec.summary.get("reason"):
                 rec.update_summary(reason=reason)
@@ -56,26 +59,45 @@ def launch(cfg: RunConfig, run_dir: str, resume: bool) -> dict:
     return outputs.get(0, {}) if isinstance(outputs, dict) else {}
 
 
+def _quiet_torch_logs() -> None:
+    """The agent logs a worker's death with a traceback; arcbench reports it in one line
+    instead (the summary's reason).  ``--debug`` keeps torch's logs."""
+    import logging
+
+    if os.environ.get("ARCBENCH_DEBUG"):
+        return
+    for name in ("torch.distributed.elastic", "torch.multiprocessing.spawn", "torch.distributed.launcher"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+#: messages of ranks that only noticed that another rank went away
+_SECONDARY = ("connection reset", "connection closed", "broken pipe", "gloo", "nccl", "processgroup",
+              "distbackenderror", "timed out", "socket")
+
+
 def _failure_reason(exc) -> str:
-    parts = []
-    for local_rank, failure in sorted(getattr(exc, "failures", {}).items()):
+    """One line naming each failed rank and how it ended, the likely root cause first."""
+    import signal
+
+    rows = []
+    for rank, failure in getattr(exc, "failures", {}).items():
         code = failure.exitcode
         if code is not None and code < 0:
-            import signal
-
             try:
                 what = f"killed by {signal.Signals(-code).name}"
             except ValueError:
                 what = f"killed by signal {-code}"
         else:
             what = f"exit code {code}"
-        msg = ""
         err = getattr(failure, "message", None)
         if isinstance(err, dict):
-            msg = str(err.get("message", {}).get("message", "") if isinstance(err.get("message"), dict)
-                      else err.get("message", ""))
-        elif err:
-            msg = str(err)
-        msg = msg.strip().splitlines()[-1][:300] if msg.strip() else ""
-        parts.append(f"worker rank {failure.rank} {what}" + (f": {msg}" if msg else ""))
-    return "; ".join(parts) or str(exc).splitlines()[0][:300]
+            err = err.get("message", "")
+        msg = str(err or "").strip()
+        if msg.startswith("To enable traceback") or msg.startswith("Signal "):
+            msg = ""  # torch's filler when the process left no error file
+        msg = msg.splitlines()[-1][:300] if msg else ""
+        secondary = bool(msg) and any(s in msg.lower() for s in _SECONDARY)
+        rows.append(((secondary, getattr(failure, "timestamp", 0) or 0, int(rank)),
+                     f"worker rank {rank} {what}" + (f": {msg}" if msg else "")))
+    rows.sort(key=lambda r: r[0])
+    return "; ".join(text for _, text in rows) or (str(exc).strip().splitlines() or ["worker failed"])[0][:300]

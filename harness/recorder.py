@@ -57,6 +57,8 @@ def create_run_dir(out: str, run_id: Optional[str] = None, *, backbone: str = "r
                    mode: str = "train") -> str:
     """Make ``out/run_id`` exclusively (concurrent runs never share one) and prove it is writable."""
     out = os.path.abspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ArcbenchError("output path exists and is not a directory", out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
@@ -74,7 +76,14 @@ def create_run_dir(out: str, run_id: Optional[str] = None, *, backbone: str = "r
             continue
         except OSError as exc:
             raise ArcbenchError(f"cannot create the run directory: {exc.strerror}", path) from None
-        check_writable(path)
+        try:
+            check_writable(path)
+        except ArcbenchError:
+            try:
+                os.rmdir(path)  # leave no empty run behind
+            except OSError:
+                pass
+            raise
         return path
     raise ArcbenchError("could not pick a unique run id", out)
 
@@ -94,6 +103,39 @@ def check_writable(path: str, need_bytes: int = 1 << 20) -> None:
         raise ArcbenchError(f"output directory is not writable: {exc.strerror}", path) from None
     if free < need_bytes:
         raise ArcbenchError(f"output disk is full ({free} bytes free)", path)
+
+
+class RunLock:
+    """Holds ``run_dir/.lock`` (``flock``) while a process trains into the run directory.
+
+    A second ``--resume`` of a run that is still going fails at once instead of two
+    processes writing the same files.  The kernel drops the lock when the holder dies
+    (even by ``kill -9``), so a crashed run never stays locked.  No-op without ``fcntl``.
+    """
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        fd = os.open(os.path.join(self.run_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ArcbenchError("the run directory is in use by another arcbench process "
+                                "(is that run still going?)", self.run_dir) from None
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def git_commit() -> Optional[str]:
@@ -124,12 +166,28 @@ def system_info(device, world_size: int = 1) -> dict:
     }
 
 
+def _terminate_torn_line(path: str) -> None:
+    """A run killed mid-write can leave half a line; end it so the next record starts on its own
+    line (readers skip the torn one instead of losing the record glued to it)."""
+    try:
+        with open(path, "rb+") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+    except OSError:
+        pass
+
+
 class MetricsLog:
     """DLLogger JSON-lines writer (``DLLL {...}``), or ``tcap_dllogger`` when importable."""
 
     def __init__(self, path: str, use_tcap: Optional[bool] = None):
         self.path = path
         self.start = time.time()
+        _terminate_torn_line(path)
         self._fh = open(path, "a", buffering=1, encoding="utf-8")
         self._tcap = None
         if use_tcap is None:

@@ -19,9 +19,12 @@ from typing import Optional, Tuple
 
 from .config import RunConfig
 from .errors import ArcbenchError
-from .recorder import Recorder, create_run_dir, system_info
+from .recorder import Recorder, RunLock, create_run_dir, system_info
 
 SYNTHETIC_FACES = "synthetic-faces"
+
+#: locks taken by prepare() on a resumed run dir, released by execute()
+_LOCKS: dict = {}
 
 
 class RunFailed(Exception):
@@ -74,6 +77,9 @@ def prepare(cfg: RunConfig, resume: Optional[str] = None) -> Tuple[RunConfig, st
     from . import plugins
 
     if resume:
+        if not os.path.isdir(resume):
+            raise ArcbenchError("--resume: run directory not found" if not os.path.exists(resume)
+                                else "--resume: expected a run directory, got a file", resume)
         cfg_path = os.path.join(resume, "config.json")
         if not os.path.exists(cfg_path):
             raise ArcbenchError("not a run directory (no config.json)", resume)
@@ -98,7 +104,9 @@ def prepare(cfg: RunConfig, resume: Optional[str] = None) -> Tuple[RunConfig, st
         from .recorder import check_writable
 
         run_dir = os.path.abspath(resume)
+        _LOCKS[run_dir] = RunLock(run_dir).acquire()  # before anything in it is rewritten
         check_writable(run_dir)
+        _remove_stale_temporaries(run_dir)
     elif cfg.node_rank == 0:
         run_dir = create_run_dir(cfg.out, cfg.run_id, backbone=cfg.backbone, device=device.name, mode=cfg.mode)
     else:
@@ -117,9 +125,41 @@ def prepare(cfg: RunConfig, resume: Optional[str] = None) -> Tuple[RunConfig, st
     return cfg, run_dir, device
 
 
+def _remove_stale_temporaries(run_dir: str) -> None:
+    """Half-written ``.<name>.<random>.tmp`` files left by a killed run (the real files are intact)."""
+    for folder in (run_dir, os.path.join(run_dir, "checkpoints")):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(".") and name.endswith(".tmp"):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                except OSError:
+                    pass
+
+
 def execute(cfg: RunConfig, resume: Optional[str] = None, log=print) -> Tuple[str, dict]:
     """Run training (or eval) end to end; returns ``(run_dir, summary)``."""
-    cfg, run_dir, device = prepare(cfg, resume)
+    try:
+        cfg, run_dir, device = prepare(cfg, resume)
+    except BaseException:
+        held = _LOCKS.pop(os.path.abspath(resume), None) if resume else None
+        if held is not None:
+            held.release()
+        raise
+    lock = _LOCKS.pop(run_dir, None) if run_dir else None
+    try:
+        if run_dir and lock is None:
+            lock = RunLock(run_dir).acquire()
+        return _execute(cfg, run_dir, device, resume, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _execute(cfg: RunConfig, run_dir: str, device, resume: Optional[str], log) -> Tuple[str, dict]:
     if run_dir and not cfg.quiet:
         log(f"arcbench: run directory {run_dir}")
     start = time.time()

@@ -29,9 +29,11 @@ def open_train_data(cfg: RunConfig, device, rank: int, world_size: int):
 def open_verification(cfg: RunConfig):
     if not (cfg.val_data or cfg.val_bin):
         return None
+    from .runner import SYNTHETIC_FACES, is_generated
     from .verification import load_verification
 
-    return load_verification(val_data=cfg.val_data, val_pairs=cfg.val_pairs, val_bin=cfg.val_bin)
+    name = f"{SYNTHETIC_FACES} (held-out identities)" if is_generated(cfg.val_data) else None
+    return load_verification(val_data=cfg.val_data, val_pairs=cfg.val_pairs, val_bin=cfg.val_bin, name=name)
 
 
 def _global_figures(results: dict, world_size: int, device) -> dict:
@@ -63,6 +65,13 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
     from .runner import install_sigterm
 
     cfg = RunConfig.from_dict(cfg_dict)
+    launched = rank is None  # a process of its own, started by the elastic launcher
+    if launched and not os.environ.get("ARCBENCH_DEBUG"):
+        import warnings
+
+        from .errors import one_line_warning
+
+        warnings.formatwarning = one_line_warning  # a launched worker: its own process, one-line warnings
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     local_rank = int(os.environ.get("LOCAL_RANK", 0)) if local_rank is None else local_rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
@@ -71,6 +80,7 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
     device = plugins.require_device(cfg.device)
     install_sigterm()
     trainer = None
+    ready = False
     previous_handlers = {}
     try:
         device.set_device(local_rank)
@@ -86,20 +96,26 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
         data = open_train_data(cfg, device, rank, world_size)
         vset = open_verification(cfg) if rank == 0 else None
         if rec:
-            rec.update_summary(train_set=data.name, eval_set=getattr(vset, "name", None),
+            from .runner import SYNTHETIC_FACES, is_generated
+
+            train_set = SYNTHETIC_FACES if is_generated(cfg.train_data) and cfg.train_data != "synthetic" else data.name
+            rec.update_summary(train_set=train_set, eval_set=getattr(vset, "name", None),
                                synthetic=bool(rec.summary.get("synthetic") or getattr(data, "synthetic", False)))
         trainer = Trainer(cfg, device, data, vset, rec, rank=rank, local_rank=local_rank,
-                          world_size=world_size)
+                          world_size=world_size, log=_say)
         previous_handlers = _stop_on_signals(trainer)
-        if resume:
-            from . import train_state
+        from . import train_state
 
-            last = train_state.latest(run_dir) if run_dir else None
-            if last:
-                trainer.restore(last)
-                if rank == 0 and not cfg.quiet:
-                    print(f"arcbench: resumed from {last} at epoch {trainer.epoch + 1}, "
-                          f"step {trainer.global_step}", flush=True)
+        last = train_state.latest(run_dir) if (resume and run_dir) else None
+        if last:
+            _restore(trainer, last)
+            if rank == 0 and not cfg.quiet:
+                _say(f"arcbench: resumed from {last} at epoch {trainer.epoch + 1}, step {trainer.global_step}")
+        elif cfg.weights:
+            from .checkpoint import load_backbone_weights
+
+            load_backbone_weights(train_state.unwrap(trainer.face).backbone, cfg.weights)  # fine-tune from
+        ready = True  # from here on an interrupt may checkpoint: the state is this run's own
         results = trainer.run()
         results = _global_figures(results, world_size, device)
         if rec:
@@ -110,7 +126,8 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
         return rec.summary if rec else results
     except KeyboardInterrupt:
         if rec:
-            if trainer is not None:
+            # never overwrite a good checkpoint with a half-built or mid-step state
+            if trainer is not None and ready and not getattr(trainer, "hard_stop", False):
                 trainer.save_checkpoint()
             rec.update_summary(status="interrupted", reason="interrupted by signal; resume with --resume",
                                **(_partial(trainer)))
@@ -128,6 +145,10 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
         raise
     finally:
         _restore_signals(previous_handlers)
+        if launched:
+            # done (or failed): when the agent now stops this process because another rank died,
+            # its SIGTERM should end it quietly, not raise KeyboardInterrupt inside interpreter shutdown
+            _default_signals()
         if rec:
             rec.close()
         if world_size > 1:
@@ -135,6 +156,25 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _say(message: str) -> None:
+    """Print a progress line; a closed stdout (``arcbench run | head``) must not kill the run."""
+    try:
+        print(message, flush=True)
+    except (BrokenPipeError, ValueError, OSError):
+        pass
+
+
+def _restore(trainer, path: str) -> None:
+    """Load a training checkpoint; one that does not fit this run is a one-line error."""
+    try:
+        trainer.restore(path)
+    except ArcbenchError:
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ArcbenchError(f"checkpoint does not fit this run ({type(exc).__name__}: {first})", path) from None
 
 
 def _partial(trainer) -> dict:
@@ -172,6 +212,7 @@ def _stop_on_signals(trainer) -> None:
 
     def handler(signum, frame):
         if trainer.stop_requested:
+            trainer.hard_stop = True  # mid-step: the state is not a step boundary, keep the last checkpoint
             raise KeyboardInterrupt(f"signal {signum}")
         trainer.stop_requested = f"signal {signum}"
 
@@ -182,6 +223,16 @@ def _stop_on_signals(trainer) -> None:
     except ValueError:  # not the main thread (embedded use)
         pass
     return previous
+
+
+def _default_signals() -> None:
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
 
 
 def _restore_signals(previous: dict) -> None:

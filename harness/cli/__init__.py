@@ -8,22 +8,55 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import click
 
 from .. import __version__
-from ..errors import ArcbenchError
+from ..errors import ArcbenchError, one_line_warning
 
 
 class _Group(click.Group):
     def invoke(self, ctx):
+        saved_format = warnings.formatwarning
+        if not (_debug(ctx) or ctx.params.get("debug")):
+            warnings.formatwarning = one_line_warning
         try:
             return super().invoke(ctx)
         except ArcbenchError as exc:
-            if os.environ.get("ARCBENCH_DEBUG") or (ctx.obj or {}).get("debug"):
+            if _debug(ctx):
                 raise
             click.echo(f"arcbench: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            if _debug(ctx):
+                raise
+            click.echo("arcbench: interrupted", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            # stdout went away (`arcbench ... | head`): stop quietly, like other command-line tools
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            sys.exit(1)
+        except Exception as exc:
+            # a bug, not bad input: still one line; --debug shows the traceback
+            if _debug(ctx):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            click.echo(f"arcbench: internal error: {type(exc).__name__}: {first} "
+                       "(run with --debug for the traceback)", err=True)
+            sys.exit(1)
+        finally:
+            warnings.formatwarning = saved_format
+
+
+def _debug(ctx) -> bool:
+    return bool(os.environ.get("ARCBENCH_DEBUG") or (ctx.obj or {}).get("debug"))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -111,7 +111,7 @@ Examples:
 # -- recording
 @_opt("--out", default="runs", show_default=True, help="Runs root; each run writes OUT/<run_id>/.")
 @_opt("--run-id", default=None, help="Name of the run directory (sanitised). Default: time-mode-backbone-device-xxxx.")
-@_opt("--resume", type=click.Path(exists=True, file_okay=False), default=None,
+@_opt("--resume", metavar="RUN_DIR", default=None,
       help="Continue the run in this run directory from its last checkpoint.")
 @_opt("--checkpoint-every", type=int, default=1, show_default=True, help="Checkpoint every N epochs (0: never).")
 @_opt("--checkpoint-steps", type=int, default=0, show_default=True, help="Also checkpoint every N steps (0: never).")
