@@ -30,14 +30,28 @@ def faces(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _plugin_path(monkeypatch):
+    from arcbench import plugins
+
     monkeypatch.syspath_prepend(str(HERE))
     monkeypatch.setenv("PYTHONPATH", str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.delenv("ARCBENCH_DEBUG", raising=False)
+    monkeypatch.delenv(plugins.PLUGIN_MODULES_ENV, raising=False)  # restored (unset) after the test
     import tinyplugin
 
+    plugins.load_plugin_module("tinyplugin")
     tinyplugin.INTERRUPT_AT = None
     tinyplugin.reset_calls()
     yield
+    plugins.unregister_plugin("tinyplugin")
+
+
+@pytest.fixture(scope="session")
+def more_faces(tmp_path_factory):
+    from arcbench.data.synth import generate
+
+    root = tmp_path_factory.mktemp("more_faces")
+    generate(root, identities=40, images_per_identity=6, verify_identities=40, verify_images=3, pairs=6, workers=0)
+    return root
 
 
 def data_args(faces):
@@ -185,7 +199,8 @@ def test_help_says_which_batch_size_applies():
     assert "PER PROCESS" in out and "GLOBAL" in out and "--use_amp" in out
 
 
-def test_trained_model_verifies_better_than_untrained_and_eval_mode_records_it(faces, tmp_path):
+def test_trained_model_verifies_better_than_untrained_and_eval_mode_records_it(more_faces, tmp_path):
+    faces = more_faces
     from arcbench.checkpoint import load_backbone
     from arcbench.evaluate import evaluate
     from arcbench.plugins import get_device
@@ -196,7 +211,7 @@ def test_trained_model_verifies_better_than_untrained_and_eval_mode_records_it(f
     untrained = evaluate(load_backbone("tiny"), get_device("cpu"), vset, batch_size=16, workers=0,
                          progress=False)
     out = tmp_path / "runs"
-    run(["--backbone", "tiny", "--epochs", "6", "--batch-size", "8", "--lr", "0.2", *data_args(faces),
+    run(["--backbone", "tiny", "--epochs", "10", "--batch-size", "16", "--lr", "0.2", *data_args(faces),
          "--out", str(out)])
     rd = only_run_dir(out)
     trained = json.loads((rd / "summary.json").read_text())

@@ -20,14 +20,14 @@ _calls = {"n": 0}
 
 
 class Tiny(nn.Module):
-    """Two strided convs and a linear embedding: ~10k parameters."""
+    """Two strided convs and a linear embedding: ~15k parameters."""
 
     def __init__(self, embedding_size: int = 32, nan_after=None, **_):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 5, stride=4, padding=2, bias=False), nn.BatchNorm2d(8), nn.PReLU(8),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.PReLU(16),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, embedding_size, bias=False),
+            nn.Conv2d(3, 16, 5, stride=4, padding=2, bias=False), nn.BatchNorm2d(16), nn.PReLU(16),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.PReLU(32),
+            nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(288, embedding_size, bias=False),
             nn.BatchNorm1d(embedding_size))
         self.nan_after = nan_after
 

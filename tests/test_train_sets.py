@@ -1,0 +1,161 @@
+"""The training data layer: open_train_set, TrainLoader, SyntheticBatches."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from arcbench.data import synth
+from arcbench.data.train_sets import SyntheticBatches, TrainSet, make_loader, open_train_set
+from arcbench.errors import ArcbenchError
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ts") / "tinyfaces"
+    synth.generate(out, identities=4, images_per_identity=4, verify_identities=0, pairs=0, workers=0)
+    return out
+
+
+@pytest.fixture
+def folder_copy(tiny_set, tmp_path):
+    dst = tmp_path / "faces"
+    shutil.copytree(tiny_set / "train", dst)
+    return dst
+
+
+def test_open_variants_agree(tiny_set):
+    by_dir = open_train_set(str(tiny_set))  # holds cls_train.txt
+    by_ann = open_train_set(str(tiny_set / "cls_train.txt"))
+    by_scan = open_train_set(str(tiny_set / "train"))
+    seed_flags = open_train_set(str(tiny_set / "train"), annotation=str(tiny_set / "cls_train.txt"))
+    for ds in (by_dir, by_ann, by_scan, seed_flags):
+        assert isinstance(ds, TrainSet) and not ds.synthetic
+        assert len(ds) == 16 and ds.num_classes == 4
+        assert ds.paths == by_scan.paths and ds.labels.tolist() == by_scan.labels.tolist()
+    assert by_dir.name == "tinyfaces" and by_scan.name == "train"
+
+
+def test_items_are_normalised_chw(tiny_set):
+    ds = open_train_set(str(tiny_set), augment=False)
+    img, label, bad = ds[5]
+    assert img.dtype == torch.float32 and tuple(img.shape) == (3, 112, 112)
+    assert label == 1 and bad == ""
+    assert img.min() >= -1 and img.max() <= 1
+    # 96-wide images are letterboxed onto grey 128: the side bars are (128/255-0.5)/0.5
+    assert torch.allclose(img[:, :, :8], torch.full_like(img[:, :, :8], 128 / 255 * 2 - 1), atol=1e-6)
+    flipped = open_train_set(str(tiny_set), augment=True)
+    torch.manual_seed(0)
+    seen = {bool(torch.equal(flipped[5][0], img)) for _ in range(12)}
+    assert seen == {True, False}  # random horizontal flip
+
+
+def test_loader_batches(tiny_set):
+    ds = open_train_set(str(tiny_set))
+    loader = make_loader(ds, batch_size=4, workers=0, seed=3)
+    assert len(loader) == 4 and loader.name == "tinyfaces" and loader.num_classes == 4
+    batches = list(loader)
+    assert len(batches) == 4
+    for images, labels in batches:
+        assert images.shape == (4, 3, 112, 112) and images.dtype == torch.float32
+        assert labels.dtype == torch.int64 and labels.min() >= 0 and labels.max() < 4
+        assert images.abs().max() <= 1
+    assert sorted(torch.cat([lab for _, lab in batches]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4
+    assert loader.bad_images == 0
+
+
+def test_corrupt_image_skip_and_fail(folder_copy):
+    bad = folder_copy / "id00002" / "1.jpg"
+    bad.write_bytes(bad.read_bytes()[:40])  # a truncated JPEG
+    (folder_copy / "id00003" / "0.jpg").write_bytes(b"this is not an image")
+    ds = open_train_set(str(folder_copy))
+    loader = make_loader(ds, batch_size=4, workers=0)
+    seen = sum(len(lab) for _, lab in loader)
+    assert seen == 14 and loader.bad_images == 2
+    assert any(str(bad) in b for b in loader.bad_examples)
+
+    failing = make_loader(open_train_set(str(folder_copy), on_bad_image="fail"), batch_size=4, workers=1)
+    with pytest.raises(ArcbenchError) as info:
+        for _ in failing:
+            pass
+    msg = str(info.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    assert str(bad) in msg or str(folder_copy / "id00003" / "0.jpg") in msg
+
+
+def test_missing_file_in_annotation_is_a_bad_image(tiny_set, tmp_path):
+    ann = tmp_path / "list.txt"
+    ann.write_text(f"0;{tiny_set / 'train' / 'id00000' / '0.jpg'}\n1;{tmp_path / 'gone.jpg'}\n")
+    ds = open_train_set(str(ann))
+    img, label, bad = ds[1]
+    assert label == -1 and bad.startswith(str(tmp_path / "gone.jpg")) and "not found" in bad
+
+
+@pytest.mark.parametrize("mode, fmt", [("L", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("P", "PNG")])
+def test_other_colour_modes_load_as_rgb(tmp_path, mode, fmt):
+    root = tmp_path / "modes"
+    (root / "a").mkdir(parents=True)
+    Image.new(mode, (40, 50)).save(root / "a" / f"x.{fmt.lower()}", fmt)
+    ds = open_train_set(str(root))
+    img, label, bad = ds[0]
+    assert bad == "" and label == 0 and tuple(img.shape) == (3, 112, 112)
+
+
+class _IndexSet(torch.utils.data.Dataset):
+    """Label = index, so a batch says which samples a rank saw."""
+
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, i):
+        return torch.zeros(3, 4, 4), i, ""
+
+
+def test_rank_shards_are_disjoint_halves():
+    ds = _IndexSet()
+    seen = []
+    for rank in (0, 1):
+        loader = make_loader(ds, batch_size=2, rank=rank, world_size=2, seed=5, workers=0)
+        assert len(loader) == 5
+        loader.set_epoch(1)
+        seen.append(torch.cat([lab for _, lab in loader]).tolist())
+    assert len(seen[0]) == len(seen[1]) == 10
+    assert not set(seen[0]) & set(seen[1]) and set(seen[0]) | set(seen[1]) == set(range(20))
+    again = make_loader(ds, batch_size=2, rank=0, world_size=2, seed=5, workers=0)
+    again.set_epoch(1)
+    assert torch.cat([lab for _, lab in again]).tolist() == seen[0]  # reproducible per (seed, epoch)
+    again.set_epoch(2)
+    assert torch.cat([lab for _, lab in again]).tolist() != seen[0]
+
+
+def test_loader_argument_errors(tiny_set):
+    ds = open_train_set(str(tiny_set))
+    with pytest.raises(ArcbenchError, match="larger than"):
+        make_loader(ds, batch_size=64, workers=0)
+    with pytest.raises(ArcbenchError, match="rank 2"):
+        make_loader(ds, batch_size=2, rank=2, world_size=2, workers=0)
+    with pytest.raises(ArcbenchError, match="on_bad_image"):
+        make_loader(ds, batch_size=2, workers=0, on_bad_image="ignore")
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(ArcbenchError, match="SyntheticBatches"):
+        open_train_set("synthetic")
+    with pytest.raises(ArcbenchError, match="not found"):
+        open_train_set(str(tmp_path / "nothing"))
+
+
+def test_synthetic_batches():
+    sb = SyntheticBatches(batch_size=3, num_classes=7, steps_per_epoch=4, input_size=16, seed=1)
+    assert sb.synthetic and sb.name == "synthetic" and sb.bad_images == 0
+    assert len(sb) == 4 and sb.num_classes == 7
+    sb.set_epoch(2)
+    batches = list(sb)
+    assert len(batches) == 4
+    images, labels = batches[0]
+    assert images.shape == (3, 3, 16, 16) and images.device.type == "cpu"
+    assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() < 7
+    assert images.min() >= -1 and images.max() <= 1
+    assert make_loader(sb, batch_size=3) is sb
