@@ -85,7 +85,8 @@ def prepare(cfg: RunConfig, resume: Optional[str] = None) -> Tuple[RunConfig, st
             raise ArcbenchError("not a run directory (no config.json)", resume)
         saved = RunConfig.load(cfg_path)
         # --epochs / --max-steps may extend a finished run; nothing else changes on resume.
-        cfg = saved.replace(epochs=max(saved.epochs, cfg.epochs) if cfg.epochs != RunConfig.epochs else saved.epochs,
+        # (cfg.epochs is 0 when --epochs was not given with --resume)
+        cfg = saved.replace(epochs=max(saved.epochs, cfg.epochs or 0),
                             max_steps=cfg.max_steps or saved.max_steps, quiet=cfg.quiet)
     cfg.validate()
     if cfg.mode == "eval" and not cfg.weights:

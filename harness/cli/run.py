@@ -129,6 +129,8 @@ def run_cmd(**o):
     from ..runner import RunFailed, execute
 
     cfg = build_config(o)
+    if o["resume"]:
+        cfg = cfg.replace(epochs=o["epochs"] or 0)  # resume keeps the run's epochs unless --epochs extends them
     try:
         run_dir, summary = execute(cfg, resume=o["resume"], log=lambda m: click.echo(m, err=False))
     except RunFailed as exc:
