@@ -6,13 +6,13 @@ Train-mode points go through exactly the training code path (including the
 elastic launcher for ``nproc > 1``), so the figures are the ones a real run
 gets.  Derived columns are ratios measured in the same invocation:
 ``amp_speedup`` = AMP img/s / FP32 img/s, ``scaling_efficiency`` = img/s at
-N processes / (N x img/s at 1), ``mfu`` = FLOPs/step x steps/s / peak FLOP/s.
+N processes / (N x img/s at 1), ``mfu`` = model FLOPs/image x img/s / peak FLOP/s,
+with train FLOPs = 3 x forward FLOPs (see :func:`step_flops`).
 """
 from __future__ import annotations
 
 import itertools
 import os
-import sys
 import time
 from typing import Dict, List, Optional
 
@@ -28,38 +28,55 @@ ROW_KEYS = ("device", "device_name", "backbone", "mode", "precision", "nproc", "
             "flops_per_image", "synthetic", "status", "run_id")
 
 
+#: training FLOPs per image = TRAIN_FLOPS_FACTOR x forward FLOPs (forward 1x, backward 2x:
+#: the gradients w.r.t. activations and w.r.t. weights each cost about one forward)
+TRAIN_FLOPS_FACTOR = 3
+
+
 def step_flops(backbone: str, head: str, batch: int, mode: str, num_classes: int = 1000) -> Optional[int]:
-    """FLOPs of one step at ``batch`` images (train: fwd+bwd incl. head; eval: fwd), counted on the CPU."""
+    """Model FLOPs of one step at ``batch`` images, counted on the CPU.
+
+    eval: the backbone's forward.  train: 3 x the forward of backbone + margin
+    head (the usual MFU convention, as in PaLM/Megatron).  Counting the backward
+    with ``torch.utils.flop_counter`` is not used: it charges grouped/depthwise
+    convolution backward as if it were dense (MobileFaceNet: 0.44 GFLOPs forward
+    but 4.67 GFLOPs "forward+backward" per image), which would inflate MFU ~3.5x.
+    """
     from .flops import count_flops
     from .train import build_face_model
-    import torch.nn.functional as F
 
     probe = 2
     cfg = RunConfig(backbone=backbone, head=head)
-    face = build_face_model(cfg, num_classes)
+    face = build_face_model(cfg, num_classes).eval()
     x = torch.randn(probe, 3, 112, 112)
     y = torch.randint(0, num_classes, (probe,))
-    if mode == "eval":
-        face.eval()
 
-        def fn():
-            with torch.no_grad():
+    def fn():
+        with torch.no_grad():
+            if mode == "eval":
                 face.backbone(x)
-    else:
-        def fn():
-            F.cross_entropy(face(x, y), y).backward()
+            else:
+                face(x, y)
+
     flops = count_flops(fn)
-    return None if flops is None else int(flops * batch / probe)
+    if flops is None:
+        return None
+    factor = 1 if mode == "eval" else TRAIN_FLOPS_FACTOR
+    return int(flops * factor * batch / probe)
 
 
 def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
-    """Embedding throughput/latency at one batch size (forward only, synthetic or real images)."""
+    """Embedding throughput/latency at one batch size (forward only, synthetic or real images),
+    with the model exactly as :func:`arcbench.evaluate.evaluate` prepares it."""
     from .plugins import create_backbone
     from .stats import step_stats
     from .worker import open_train_data
 
+    from .evaluate import inference_model
+
     tdev = device.torch_device()
-    model = create_backbone(cfg.backbone).to(tdev).eval()
+    # the module arcbench.evaluate runs: conv+BN folded copy for built-in backbones
+    model = inference_model(create_backbone(cfg.backbone).to(tdev).eval(), channels_last=cfg.channels_last)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:

@@ -43,9 +43,10 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
 
     Every point runs WARMUP steps, then STEPS timed steps with the device synchronised
     around each timer. Rows report img/s (median, mean), step latency p50/p95/p99, the
-    data-wait fraction, peak memory, amp_speedup, scaling_efficiency and mfu (FLOPs per
-    step from torch.utils.flop_counter x steps/s / the device plugin's peak; empty when
-    the peak is unknown, e.g. on CPU). Synthetic data is labelled synthetic.
+    data-wait fraction, peak memory, amp_speedup, scaling_efficiency and mfu (model FLOPs
+    per image x img/s / the device plugin's peak; forward FLOPs from torch.utils.flop_counter,
+    train FLOPs = 3 x forward; empty when the peak is unknown, e.g. on CPU). Synthetic data
+    is labelled synthetic.
     """
     from ..bench import bench
     from ..config import RunConfig

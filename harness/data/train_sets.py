@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset

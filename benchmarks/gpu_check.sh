@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# The `arcbench bench` matrix on a CUDA machine, written to ONE results JSON.
+#
+#   benchmarks/gpu_check.sh             # cuda: about 4-7 minutes on one H200
+#   benchmarks/gpu_check.sh --dry-run   # the same script on the CPU with tiny batches and steps
+#
+# Matrix: mobilefacenet and iresnet50 x fp32 and amp x batch 128 and 512 x train and eval
+# (synthetic data: compute only), then mobilefacenet train on real JPEGs (a synthetic-face
+# set made with `arcbench data synth`) with the default worker count and with one worker per
+# spare core, compared with the synthetic rate of the same point.
+# Output: $OUT/gpu_results.json when OUT is set, else ./gpu_results.json (RESULTS overrides).
+# Each `arcbench bench` call has a timeout and the whole script a time budget (BUDGET_S):
+# points that do not fit are recorded as skipped, never silently dropped.
+#
+# Environment overrides: DEVICE BACKBONES PRECISIONS BATCHES MODES WARMUP STEPS REAL_BATCH
+# REAL_PRECISION REAL_IDENTITIES REAL_IMAGES POINT_TIMEOUT_S BUDGET_S RESULTS KEEP_RUNS PYTHON
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DRY=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY=1 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $arg (use --dry-run)" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$DRY" = 1 ]; then
+  : "${DEVICE:=cpu}" "${BATCHES:=2}" "${WARMUP:=1}" "${STEPS:=2}" "${REAL_BATCH:=4}"
+  : "${REAL_IDENTITIES:=8}" "${REAL_IMAGES:=4}" "${POINT_TIMEOUT_S:=600}" "${BUDGET_S:=1500}"
+fi
+export DRY DEVICE="${DEVICE:-cuda}" BACKBONES="${BACKBONES:-mobilefacenet,iresnet50}" \
+  PRECISIONS="${PRECISIONS:-fp32,amp}" BATCHES="${BATCHES:-128,512}" MODES="${MODES:-train,eval}" \
+  WARMUP="${WARMUP:-5}" STEPS="${STEPS:-20}" REAL_BATCH="${REAL_BATCH:-512}" \
+  REAL_PRECISION="${REAL_PRECISION:-amp}" REAL_IDENTITIES="${REAL_IDENTITIES:-400}" \
+  REAL_IMAGES="${REAL_IMAGES:-40}" POINT_TIMEOUT_S="${POINT_TIMEOUT_S:-150}" BUDGET_S="${BUDGET_S:-450}" \
+  KEEP_RUNS="${KEEP_RUNS:-0}"
+if [ -n "${RESULTS:-}" ]; then :
+elif [ -n "${OUT:-}" ]; then RESULTS="$OUT/gpu_results.json"
+else RESULTS="$PWD/gpu_results.json"; fi
+export RESULTS
+PYTHON="${PYTHON:-python}"
+
+exec "$PYTHON" - <<'PY'
+import json, os, platform, shutil, subprocess, sys, tempfile, time
+
+env = os.environ
+DRY = env["DRY"] == "1"
+DEVICE, RESULTS = env["DEVICE"], env["RESULTS"]
+BACKBONES = [b for b in env["BACKBONES"].split(",") if b]
+MODES = [m for m in env["MODES"].split(",") if m]
+POINT_TIMEOUT, BUDGET = float(env["POINT_TIMEOUT_S"]), float(env["BUDGET_S"])
+TARGETS = {"mobilefacenet_amp_train_img_s": 20000, "iresnet50_amp_train_img_s": 4000,
+           "real_over_synthetic": 0.5}
+t_start = time.time()
+work = tempfile.mkdtemp(prefix="arcbench-gpu-check-")
+runs = os.path.join(work, "runs")
+out = {"script": "benchmarks/gpu_check.sh" + (" --dry-run" if DRY else ""), "dry_run": DRY,
+       "device": DEVICE, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
+       "host": platform.node(), "cpus": os.cpu_count(), "targets": TARGETS, "synthetic_note":
+       "synthetic rows are compute only (random tensors on the device); never compare them with real-data "
+       "references", "calls": [], "rows": [], "skipped": [], "errors": []}
+
+
+def save():
+    out["seconds"] = round(time.time() - t_start, 1)
+    os.makedirs(os.path.dirname(os.path.abspath(RESULTS)), exist_ok=True)
+    tmp = RESULTS + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(out, fh, indent=2, default=str)
+        fh.write("\n")
+    os.replace(tmp, RESULTS)
+
+
+def run(cmd, timeout):
+    t = time.time()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        rc, so, se = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, so, se = "timeout", exc.stdout or "", exc.stderr or ""
+        so = so.decode() if isinstance(so, bytes) else so
+        se = se.decode() if isinstance(se, bytes) else se
+    call = {"cmd": " ".join(cmd), "rc": rc, "seconds": round(time.time() - t, 1)}
+    if rc != 0:
+        call["stderr_tail"] = se[-2000:]
+    out["calls"].append(call)
+    return rc, so, call
+
+
+def left():
+    return BUDGET - (time.time() - t_start)
+
+
+def bench(label, backbone, mode, precisions, batches, data="synthetic", workers=None):
+    if left() < 20:
+        out["skipped"].append({"label": label, "reason": f"time budget of {BUDGET:.0f}s spent"})
+        print(f"skip {label}: time budget spent", flush=True)
+        return []
+    cmd = [sys.executable, "-m", "arcbench", "bench", "--device", DEVICE, "--backbone", backbone,
+           "--mode", mode, "--precision", precisions, "--batch-size", batches, "--warmup", env["WARMUP"],
+           "--steps", env["STEPS"], "--data", data, "--out", runs, "--json"]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
+    print(f"{label}: {' '.join(cmd[2:])}", flush=True)
+    rc, so, call = run(cmd, min(POINT_TIMEOUT, max(left(), 20)))
+    rows = []
+    if rc == 0:
+        try:
+            rows = json.loads(so)
+        except ValueError as exc:
+            out["errors"].append({"label": label, "error": f"unparsable JSON: {exc}", "stdout_tail": so[-1000:]})
+    else:
+        out["errors"].append({"label": label, "rc": rc, "stderr_tail": call.get("stderr_tail", "")})
+    for r in rows:
+        r["label"] = label
+        r.pop("run_dir", None)
+        tput = r.get("throughput_median")
+        print(f"  {r.get('backbone')} {r.get('mode')} {r.get('precision')} batch {r.get('batch_size')}: "
+              f"{tput if tput is None else round(tput, 1)} img/s  status {r.get('status')}", flush=True)
+    out["rows"].extend(rows)
+    save()
+    return rows
+
+
+def describe():
+    code = ("import json, torch; d = {'torch': torch.__version__, 'cuda': torch.version.cuda, "
+            "'gpus': [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] "
+            "if torch.cuda.is_available() else []}; print(json.dumps(d))")
+    rc, so, _ = run([sys.executable, "-c", code], 120)
+    if rc == 0:
+        out.update(json.loads(so))
+    if shutil.which("nvidia-smi"):
+        rc, so, _ = run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit",
+                         "--format=csv,noheader"], 30)
+        out["nvidia_smi"] = so.strip() if rc == 0 else None
+
+
+describe()
+save()
+precisions, batches = env["PRECISIONS"], env["BATCHES"]
+# the most informative points first, so a budget overrun loses the least
+order = [(b, m) for m in MODES if m == "train" for b in BACKBONES] + \
+        [(b, m) for m in MODES if m != "train" for b in BACKBONES]
+for backbone, mode in order:
+    bench(f"synthetic-{backbone}-{mode}", backbone, mode, precisions, batches)
+
+# real JPEGs: the synthetic-face set, mobilefacenet train at REAL_BATCH / REAL_PRECISION
+real = os.path.join(work, "faces")
+rc, so, call = run([sys.executable, "-m", "arcbench", "data", "synth", "--out", real,
+                    "--identities", env["REAL_IDENTITIES"], "--images-per-identity", env["REAL_IMAGES"],
+                    "--verify-identities", "0"], min(300, max(left(), 30)))
+if rc == 0:
+    spare = max(1, (os.cpu_count() or 2) - 1)
+    from_default = bench("real-jpeg-mobilefacenet-train-default-workers", "mobilefacenet", "train",
+                         env["REAL_PRECISION"], env["REAL_BATCH"], data=real)
+    more = bench(f"real-jpeg-mobilefacenet-train-{spare}-workers", "mobilefacenet", "train",
+                 env["REAL_PRECISION"], env["REAL_BATCH"], data=real, workers=spare)
+    synth = [r for r in out["rows"] if r["label"] == "synthetic-mobilefacenet-train"
+             and r.get("precision") == env["REAL_PRECISION"] and str(r.get("batch_size")) == env["REAL_BATCH"]]
+    if not synth:  # the matrix did not hold this point: measure it here, side by side
+        synth = bench("synthetic-mobilefacenet-train-reference-point", "mobilefacenet", "train",
+                      env["REAL_PRECISION"], env["REAL_BATCH"])
+    ref = synth[0].get("throughput_median") if synth else None
+    out["real_vs_synthetic"] = [
+        {"label": r["label"], "real_img_s": r.get("throughput_median"), "synthetic_img_s": ref,
+         "ratio": (r["throughput_median"] / ref) if ref and r.get("throughput_median") else None,
+         "data_wait_fraction": r.get("data_wait_fraction")}
+        for r in from_default + more]
+else:
+    out["errors"].append({"label": "arcbench data synth", "rc": rc, "stderr_tail": call.get("stderr_tail", "")})
+
+# headline figures against the (not yet measured) targets: reported, never asserted
+def best(backbone, precision="amp", mode="train"):
+    vals = [r.get("throughput_median") or 0 for r in out["rows"] if r.get("label", "").startswith("synthetic")
+            and r.get("backbone") == backbone and r.get("precision") == precision and r.get("mode") == mode]
+    return max(vals) if vals else None
+
+ratios = [x["ratio"] for x in out.get("real_vs_synthetic", []) if x["ratio"]]
+out["headline"] = {
+    "mobilefacenet_amp_train_img_s": best("mobilefacenet"),
+    "iresnet50_amp_train_img_s": best("iresnet50"),
+    "real_over_synthetic": max(ratios) if ratios else None,
+}
+out["headline"]["against_targets"] = "dry run: figures are not comparable with the H200 targets" if DRY else {
+    k: (None if out["headline"][k] is None else ("met" if out["headline"][k] >= t else "not met"))
+    for k, t in TARGETS.items()}
+if env["KEEP_RUNS"] == "1":
+    out["runs_dir"] = runs
+else:
+    shutil.rmtree(work, ignore_errors=True)
+save()
+print(json.dumps(out["headline"], indent=2))
+print(f"wrote {RESULTS} ({len(out['rows'])} rows, {len(out['errors'])} errors, {len(out['skipped'])} skipped, "
+      f"{out['seconds']}s)")
+sys.exit(0 if out["rows"] else 1)
+PY
