@@ -8,7 +8,6 @@ throughput figures, and data-wait time is measured apart from compute.
 from __future__ import annotations
 
 import math
-import os
 import resource
 import sys
 import time

@@ -140,7 +140,7 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(faces, tmp_path):
     s = json.loads((rd / "summary.json").read_text())
     assert s["status"] == "interrupted" and s["steps"] == 9
     tinyplugin.INTERRUPT_AT = None
-    result = run(["--resume", str(rd)])
+    run(["--resume", str(rd)])
     s = json.loads((rd / "summary.json").read_text())
     assert s["status"] == "completed" and s["steps"] == 12 and s["resumed"] == 1
     resumed = step_losses(rd)

@@ -124,8 +124,6 @@ Examples:
 @_opt("--synthetic-classes", type=int, default=1000, show_default=True, help="Classes for --train-data synthetic.")
 @_opt("--synthetic-steps", type=int, default=100, show_default=True, help="Steps per epoch for --train-data synthetic.")
 def run_cmd(**o):
-    from ..config import RunConfig
-    from ..errors import ArcbenchError
     from ..runner import RunFailed, execute
 
     cfg = build_config(o)
