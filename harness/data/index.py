@@ -22,6 +22,7 @@ from typing import List, Optional, Tuple, Union
 
 from .. import atomic
 from ..errors import ArcbenchError
+from . import nonnegative_int
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -148,12 +149,7 @@ def read_annotation(path: PathLike, root: Optional[PathLike] = None,
         if sep < 0:
             raise ArcbenchError(f"expected '<label>;<image path>', got {_clip(line)!r}", path, lineno)
         lab_s, img = line[:sep].strip(), line[sep + 1:].strip()
-        try:
-            lab = int(lab_s)
-        except ValueError:
-            raise ArcbenchError(f"label {_clip(lab_s)!r} is not an integer", path, lineno) from None
-        if lab < 0:
-            raise ArcbenchError(f"label {lab} is negative", path, lineno)
+        lab = nonnegative_int(lab_s, path, lineno, "label")
         if not img:
             raise ArcbenchError("empty image path", path, lineno)
         if not os.path.isabs(img):

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..errors import ArcbenchError
+from . import nonnegative_int
 
 DEFAULT_FOLDS = 10
 
@@ -59,16 +60,6 @@ def contiguous_folds(n: int, n_folds: int = DEFAULT_FOLDS) -> np.ndarray:
     return np.repeat(np.arange(k, dtype=np.int64), sizes)
 
 
-def _int(token: str, path: str, line: int, what: str) -> int:
-    try:
-        value = int(token)
-    except ValueError:
-        raise ArcbenchError(f"{what} must be an integer, got {token!r}", path, line) from None
-    if value < 0:
-        raise ArcbenchError(f"{what} must not be negative, got {value}", path, line)
-    return value
-
-
 def _name(token: str, path: str, line: int) -> str:
     # Names become folder names: refuse anything that could leave the image root.
     if token in (".", "..") or "/" in token or "\\" in token:
@@ -79,11 +70,11 @@ def _name(token: str, path: str, line: int) -> str:
 def _pair(tokens: List[str], path: str, line: int, fold: int) -> PairLine:
     if len(tokens) == 3:
         name = _name(tokens[0], path, line)
-        return PairLine(line, name, _int(tokens[1], path, line, "image index"),
-                        name, _int(tokens[2], path, line, "image index"), True, fold)
+        return PairLine(line, name, nonnegative_int(tokens[1], path, line, "image index"),
+                        name, nonnegative_int(tokens[2], path, line, "image index"), True, fold)
     if len(tokens) == 4:
-        return PairLine(line, _name(tokens[0], path, line), _int(tokens[1], path, line, "image index"),
-                        _name(tokens[2], path, line), _int(tokens[3], path, line, "image index"), False, fold)
+        return PairLine(line, _name(tokens[0], path, line), nonnegative_int(tokens[1], path, line, "image index"),
+                        _name(tokens[2], path, line), nonnegative_int(tokens[3], path, line, "image index"), False, fold)
     raise ArcbenchError(f"expected 3 columns (name idx1 idx2) or 4 (name1 idx1 name2 idx2), "
                         f"got {len(tokens)}", path, line)
 
@@ -124,10 +115,10 @@ def parse_pairs(path) -> PairsFile:
         return PairsFile(path, int(folds.max()) + 1, None, False, pairs)
 
     if len(first) == 2:
-        n_folds = _int(first[0], path, first_no, "header: number of folds")
-        per_fold = _int(first[1], path, first_no, "header: pairs per fold")
+        n_folds = nonnegative_int(first[0], path, first_no, "header: number of folds")
+        per_fold = nonnegative_int(first[1], path, first_no, "header: pairs per fold")
     else:
-        n_folds, per_fold = 1, _int(first[0], path, first_no, "header: number of pairs")
+        n_folds, per_fold = 1, nonnegative_int(first[0], path, first_no, "header: number of pairs")
     if n_folds < 1 or per_fold < 1:
         raise ArcbenchError(f"bad header {' '.join(first)!r}: expected 'folds n' with both at least 1",
                             path, first_no)
