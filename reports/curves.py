@@ -125,6 +125,38 @@ def throughput_series(parsed: ParsedLog) -> pd.Series:
     return pd.Series(list(per_step.values()), dtype="float64")
 
 
+def timed_step_throughputs(parsed: ParsedLog, warmup: int = 5) -> pd.Series:
+    """Global images/s of every timed step, warm-up excluded at the start of each segment.
+
+    A run's log gains a block of METADATA records each time a process opens it (a
+    resumed run), so a segment starts at such a block or where the step goes back.
+    Its first ``warmup`` steps are dropped, as the recorder drops them from its figures.
+    Logs with per-rank ips only fall back to :func:`throughput_series` minus the first ``warmup``.
+    """
+    warmup = max(0, int(warmup))
+    segments: List[List[float]] = [[]]
+    last = None
+    fresh = False
+    lead = {id(r) for r in _lead_rank(parsed.logs)}
+    for r in parsed.records:
+        if r.kind == "METADATA":
+            fresh = True
+            continue
+        if id(r) not in lead or not isinstance(r.step, tuple) or len(r.step) != 2:
+            continue
+        v = _first(r.data, GLOBAL_IPS_KEYS)
+        if v is None:
+            continue
+        if (fresh or (last is not None and r.step <= last)) and segments[-1]:
+            segments.append([])
+        fresh, last = False, r.step
+        segments[-1].append(v)
+    timed = [v for seg in segments for v in seg[warmup:]]
+    if any(segments):
+        return pd.Series(timed, dtype="float64")
+    return throughput_series(parsed).iloc[warmup:].reset_index(drop=True)
+
+
 def derive_summary(parsed: ParsedLog) -> dict:
     """The summary.json fields that can be recomputed from the log alone."""
     out: dict = {}

@@ -35,15 +35,17 @@ EXTRA_COLUMNS = [
     "mode", "reason", "amp", "wall_time", "throughput_mean", "compute_ips", "data_wait_fraction", "latency_p50",
     "latency_p95", "latency_p99", "best_lfw_accuracy", "auc", "eer", "final_loss", "bad_images", "train_set_raw",
     "eval_set_raw", "input_size", "weights", "bad_log_lines", "source", "path",
+    "amp_dtype", "compile", "num_classes", "sample_rate", "timing_warmup",
 ]
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
 
 INT_COLUMNS = ["nproc", "nnodes", "batch_size", "epochs", "steps", "peak_memory", "bad_images", "bad_log_lines",
-               "input_size"]
+               "input_size", "num_classes", "timing_warmup"]
 FLOAT_COLUMNS = ["throughput_median", "amp_speedup", "scaling_efficiency", "mfu", "lfw_accuracy", "lfw_accuracy_std",
                  "val_at_far", "reference", "wall_time", "throughput_mean", "compute_ips", "data_wait_fraction",
-                 "latency_p50", "latency_p95", "latency_p99", "best_lfw_accuracy", "auc", "eer", "final_loss"]
-BOOL_COLUMNS = ["synthetic", "amp"]
+                 "latency_p50", "latency_p95", "latency_p99", "best_lfw_accuracy", "auc", "eer", "final_loss",
+                 "sample_rate"]
+BOOL_COLUMNS = ["synthetic", "amp", "compile"]
 
 #: summary.json keys copied as they are
 _SUMMARY_KEYS = [
@@ -238,6 +240,14 @@ def load_run(run_dir, problems: Optional[list] = None) -> Optional[dict]:
         problems.append(f"{parsed.path}:{line}: {len(parsed.bad)} unreadable line(s) skipped (first: {why})")
     row["source"] = "run"
     row["path"] = os.fspath(run_dir)
+    # what else changes a throughput figure (``report --compare`` matches on these when present)
+    row["compile"] = _first(summary.get("compile"), config.get("compile"))
+    row["num_classes"] = _first(summary.get("num_classes"), config.get("num_classes"),
+                                config.get("synthetic_classes") if config.get("train_data") == "synthetic" else None)
+    row["sample_rate"] = _first(summary.get("sample_rate"), config.get("sample_rate"))
+    row["timing_warmup"] = _first(summary.get("timing_warmup"), config.get("timing_warmup"))
+    amp_on = truthy(row["amp"]) if _present(row["amp"]) else None
+    row["amp_dtype"] = _first(summary.get("amp_dtype"), sysdev.get("amp_dtype") if amp_on else None)
     for k, v in summary.items():  # anything else the recorder wrote rides along as an extra column
         if k not in row and k not in ("train_set", "eval_set") and (v is None or isinstance(v, (str, int, float, bool))):
             row[k] = v

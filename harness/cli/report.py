@@ -108,7 +108,9 @@ def _load_side(spec: str, refs, tolerance: float, meta: dict, problems: List[str
               help="A run PASSes when its LFW accuracy >= reference - POINTS. Also the accuracy-drop limit "
                    "of --compare.")
 @click.option("--threshold", type=float, default=5.0, show_default=True, metavar="PCT",
-              help="--compare flags a throughput drop of more than PCT percent as a regression.")
+              help="--compare flags a regression when the 95% bootstrap interval of the throughput ratio "
+                   "(per-step times, runs of a configuration pooled) lies wholly beyond a PCT percent drop; "
+                   "inconclusive when it straddles it.")
 @click.option("--check", is_flag=True,
               help="Exit 1 when any run FAILs its reference, the --align verdict is FAIL, or --compare finds a "
                    "regression (exit 2 stays for usage errors).")
@@ -120,7 +122,9 @@ def _load_side(spec: str, refs, tolerance: float, meta: dict, problems: List[str
               help="PNG for --align (default align_<A>_vs_<B>.png in the current directory).")
 @click.option("--compare", nargs=2, metavar="BASE NEW", default=None,
               help="Compare two runs dirs (or run dirs, or log files) configuration by configuration on "
-                   "device, backbone, head, precision, nproc, batch_size, train_set.")
+                   "device, backbone, head, precision, AMP dtype, compile, nproc, batch_size, input_size, "
+                   "train/eval set (and num_classes, sample_rate when recorded); runs of different "
+                   "epochs/steps are reported as not comparable.")
 @click.option("--import-log", "import_logs", multiple=True, type=click.Path(), metavar="FILE",
               help="Add a DLLL/TCAPPDLL training log (e.g. an SDAA model-zoo log) to the report (repeatable).")
 @click.option("--import-meta", multiple=True, metavar="KEY=VALUE",
@@ -226,7 +230,7 @@ def report(ctx, runs_dirs, fmt, out, group_by, tolerance, threshold, check, alig
             text = htmlreport.frame_page("arcbench compare", render.display(result),
                                          f"BASE {compare[0]} vs NEW {compare[1]}: {line}")
         else:
-            text = (render.text_table(result) if len(result) else "(no runs)") + "\n" + line + "\n"
+            text = (render.text_table(compare_mod.table(result)) if len(result) else "(no runs)") + "\n" + line + "\n"
         _emit(text, out)
         if check and result["regression"].any():
             click.echo(f"arcbench: check failed: {line}", err=True)
