@@ -25,6 +25,37 @@ def _autocast_off(tensor: torch.Tensor):
         return contextlib.nullcontext()
 
 
+# ------------------------------------------------------- target-logit functions
+# Shared by the heads below and by the sharded Partial FC head (partial_fc.py).
+# Each maps the fp32 target cosines ``cos_t`` to the margin-adjusted target logit
+# (before the scale ``s``).
+
+def arcface_target(cos_t: torch.Tensor, m: float, easy_margin: bool = False) -> torch.Tensor:
+    """cos(theta + m); past theta = pi - m, falls back to cos(theta) - sin(pi - m) * m."""
+    cos_m, sin_m = math.cos(m), math.sin(m)
+    # sqrt'(0) is infinite: keep |cos| a hair below 1 here so an embedding that
+    # coincides with its class centre yields finite (not NaN) gradients.
+    c = cos_t.clamp(-1.0 + 1e-7, 1.0 - 1e-7)
+    sin_t = torch.sqrt(1.0 - c * c)
+    phi = cos_t * cos_m - sin_t * sin_m
+    if easy_margin:
+        return torch.where(cos_t > 0, phi, cos_t)
+    th, mm = math.cos(math.pi - m), math.sin(math.pi - m) * m
+    return torch.where(cos_t > th, phi, cos_t - mm)
+
+
+def cosface_target(cos_t: torch.Tensor, m: float) -> torch.Tensor:
+    """cos(theta) - m."""
+    return cos_t - m
+
+
+def combined_target(cos_t: torch.Tensor, m1: float = 1.0, m2: float = 0.5, m3: float = 0.0) -> torch.Tensor:
+    """cos(m1 * theta + m2) - m3 (insightface's combined margin)."""
+    theta = torch.acos(cos_t.clamp(-1.0 + 1e-7, 1.0 - 1e-7))
+    return torch.cos(m1 * theta + m2) - m3
+
+
+
 class MarginHead(nn.Module):
     def __init__(self, in_features: int, num_classes: int, s: float = 64.0):
         super().__init__()
@@ -61,14 +92,7 @@ class ArcFace(MarginHead):
         self.mm = math.sin(math.pi - m) * m
 
     def target_logit(self, cos_t):
-        # sqrt'(0) is infinite: keep |cos| a hair below 1 here so an embedding that
-        # coincides with its class centre yields finite (not NaN) gradients.
-        c = cos_t.clamp(-1.0 + 1e-7, 1.0 - 1e-7)
-        sin_t = torch.sqrt(1.0 - c * c)
-        phi = cos_t * self.cos_m - sin_t * self.sin_m
-        if self.easy_margin:
-            return torch.where(cos_t > 0, phi, cos_t)
-        return torch.where(cos_t > self.th, phi, cos_t - self.mm)
+        return arcface_target(cos_t, self.m, self.easy_margin)
 
 
 class CosFace(MarginHead):
@@ -79,7 +103,7 @@ class CosFace(MarginHead):
         self.m = float(m)
 
     def target_logit(self, cos_t):
-        return cos_t - self.m
+        return cosface_target(cos_t, self.m)
 
 
 class CombinedMargin(MarginHead):
@@ -90,8 +114,7 @@ class CombinedMargin(MarginHead):
         self.m1, self.m2, self.m3 = float(m1), float(m2), float(m3)
 
     def target_logit(self, cos_t):
-        theta = torch.acos(cos_t.clamp(-1.0 + 1e-7, 1.0 - 1e-7))
-        return torch.cos(self.m1 * theta + self.m2) - self.m3
+        return combined_target(cos_t, self.m1, self.m2, self.m3)
 
 
 @hookimpl
@@ -99,3 +122,8 @@ def register_heads(register):
     register("arcface", ArcFace, description="ArcFace additive angular margin: cos(theta + m)")
     register("cosface", CosFace, description="CosFace additive cosine margin: cos(theta) - m")
     register("combined", CombinedMargin, description="combined margin: cos(m1*theta + m2) - m3")
+    from .partial_fc import PartialFC  # imports this module: import it only here
+
+    register("partial_fc", PartialFC,
+             description="Partial FC: class centres sharded over ranks, sampled softmax (sample_rate); "
+                         "margin=arcface|cosface|combined; forward returns the loss (computes_loss)")
