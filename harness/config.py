@@ -19,6 +19,11 @@ from .errors import ArcbenchError
 NOMINAL_BATCH = 64
 #: clamp of the scaled lr, as in the reference (SGD, AdamW)
 LR_LIMITS = {"sgd": (5e-4, 1e-1), "adamw": (3e-4, 1e-3)}
+#: nominal lr (batch 64) per optimizer when --lr is not given: the reference's recommendation
+DEFAULT_LR = {"sgd": 1e-2, "adamw": 1e-3}
+#: epochs when --epochs is not given: the reference recipe's 50; 3 for the embedded synthetic set
+DEFAULT_EPOCHS = 50
+EMBEDDED_EPOCHS = 3
 
 
 @dataclass
@@ -28,26 +33,26 @@ class RunConfig:
     backbone: str = "mobilefacenet"
     head: str = "arcface"
     margin_s: Optional[float] = None    # None: the backbone's default (32 mobilefacenet, 64 others)
-    margin_m: float = 0.5
+    margin_m: Optional[float] = None    # None: the head's own default (arcface 0.5, cosface 0.35)
     train_data: Optional[str] = None    # None: the embedded synthetic-faces set
     annotation: Optional[str] = None
     val_data: Optional[str] = None
     val_pairs: Optional[str] = None
     val_bin: Optional[str] = None
     weights: Optional[str] = None       # eval mode / fine-tuning start point
-    epochs: int = 4
+    epochs: int = DEFAULT_EPOCHS
     max_steps: Optional[int] = None
     batch_size: int = 64                # global (all processes together)
-    lr: float = 0.1                     # nominal, for batch 64; scaled and clamped
+    lr: Optional[float] = None          # nominal, for batch 64; scaled and clamped. None: DEFAULT_LR
     scale_lr: bool = True
     optimizer: str = "sgd"              # sgd | adamw
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "cosine"            # cosine | step
-    warmup_steps: Optional[int] = None  # None: 5% of the run, at most one epoch
-    step_milestones: tuple = (0.5, 0.75)
+    lr_schedule: str = "reference"      # reference | cosine | step (see arcbench.schedule)
+    warmup_steps: Optional[int] = None  # cosine only. None: 5% of the run, at most one epoch
     grad_clip: Optional[float] = None
     precision: str = "fp32"             # fp32 | amp
+    eval_precision: str = "fp32"        # fp32 | amp: verification during training (reference: fp32)
     compile: bool = False
     channels_last: bool = True
     seed: int = 0
@@ -72,6 +77,10 @@ class RunConfig:
     synthetic_classes: int = 1000       # classes for --train-data synthetic
     synthetic_steps: int = 100          # steps per epoch for --train-data synthetic
 
+    def __post_init__(self):
+        if self.lr is None:
+            self.lr = DEFAULT_LR.get(self.optimizer, DEFAULT_LR["sgd"])
+
     # ---------------------------------------------------------------- derived
     @property
     def amp(self) -> bool:
@@ -90,6 +99,12 @@ class RunConfig:
             return self.lr
         lo, hi = LR_LIMITS[self.optimizer]
         return min(max(self.batch_size / NOMINAL_BATCH * self.lr, lo), hi)
+
+    def min_lr(self) -> float:
+        """The schedules' floor: the reference's Min_lr_fit (see :mod:`arcbench.schedule`)."""
+        from .schedule import reference_min_lr
+
+        return reference_min_lr(self.lr, self.batch_size, self.optimizer, self.scale_lr, NOMINAL_BATCH)
 
     # ------------------------------------------------------------- validation
     def validate(self) -> "RunConfig":
@@ -128,16 +143,23 @@ class RunConfig:
             bad(f"--grad-clip must be a positive number, got {self.grad_clip}")
         if self.margin_s is not None and not (self.margin_s > 0 and math.isfinite(self.margin_s)):
             bad(f"--margin-s must be a positive number, got {self.margin_s}")
-        if not math.isfinite(self.margin_m):
+        if self.margin_m is not None and not math.isfinite(self.margin_m):
             bad(f"--margin-m must be a finite number, got {self.margin_m}")
         if self.train_data == "synthetic" and (self.synthetic_classes <= 0 or self.synthetic_steps <= 0):
             bad("--synthetic-classes and --synthetic-steps must be positive")
         if self.optimizer not in LR_LIMITS:
             bad(f"unknown optimizer {self.optimizer!r}; known: {', '.join(LR_LIMITS)}")
-        if self.schedule not in ("cosine", "step"):
-            bad(f"unknown schedule {self.schedule!r}; known: cosine, step")
+        from .schedule import SCHEDULES
+
+        if self.lr_schedule not in SCHEDULES:
+            bad(f"unknown --lr-schedule {self.lr_schedule!r}; known: {', '.join(SCHEDULES)}")
+        if self.margin_m is not None and self.head == "combined":
+            bad("--margin-m does not apply to the combined head (cos(m1*theta + m2) - m3, "
+                "m1=1, m2=0.5, m3=0); use --head arcface or cosface to set a margin")
         if self.precision not in ("fp32", "amp"):
             bad(f"unknown precision {self.precision!r}; known: fp32, amp")
+        if self.eval_precision not in ("fp32", "amp"):
+            bad(f"unknown --eval-precision {self.eval_precision!r}; known: fp32, amp")
         if self.on_bad_image not in ("skip", "fail"):
             bad("--on-bad-image must be skip or fail")
         if self.val_bin and (self.val_data or self.val_pairs):
@@ -154,8 +176,8 @@ class RunConfig:
     # ---------------------------------------------------------------- storage
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["step_milestones"] = list(self.step_milestones)
         d["effective_lr"] = self.effective_lr()
+        d["min_lr"] = self.min_lr()
         d["per_process_batch"] = self.per_process_batch
         d["amp"] = self.amp
         return d
@@ -164,8 +186,11 @@ class RunConfig:
     def from_dict(cls, d: dict) -> "RunConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
-        if "step_milestones" in kwargs:
-            kwargs["step_milestones"] = tuple(kwargs["step_milestones"])
+        if "lr_schedule" not in d and "mode" in d:
+            # a run recorded before --lr-schedule existed trained with the per-iteration schedule
+            kwargs["lr_schedule"] = "cosine"
+            if kwargs.get("head") == "combined":
+                kwargs["margin_m"] = None  # it was never applied to the combined head
         return cls(**kwargs)
 
     @classmethod

@@ -61,7 +61,9 @@ def to_array(img: Image.Image) -> np.ndarray:
 
 
 def load_tensor(src: Source, size: int = 112, flip: bool = False, what: str = "") -> torch.Tensor:
-    img = letterbox(open_image(src, size, what), size)
+    img = open_image(src, size, what)
     if flip:
+        # before the letterbox, as the reference augments: with an odd margin the centring
+        # rounds down, so flipping afterwards would move the face by a pixel
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    return torch.from_numpy(to_array(img))
+    return torch.from_numpy(to_array(letterbox(img, size)))

@@ -66,6 +66,7 @@ def base_summary(cfg: RunConfig, run_dir: str, device) -> dict:
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "device": device.name, "device_name": device.device_name() if ok else None,
         "backbone": cfg.backbone, "head": cfg.head, "precision": cfg.precision, "amp": cfg.amp,
+        "eval_precision": cfg.eval_precision if cfg.mode == "train" else None, "lr_schedule": cfg.lr_schedule,
         "nproc": cfg.nproc, "nnodes": cfg.nnodes, "batch_size": cfg.batch_size,
         "per_process_batch": cfg.per_process_batch, "lr": cfg.effective_lr(),
         "train_set": None, "eval_set": None, "synthetic": synthetic,

@@ -58,22 +58,10 @@ def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
 
 
 def lr_factor(cfg: RunConfig, total_steps: int, steps_per_epoch: int):
-    """Per-iteration multiplier: linear warm-up, then cosine to 1% (or steps of x0.1)."""
-    warmup = cfg.warmup_steps
-    if warmup is None:
-        warmup = min(steps_per_epoch, max(1, int(0.05 * total_steps)))
-    warmup = min(warmup, max(total_steps - 1, 0))
-    milestones = [int(m * total_steps) for m in cfg.step_milestones]
+    """Per-iteration multiplier of the base lr for ``cfg.lr_schedule`` (see :mod:`arcbench.schedule`)."""
+    from .schedule import lr_factor as schedule_factor
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if cfg.schedule == "step":
-            return 0.1 ** sum(step >= m for m in milestones)
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
+    return schedule_factor(cfg, total_steps, steps_per_epoch)
 
 
 def host_peak_rss() -> int:
@@ -90,7 +78,7 @@ def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
     backbone = spec.create()
     s = cfg.margin_s if cfg.margin_s is not None else spec.margin_scale
     head_kwargs = {"s": s}
-    if cfg.head in ("arcface", "cosface"):
+    if cfg.margin_m is not None:  # None: the head's own default; config refuses m for the combined head
         head_kwargs["m"] = cfg.margin_m
     head = create_head(cfg.head, spec.embedding_size, num_classes, **head_kwargs)
     return FaceModel(backbone, head)
@@ -326,7 +314,8 @@ class Trainer:
 
             face = train_state.unwrap(self.face)
             result = evaluate(face.backbone, self.device, self.vset, batch_size=self.cfg.eval_batch_size,
-                              flip=self.cfg.eval_flip, amp=self.cfg.amp, workers=self.cfg.workers,
+                              flip=self.cfg.eval_flip, amp=self.cfg.eval_precision == "amp",
+                              workers=self.cfg.workers,
                               progress=not self.cfg.quiet and sys.stdout.isatty())
             self.last_eval = result
             acc = float(result["accuracy"])

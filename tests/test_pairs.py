@@ -186,3 +186,34 @@ def test_load_verification_combinations(tmp_path):
         load_verification(val_data=tmp_path, val_pairs=pairs)
     with pytest.raises(ArcbenchError, match=".bin not found"):
         load_verification(val_data=tmp_path / "lfw.bin")       # a .bin as --val-data is read as one
+
+
+def test_the_first_bad_line_in_file_order_is_reported(tmp_path):
+    """A 400-pair file with a '10 20' header; line 6 made 'Some_Name<TAB>x<TAB>3' and one line too many:
+    the error names line 6, not the excess line past it."""
+    from arcbench.data.pairs import parse_pairs
+    from arcbench.errors import ArcbenchError
+
+    lines = ["10\t20"]
+    for fold in range(10):
+        lines += [f"P{fold}_{i}\t1\t2" for i in range(20)] + [f"A{fold}_{i}\t1\tB{fold}_{i}\t1" for i in range(20)]
+    good = tmp_path / "good.txt"
+    good.write_text("\n".join(lines) + "\n")
+    assert len(parse_pairs(good).pairs) == 400
+    bad = list(lines)
+    bad[5] = "Some_Name\tx\t3"
+    p = tmp_path / "pairs.txt"
+    p.write_text("\n".join(bad) + "\n")
+    with pytest.raises(ArcbenchError) as e:
+        parse_pairs(p)
+    assert str(e.value).startswith(f"{p}:6:") and "image index" in str(e.value)
+    bad.insert(5, "Extra_Name\t1\t2")  # now also one line more than the header promises
+    p.write_text("\n".join(bad) + "\n")
+    with pytest.raises(ArcbenchError) as e:
+        parse_pairs(p)
+    assert str(e.value).startswith(f"{p}:7:"), str(e.value)
+    extra = lines + ["Late\t1\t2"]
+    p.write_text("\n".join(extra) + "\n")
+    with pytest.raises(ArcbenchError, match="more lines than the header") as e:
+        parse_pairs(p)
+    assert str(e.value).startswith(f"{p}:402:")

@@ -10,10 +10,10 @@ import sys
 
 import click
 
+from ..config import RunConfig
 from . import main
 
 SEED_MODEL_NAMES = ("arcface",)
-EMBEDDED_EPOCHS = 3
 
 
 def _opt(*names, **kw):
@@ -53,7 +53,9 @@ Examples:
       help="Seed spelling: 'arcface' (the default model) or a backbone name.")
 @_opt("--head", default="arcface", show_default=True, help="Margin head: arcface, cosface, combined.")
 @_opt("--margin-s", type=float, default=None, help="Head scale s (default: 32 for mobilefacenet, 64 otherwise).")
-@_opt("--margin-m", type=float, default=0.5, show_default=True, help="Head margin m.")
+@_opt("--margin-m", type=float, default=None,
+      help="Head margin m: ArcFace's angular margin (default 0.5) or CosFace's cosine margin (default 0.35). "
+           "Refused for the combined head.")
 # -- data
 @_opt("--train-data", "--train_data_path", "--train-data-path", "train_data", default=None,
       help="Image folder (root/<identity>/<img>), a cls_train.txt, a RecordIO folder (train.rec/.idx), "
@@ -70,25 +72,32 @@ Examples:
 @_opt("--workers", type=int, default=None, help="DataLoader worker processes per rank (default: from the CPU count).")
 # -- length and optimisation
 @_opt("--epochs", "--epoch", "--total_epochs", "epochs", type=int, default=None,
-      help="Epochs (default 3 for the embedded set, 50 otherwise).")
+      help="Epochs (default 50, the reference recipe; 3 for the embedded synthetic set).")
 @_opt("--max-steps", type=int, default=None, help="Stop after this many optimiser steps in total.")
 @_opt("--batch-size", "batch_size", type=int, default=None, help="Batch size PER PROCESS (default 64).")
 @_opt("--batch_size", "seed_batch_size", type=int, default=None, help="Seed spelling: GLOBAL batch size.")
 @_opt("--lr", type=float, default=None,
       help="Learning rate for a batch of 64; scaled linearly with the global batch and clamped "
-           "(SGD 5e-4..0.1, AdamW 3e-4..1e-3), as in the reference. Default 0.1 (SGD), 1e-3 (AdamW).")
+           "(SGD 5e-4..0.1, AdamW 3e-4..1e-3), as in the reference. Default 1e-2 (SGD), 1e-3 (AdamW).")
 @_opt("--no-lr-scaling", is_flag=True, help="Use --lr as given.")
 @_opt("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
       help="SGD: momentum 0.9, nesterov, weight decay 5e-4 (foreach). AdamW: weight decay 5e-4.")
-@_opt("--schedule", type=click.Choice(["cosine", "step"]), default="cosine", show_default=True,
-      help="Per-iteration schedule after linear warm-up: cosine to 1%, or x0.1 at 50% and 75%.")
-@_opt("--warmup-steps", type=int, default=None, help="Linear warm-up steps (default 5% of the run, at most an epoch).")
+@_opt("--lr-schedule", "--schedule", "lr_schedule", type=click.Choice(["reference", "cosine", "step"]),
+      default=RunConfig.lr_schedule, show_default=True,
+      help="reference: the reference's per-epoch schedule (quadratic warm-up, cosine, flat min-lr tail); "
+           "step: its per-epoch x(min_lr/lr)^(1/9) every epochs/10; cosine: per-iteration linear warm-up "
+           "then cosine to 1% (insightface style).")
+@_opt("--warmup-steps", type=int, default=None,
+      help="--lr-schedule cosine: linear warm-up steps (default 5% of the run, at most an epoch).")
 @_opt("--grad-clip", type=float, default=None, help="Clip the gradient norm to this value.")
 @_opt("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init, augmentation).")
 # -- precision and speed
 @_opt("--amp/--no-amp", default=None, help="Mixed precision via the device plugin (cuda/sdaa fp16 + GradScaler, cpu bf16).")
 @_opt("--precision", type=click.Choice(["fp32", "amp"]), default=None, help="Same as --amp/--no-amp.")
 @_opt("--use_amp", "--use-amp", "use_amp", type=click.BOOL, default=None, help="Seed spelling: True/False.")
+@_opt("--eval-precision", type=click.Choice(["fp32", "amp"]), default=RunConfig.eval_precision, show_default=True,
+      help="Verification during training: fp32 as in the reference, whatever --precision is; amp is faster "
+           "(labelled in the summary).")
 @_opt("--compile", is_flag=True, help="torch.compile the model (slow first steps, faster after).")
 @_opt("--channels-last/--no-channels-last", default=True, show_default=True, help="channels_last memory format.")
 # -- processes
@@ -142,7 +151,7 @@ def run_cmd(**o):
 
 def build_config(o: dict):
     """Map arcbench's and the seed's flags onto one RunConfig."""
-    from ..config import RunConfig
+    from ..config import DEFAULT_EPOCHS, EMBEDDED_EPOCHS
     from ..errors import ArcbenchError
 
     backbone = o["backbone"]
@@ -168,15 +177,15 @@ def build_config(o: dict):
     embedded = o["train_data"] is None
     # the embedded set: 3 epochs (9,600 images) and one verification at the end keep the
     # CPU run short; see README for the measured time and accuracy
-    epochs = o["epochs"] if o["epochs"] is not None else (EMBEDDED_EPOCHS if embedded else 50)
-    lr = o["lr"] if o["lr"] is not None else (0.1 if o["optimizer"] == "sgd" else 1e-3)
+    epochs = o["epochs"] if o["epochs"] is not None else (EMBEDDED_EPOCHS if embedded else DEFAULT_EPOCHS)
     return RunConfig(
         mode="eval" if o["do_eval"] else "train", device=o["device"], backbone=backbone, head=o["head"],
         margin_s=o["margin_s"], margin_m=o["margin_m"], train_data=o["train_data"], annotation=o["annotation"],
         val_data=o["val_data"], val_pairs=o["val_pairs"], val_bin=o["val_bin"], weights=o["weights"],
-        epochs=epochs, max_steps=o["max_steps"], batch_size=global_batch, lr=lr,
-        scale_lr=not o["no_lr_scaling"], optimizer=o["optimizer"], schedule=o["schedule"],
+        epochs=epochs, max_steps=o["max_steps"], batch_size=global_batch, lr=o["lr"],  # None: RunConfig's default
+        scale_lr=not o["no_lr_scaling"], optimizer=o["optimizer"], lr_schedule=o["lr_schedule"],
         warmup_steps=o["warmup_steps"], grad_clip=o["grad_clip"], precision=precision or "fp32",
+        eval_precision=o["eval_precision"],
         compile=o["compile"], channels_last=o["channels_last"], seed=o["seed"], nproc=nproc, nnodes=o["nnodes"],
         node_rank=o["node_rank"], master_addr=o["master_addr"], master_port=o["master_port"],
         workers=o["workers"], eval_batch_size=o["eval_batch_size"], eval_flip=o["flip"],
@@ -205,7 +214,8 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
         ("status", s.get("status")),
         ("device", f"{s.get('device')} ({s.get('device_name') or '-'})"),
         ("backbone / head", f"{s.get('backbone')} / {s.get('head')}"),
-        ("precision", s.get("precision")),
+        ("precision", s.get("precision") if not s.get("eval_precision")
+         else f"{s.get('precision')} (verification {s['eval_precision']})"),
         ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"),
         ("train / eval set", f"{s.get('train_set')} / {s.get('eval_set')}"
          + ("  [synthetic]" if s.get("synthetic") else "")),

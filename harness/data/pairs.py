@@ -124,22 +124,26 @@ def parse_pairs(path) -> PairsFile:
                             path, first_no)
     body = lines[1:]
     expected = n_folds * 2 * per_fold
-    if len(body) < expected:
-        raise ArcbenchError(f"header promises {n_folds} folds x (2 x {per_fold}) = {expected} pairs "
-                            f"but the file has {len(body)}", path, first_no)
-    if len(body) > expected:
-        raise ArcbenchError(f"more lines than the header ({' '.join(first)}) promises: {expected} pairs "
-                            f"end before this line", path, body[expected][0])
+    # lines are checked in file order, so the first bad line is the one reported; the count
+    # checks come only once every line before the point they refer to has been read
     pairs = []
     for i, (no, tokens) in enumerate(body):
+        if i == expected:
+            raise ArcbenchError(f"more lines than the header ({' '.join(first)}) promises: {expected} pairs "
+                                f"end before this line", path, no)
         fold, pos = divmod(i, 2 * per_fold)
         want = 3 if pos < per_fold else 4
         if len(tokens) != want:
             kind = ("positive pair 'name idx1 idx2'" if want == 3
                     else "negative pair 'name1 idx1 name2 idx2'")
+            note = (f"; the header promises {expected} pairs, the file has {len(body)}"
+                    if len(body) != expected else "")
             raise ArcbenchError(f"expected a {kind} ({want} columns) at position {pos + 1} of fold "
-                                f"{fold + 1}, got {len(tokens)} columns", path, no)
+                                f"{fold + 1}, got {len(tokens)} columns{note}", path, no)
         pairs.append(_pair(tokens, path, no, fold))
+    if len(body) < expected:
+        raise ArcbenchError(f"header promises {n_folds} folds x (2 x {per_fold}) = {expected} pairs "
+                            f"but the file has {len(body)}", path, first_no)
     return PairsFile(path, n_folds, per_fold, True, pairs)
 
 

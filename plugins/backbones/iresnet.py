@@ -86,11 +86,15 @@ class IResNet(nn.Module):
         x = self.dropout(torch.flatten(self.bn2(x), 1))
         return self.features(self.fc(x))
 
+#: the reference trains every iresnet with dropout 0.5 before the embedding layer (its
+#: ``dropout_keep_prob=0.5`` is used as the drop probability); arcface_torch uses 0
+REFERENCE_DROPOUT = 0.5
+
 
 def _factory(name: str):
     layers = LAYERS[name]
 
-    def build(embedding_size: int = 512, dropout: float = 0.0, **kwargs) -> IResNet:
+    def build(embedding_size: int = 512, dropout: float = REFERENCE_DROPOUT, **kwargs) -> IResNet:
         if kwargs:
             raise TypeError(f"{name}() got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
         return IResNet(layers, embedding_size=embedding_size, dropout=dropout)
