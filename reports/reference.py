@@ -158,9 +158,10 @@ def is_synthetic(run: dict) -> bool:
 
 def verdict(run: dict, refs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> Tuple[Optional[float], str]:
     """``(reference accuracy in percent or None, verdict string)`` for one run row."""
-    if is_synthetic(run):
-        return None, NA_SYNTHETIC
     acc = run.get("lfw_accuracy")
+    if is_synthetic(run):
+        # a run that never verified (a bench run) says so, synthetic or not, as `report --help` does
+        return None, NA_NO_ACCURACY if _isnull(acc) else NA_SYNTHETIC
     ref = match(refs, run.get("backbone"), run.get("train_set"), run.get("eval_set"), run.get("device"))
     ref_acc = None if ref is None else float(ref["accuracy"])
     if _isnull(acc):

@@ -20,9 +20,23 @@ from .runs import COLUMNS
 
 FORMATS = ("table", "md", "csv", "json", "html")
 
+#: the default terminal table: the columns a reader needs (``--columns`` gives others; csv/json keep every one)
 TABLE_COLUMNS = ["run_id", "date", "status", "device", "backbone", "precision", "nproc", "batch_size", "train_set",
-                 "eval_set", "throughput_median", "amp_speedup", "peak_memory", "lfw_accuracy", "reference",
-                 "reference_check"]
+                 "eval_set", "throughput_median", "peak_memory", "lfw_accuracy", "reference_check"]
+#: default columns hidden, in this order, while the table is wider than the terminal; the last ones
+#: only after long text has been cut as far as it goes (a very narrow terminal)
+TABLE_DROP_ORDER = ["eval_set", "peak_memory", "date", "nproc", "precision"]
+TABLE_LAST_RESORT = ["batch_size", "train_set", "device", "backbone", "status"]
+#: short headers for the terminal table (csv, json, md and --columns use the column names)
+TABLE_HEADERS = {"throughput_median": "img/s", "lfw_accuracy": "accuracy", "reference_check": "check",
+                 "peak_memory": "memory", "batch_size": "batch", "nproc": "procs", "precision": "prec",
+                 "train_set": "train set", "eval_set": "eval set", "amp_speedup": "amp x",
+                 "lfw_accuracy_std": "acc std", "throughput_mean": "img/s mean"}
+#: text columns that may be cut (with an ellipsis in the middle) to fit, and the width they keep at least
+SHRINKABLE = {"run_id": 14, "reason": 12, "path": 16, "device_name": 12, "train_set": 10, "eval_set": 10,
+              "backbone": 10, "weights": 10, "reference_check": 17, "train_set_raw": 10, "eval_set_raw": 10,
+              "verdict": 16}
+ELLIPSIS = "\u2026"
 #: the full runs table in md/html: every core column except the raw device name (shown in system info)
 FULL_COLUMNS = [c for c in COLUMNS if c != "device_name"]
 
@@ -121,6 +135,100 @@ def text_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None) -> str
         return "(no runs)"
     d = display(df, columns)
     return d.to_string(index=False)
+
+
+def short_set_name(name: str, limit: int = 20) -> str:
+    """``synthetic-faces (held-out identities)`` -> ``synthetic-faces``: drop a parenthesised note, then cut."""
+    text = str(name)
+    if len(text) > limit and "(" in text:
+        text = text.split("(", 1)[0].rstrip() or text
+    return cut(text, limit)
+
+
+def cut(text: str, limit: int) -> str:
+    """At most ``limit`` characters; the middle of a long text becomes an ellipsis (keeps both ends of run ids)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    if limit <= 1:
+        return text[:limit]
+    head = limit // 2
+    tail = limit - 1 - head
+    return text[:head] + ELLIPSIS + (text[-tail:] if tail else "")
+
+
+def _render(d: pd.DataFrame, headers: Sequence[str], numeric: Sequence[bool], gap: int = 2) -> List[str]:
+    widths = [max([len(h)] + [len(v) for v in d[c]]) for c, h in zip(d.columns, headers)]
+
+    def line(cells):
+        parts = [(v.rjust(w) if num else v.ljust(w)) for v, w, num in zip(cells, widths, numeric)]
+        return (" " * gap).join(parts).rstrip()
+
+    return [line(headers)] + [line(row) for row in d.itertuples(index=False, name=None)]
+
+
+def _width(d: pd.DataFrame, headers: Sequence[str], gap: int = 2) -> int:
+    widths = [max([len(h)] + [len(v) for v in d[c]]) for c, h in zip(d.columns, headers)]
+    return sum(widths) + gap * max(0, len(widths) - 1)
+
+
+def fit_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, width: Optional[int] = None,
+              drop: Sequence[str] = ()) -> str:
+    """The runs table for a terminal ``width`` characters wide (None: no limit).
+
+    Set names are shortened; while the table is too wide, the columns in ``drop``
+    are hidden in turn (a last line names them), then long text cells are cut
+    with an ellipsis in the middle, then (default table only) the
+    :data:`TABLE_LAST_RESORT` columns go too.  Numbers are never cut.
+    """
+    if not len(df):
+        return "(no runs)"
+    cols = [c for c in (columns or TABLE_COLUMNS) if c in df.columns]
+    d = display(df, cols)
+    for c in ("train_set", "eval_set"):
+        if c in d.columns:
+            d[c] = [short_set_name(v) for v in d[c]]
+    numeric = {c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in cols}
+    hidden: List[str] = []
+
+    def heads():
+        return [TABLE_HEADERS.get(c, c) for c in d.columns]
+
+    if width:
+        for c in drop:
+            if _width(d, heads()) <= width:
+                break
+            if c in d.columns and len(d.columns) > 1:
+                d = d.drop(columns=[c])
+                hidden.append(c)
+        _shrink(d, heads, width)
+        for c in (TABLE_LAST_RESORT if drop else ()):
+            if _width(d, heads()) <= width:
+                break
+            if c in d.columns and len(d.columns) > 1:
+                d = d.drop(columns=[c])
+                hidden.append(c)
+    lines = _render(d, heads(), [numeric[c] for c in d.columns])
+    if hidden:
+        import textwrap
+
+        lines += textwrap.wrap(f"({len(df)} run(s); hidden to fit {width} columns: {', '.join(hidden)}; "
+                               "--columns all or --columns a,b,c shows others)", width=max(20, width or 0))
+    return "\n".join(lines)
+
+
+def _shrink(d: pd.DataFrame, heads: Callable, width: int) -> None:
+    """Cut long text cells (in place) until the table fits or every text column is at its floor."""
+    while _width(d, heads()) > width:
+        # cut the widest text column that is still above its floor, a little at a time
+        cands = [(max(len(v) for v in d[c]), c) for c in d.columns if c in SHRINKABLE]
+        cands = [(n, c) for n, c in cands if n > max(SHRINKABLE[c], len(TABLE_HEADERS.get(c, c)))]
+        if not cands:
+            break
+        n, c = max(cands)
+        over = _width(d, heads()) - width
+        floor = max(SHRINKABLE[c], len(TABLE_HEADERS.get(c, c)))
+        d[c] = [cut(v, max(floor, n - max(1, min(over, 4)))) for v in d[c]]
 
 
 def _md_cell(v) -> str:

@@ -85,8 +85,8 @@ def test_cli_align_prints_both_errors_and_writes_the_plot(tmp_path, monkeypatch)
     assert "mean relative error: 3.0000%" in out and "b = RUN_B" in out
     assert "mean absolute error: 0.1" in out  # 0.03 * mean(BASE) = 0.1087...
     assert "verdict: PASS" in out and "RUN_B: cuda-fp32 (20 steps, baseline)" in out
-    png = tmp_path / "align_sdaa-amp_vs_cuda-fp32.png"
-    assert png.read_bytes().startswith(b"\x89PNG")
+    png = tmp_path / "runs" / "align_sdaa-amp_vs_cuda-fp32.png"  # in the runs directory, path printed in full
+    assert png.read_bytes().startswith(b"\x89PNG") and f"plot: {png}" in out
 
     res = runner.invoke(main, ["report", "runs", "--align", "runs/sdaa-amp", "runs/cuda-fp32", "--format", "json",
                                "--plot", str(tmp_path / "p.png")])

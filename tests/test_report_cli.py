@@ -133,8 +133,8 @@ def test_html_is_self_contained_escaped_and_parses(runs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = invoke(runs, "--format", "html")
     assert res.exit_code == 0, res.output
-    path = tmp_path / "arcbench-report.html"
-    assert res.stdout.strip() == "arcbench-report.html" and path.is_file()
+    path = runs / "arcbench-report.html"  # by default beside the runs it reports on, printed in full
+    assert res.stdout.strip() == str(path) and path.is_file() and not (tmp_path / "arcbench-report.html").exists()
     text = path.read_text(encoding="utf-8")
     assert "http://" not in text and 'src="http' not in text and "https://" not in text
     p = _Checker()

@@ -6,6 +6,7 @@ picks the mode (report, ``--align`` or ``--compare``) and writes the output.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import List, Optional, Tuple
 
 import click
@@ -20,6 +21,7 @@ DEFAULT_HTML = "arcbench-report.html"
 
 def _emit(text: str, out: Optional[str]) -> None:
     if out:
+        out = os.path.abspath(out)
         atomic.write_text(out, text)
         _share(out)
         click.echo(out)
@@ -51,6 +53,32 @@ def _roots(runs_dirs: Tuple[str, ...], optional: bool) -> List[str]:
     if optional:
         return []
     raise ArcbenchError("runs directory not found (give RUNS_DIR, or run `arcbench run` first)", DEFAULT_RUNS)
+
+
+def _generated_dir(candidates) -> str:
+    """Where a generated file goes by default: the first runs directory given or found, else the current one."""
+    for c in candidates:
+        if c and os.path.isdir(c):
+            return os.path.abspath(c)
+    return os.getcwd()
+
+
+def _columns(spec: Optional[str], df) -> Optional[List[str]]:
+    """--columns: None (the default dozen), every column ('all'), or the named ones, checked."""
+    if not spec:
+        return None
+    if spec.strip().lower() == "all":
+        return list(df.columns)
+    cols = [c.strip() for c in spec.split(",") if c.strip()]
+    unknown = [c for c in cols if c not in df.columns]
+    if not cols or unknown:
+        raise ArcbenchError(f"--columns: unknown column(s) {', '.join(unknown) or '(none given)'}; "
+                            f"known: {', '.join(df.columns)}")
+    return cols
+
+
+def _terminal_width() -> int:
+    return shutil.get_terminal_size((120, 24)).columns
 
 
 def _resolve_run(spec: str, roots: List[str], meta: dict, problems: List[str]):
@@ -97,10 +125,16 @@ def _load_side(spec: str, refs, tolerance: float, meta: dict, problems: List[str
 @click.argument("runs_dirs", nargs=-1, type=click.Path(), metavar="[RUNS_DIR]...")
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json", "html"]), default="table",
               show_default=True,
-              help="table: aligned text; md: the model-zoo README setup/results tables plus the runs table; "
-                   "csv/json: every column; html: one self-contained file with charts.")
+              help="table: the key columns, fitted to the terminal width; md: the model-zoo README "
+                   "setup/results tables plus the runs table; csv/json: every column; html: one self-contained "
+                   "file with charts.")
+@click.option("--columns", "columns_spec", metavar="all|COLS",
+              help="Columns of the table (and csv/json): 'all', or comma-separated names as in the csv header, "
+                   "e.g. run_id,throughput_median,latency_p95. Default: about a dozen key columns.")
 @click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
-              help=f"Write here (atomically) and print the path. Default: stdout; for html {DEFAULT_HTML}.")
+              help=f"Write here (atomically) and print its absolute path. Default: stdout; for html "
+                   f"RUNS_DIR/{DEFAULT_HTML} (the first runs directory; for --compare the NEW one; the current "
+                   f"directory when there is none).")
 @click.option("--group-by", metavar="COLS",
               help="Comma-separated columns (e.g. device,backbone): one row per group with run count, median "
                    "throughput, mean accuracy, median AMP speedup, max memory, PASS/FAIL counts.")
@@ -119,7 +153,8 @@ def _load_side(spec: str, refs, tolerance: float, meta: dict, problems: List[str
                    "and mean absolute error; PASS when MRE <= 5% or MAE <= 2e-4. Each is a run dir, a run id "
                    "under RUNS_DIR, or a DLLL/TCAPPDLL log file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="PNG for --align (default align_<A>_vs_<B>.png in the current directory).")
+              help="PNG for --align. Default: align_<A>_vs_<B>.png in RUNS_DIR (the first runs directory "
+                   "given, or ./runs), else in the current directory. The absolute path is printed.")
 @click.option("--compare", nargs=2, metavar="BASE NEW", default=None,
               help="Compare two runs dirs (or run dirs, or log files) configuration by configuration on "
                    "device, backbone, head, precision, AMP dtype, compile, nproc, batch_size, input_size, "
@@ -136,7 +171,7 @@ def _load_side(spec: str, refs, tolerance: float, meta: dict, problems: List[str
 @click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True,
               help="Headers of the model-zoo tables in md/html: English, or the README's Chinese.")
 @click.pass_context
-def report(ctx, runs_dirs, fmt, out, group_by, tolerance, threshold, check, align, plot_path, compare,
+def report(ctx, runs_dirs, fmt, columns_spec, out, group_by, tolerance, threshold, check, align, plot_path, compare,
            import_logs, import_meta, import_to, references_path, lang):
     """Report on run dirs (default ./runs): one row per run, checked against published LFW accuracies.
 
@@ -144,7 +179,7 @@ def report(ctx, runs_dirs, fmt, out, group_by, tolerance, threshold, check, alig
     Verdicts (reference_check):
       PASS / FAIL          real-data run vs the matching reference, within --tolerance points
       n/a (synthetic)      generated data is never compared with a real-data figure
-      n/a (no accuracy)    the run did not evaluate (e.g. a bench run)
+      n/a (no accuracy)    the run did not evaluate (e.g. a bench run, synthetic data or not)
       no reference         no published figure for (backbone, train set, eval set)
       n/a (running) ...    the run is not finished, so its accuracy is not final
 
@@ -169,8 +204,8 @@ def report(ctx, runs_dirs, fmt, out, group_by, tolerance, threshold, check, alig
     meta = importlog.parse_meta(import_meta)
     problems: List[str] = []
     refs = load_references(references_path)
-    if fmt == "html" and not out:
-        out = DEFAULT_HTML
+    if columns_spec and (align or compare or fmt not in ("table", "csv", "json")):
+        raise ArcbenchError("--columns applies to the runs table in table, csv and json formats")
 
     if align:
         roots = _roots(runs_dirs, optional=True)
@@ -180,7 +215,10 @@ def report(ctx, runs_dirs, fmt, out, group_by, tolerance, threshold, check, alig
             label_a, label_b = f"{label_a} (A)", f"{label_b} (B)"
         result = align_mod.align(curve_a, curve_b, label_a, label_b)
         png = align_mod.plot_png(result)
-        plot_path = plot_path or align_mod.default_plot_name(label_a, label_b)
+        plot_path = os.path.abspath(plot_path or os.path.join(_generated_dir(roots),
+                                                              align_mod.default_plot_name(label_a, label_b)))
+        if fmt == "html" and not out:
+            out = os.path.join(_generated_dir(roots), DEFAULT_HTML)
         atomic.write_bytes(plot_path, png)
         _share(plot_path)
         _warn(problems)
@@ -214,6 +252,8 @@ def report(ctx, runs_dirs, fmt, out, group_by, tolerance, threshold, check, alig
         base = _load_side(compare[0], refs, tolerance, meta, problems)
         new = _load_side(compare[1], refs, tolerance, meta, problems)
         result = compare_mod.compare(base, new, threshold, tolerance)
+        if fmt == "html" and not out:
+            out = os.path.join(_generated_dir([compare[1], compare[0]]), DEFAULT_HTML)
         line = compare_mod.summary_line(result, threshold, tolerance)
         _warn(problems)
         if fmt == "json":
@@ -249,17 +289,22 @@ def report(ctx, runs_dirs, fmt, out, group_by, tolerance, threshold, check, alig
     if not len(df):
         problems.append(f"no run dirs (folders with summary.json or config.json) under {', '.join(roots) or '-'}")
     groups = render.group_runs(df, group_by.split(",")) if group_by else None
+    cols = _columns(columns_spec, groups if groups is not None else df)
+    if fmt == "html" and not out:
+        out = os.path.join(_generated_dir(roots + ([import_to] if import_to else [])), DEFAULT_HTML)
 
     if fmt == "html":
         text = htmlreport.build_html(df, problems=problems, roots=roots + list(import_logs), references=refs,
                                      tolerance=tolerance, groups=groups, lang=lang)
     elif fmt == "json":
-        body = {"runs": render.jsonable(df), "problems": problems}
+        body = {"runs": render.jsonable(df if cols is None or groups is not None else df[cols]),
+                "problems": problems}
         if groups is not None:
-            body["groups"] = render.jsonable(groups)
+            body["groups"] = render.jsonable(groups if cols is None else groups[cols])
         text = render.to_json(body)
     elif fmt == "csv":
-        text = render.to_csv(groups if groups is not None else df)
+        frame = groups if groups is not None else df
+        text = render.to_csv(frame if cols is None else frame[cols])
     elif fmt == "md":
         if groups is not None:
             text = "# arcbench report (grouped)\n\n" + render.md_frame(groups) + "\n"
@@ -267,7 +312,12 @@ def report(ctx, runs_dirs, fmt, out, group_by, tolerance, threshold, check, alig
             text = render.markdown(df, lang=lang, note=f"{len(df)} run(s) from {', '.join(roots + list(import_logs))}; "
                                                     f"reference tolerance {tolerance:g} points.")
     else:
-        text = render.text_table(groups) if groups is not None else render.text_table(df, render.TABLE_COLUMNS)
+        if groups is not None:
+            text = render.fit_table(groups, cols or list(groups.columns), _terminal_width())
+        elif columns_spec and columns_spec.strip().lower() == "all":
+            text = render.fit_table(df, cols, None)
+        else:
+            text = render.fit_table(df, cols, _terminal_width(), drop=() if cols else render.TABLE_DROP_ORDER)
     _warn(problems)
     _emit(text, out)
 
