@@ -28,13 +28,33 @@ def _save(fig, path) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def plot_lines(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], path, title: str = "",
-               xlabel: str = "", ylabel: str = "", logx: bool = False, logy: bool = False) -> None:
-    """One line per ``label -> (xs, ys)``; for loss and accuracy curves as well as ROC."""
+def _value_text(v: float) -> str:
+    return f"{v:.4f}" if abs(v) < 10 else f"{v:.4g}"
+
+
+def lines_figure(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], title: str = "",
+                 xlabel: str = "", ylabel: str = "", logx: bool = False, logy: bool = False):
+    """The figure :func:`plot_lines` saves.
+
+    When every series holds a single point (a run that verified once), a curve
+    would be one dot on a meaningless axis: each value is written out instead,
+    labelled with its series and x (``verification accuracy: 0.8990 (epoch 3)``).
+    """
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
-    for label, (xs, ys) in series.items():
-        ax.plot(list(xs), list(ys), label=str(label), marker="o" if len(xs) == 1 else None)
+    items = [(label, list(xs), list(ys)) for label, (xs, ys) in series.items()]
+    if items and all(len(xs) == 1 and len(ys) == 1 for _label, xs, ys in items):
+        ax.set_axis_off()
+        rows = []
+        for label, xs, ys in items:
+            x = xs[0]
+            where = f"{xlabel} {x:g}" if isinstance(x, (int, float)) and xlabel else str(x)
+            rows.append(f"{label}: {_value_text(float(ys[0]))}" + (f"\n({where})" if where else ""))
+        ax.text(0.5, 0.5, "\n\n".join(rows), ha="center", va="center", fontsize=18, transform=ax.transAxes)
+        ax.set_title(f"{title}\none measurement" if title else "one measurement")
+        return fig
+    for label, xs, ys in items:
+        ax.plot(xs, ys, label=str(label), marker="o" if len(xs) <= 12 else None)
     if logx:
         ax.set_xscale("log")
     if logy:
@@ -45,7 +65,16 @@ def plot_lines(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], path,
     ax.grid(True, alpha=0.3)
     if series:
         ax.legend(loc="best")
-    _save(fig, path)
+    return fig
+
+
+def plot_lines(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], path, title: str = "",
+               xlabel: str = "", ylabel: str = "", logx: bool = False, logy: bool = False) -> None:
+    """One line per ``label -> (xs, ys)``; for loss and accuracy curves as well as ROC.
+
+    A single measurement per series is drawn as a labelled value, not a one-point curve.
+    """
+    _save(lines_figure(series, title, xlabel, ylabel, logx, logy), path)
 
 
 def plot_roc(fpr: Sequence[float], tpr: Sequence[float], path, title: Optional[str] = None,

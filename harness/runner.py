@@ -39,7 +39,8 @@ def resolve_data(cfg: RunConfig) -> RunConfig:
     if cfg.mode == "train" and cfg.train_data is None:
         from .data.synth import default_dataset
 
-        root = str(default_dataset())
+        # say what the pause is: generating the set takes seconds, once
+        root = str(default_dataset(log=None if cfg.quiet else (lambda m: print(m, flush=True))))
         changes.update(train_data=os.path.join(root, "train"),
                        annotation=os.path.join(root, "cls_train.txt"))
         if not (cfg.val_data or cfg.val_bin):
@@ -156,6 +157,9 @@ def execute(cfg: RunConfig, resume: Optional[str] = None, log=print) -> Tuple[st
         if run_dir and lock is None:
             lock = RunLock(run_dir).acquire()
         return _execute(cfg, run_dir, device, resume, log)
+    except (KeyboardInterrupt, RunFailed) as exc:
+        exc.run_dir = run_dir  # the command line prints the exact resume command
+        raise
     finally:
         if lock is not None:
             lock.release()

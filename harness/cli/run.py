@@ -20,12 +20,14 @@ def _opt(*names, **kw):
     return click.option(*names, **kw)
 
 
-RUN_HELP = """Train ArcFace, verify after each epoch, and record everything in a run directory.
+RUN_HELP = """Train ArcFace, verify it on face pairs, and record everything in a run directory.
 
 With no arguments it trains MobileFaceNet on an embedded set of synthetic face
 identities (generated once into ~/.cache/arcbench, no download) on the best
-available device (sdaa, then cuda, then cpu), verifies on held-out synthetic
-identities with the LFW 10-fold protocol, and writes runs/<run_id>/.
+available device (sdaa, then cuda, then cpu), verifies once, at the end, on
+held-out synthetic identities with the LFW 10-fold protocol, and writes
+runs/<run_id>/.  With your own --train-data it verifies after every epoch
+(--eval-every N changes both).
 
 \b
 Batch size: --batch-size is PER PROCESS (the global batch is it times the
@@ -141,12 +143,38 @@ def run_cmd(**o):
     try:
         run_dir, summary = execute(cfg, resume=o["resume"], log=lambda m: click.echo(m, err=False))
     except RunFailed as exc:
+        if str(exc).startswith("run interrupted"):
+            click.echo(interrupted_message(getattr(exc, "run_dir", None), _tty()), err=True)
+            sys.exit(130)
         click.echo(f"arcbench: {exc}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("arcbench: interrupted; the run saved a checkpoint (continue with --resume)", err=True)
+    except KeyboardInterrupt as exc:
+        click.echo(interrupted_message(getattr(exc, "run_dir", None), _tty()), err=True)
         sys.exit(130)
     print_summary(run_dir, summary, cfg.out)
+
+
+def _tty() -> bool:
+    try:
+        sys.stdout.flush()
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def interrupted_message(run_dir, tty: bool) -> str:
+    """After Ctrl-C: the exact command that continues the run.
+
+    On a terminal the line is wiped first ("\\r" + erase line): the terminal echoes
+    ``^C`` after the progress bar, and the bar's own clean-up leaves part of it.
+    """
+    import shlex
+
+    clear = "\r\x1b[K" if tty else ""
+    if not run_dir:
+        return f"{clear}arcbench: interrupted"
+    return (f"{clear}arcbench: interrupted. Continue the run with:\n"
+            f"  arcbench run --resume {shlex.quote(run_dir)}")
 
 
 def build_config(o: dict):

@@ -475,13 +475,15 @@ def default_key(**params) -> str:
     return f"synthfaces-v{GENERATOR_VERSION}-{digest}"
 
 
-def default_dataset(cache_dir=None, progress: Optional[Callable[[int], None]] = None, **params) -> Path:
+def default_dataset(cache_dir=None, progress: Optional[Callable[[int], None]] = None,
+                    log: Optional[Callable[[str], None]] = None, **params) -> Path:
     """The default set, generated once into the cache and reused.
 
     Generated into a temporary sibling folder and renamed into place, so a
     half-written set is never visible and concurrent callers are safe (the
     loser of the rename race discards its copy).  ``params`` override
-    :data:`DEFAULTS` and are part of the cache key.
+    :data:`DEFAULTS` and are part of the cache key.  ``log(line)`` hears, when
+    the set has to be generated, what is being made and where, then how long it took.
     """
     root = cache_root(cache_dir)
     final = root / default_key(**params)
@@ -489,8 +491,16 @@ def default_dataset(cache_dir=None, progress: Optional[Callable[[int], None]] = 
         return final
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    spec = dict(DEFAULTS, **params)
+    start = time.perf_counter()
+    if log:
+        log(f"arcbench: generating the synthetic face set once ({spec['identities']} identities x "
+            f"{spec['images_per_identity']} images, {spec['verify_identities']} held-out identities) "
+            f"into {final} ...")
     try:
-        generate(tmp, **dict(DEFAULTS, **params), progress=progress)
+        generate(tmp, **spec, progress=progress)
+        if log:
+            log(f"arcbench: synthetic face set ready in {time.perf_counter() - start:.1f} s; later runs reuse it")
         try:
             os.rename(tmp, final)
         except OSError:
