@@ -129,6 +129,7 @@ def test_sigint_checkpoints_and_records_interrupted(faces, tmp_path, to_group):
     assert p.returncode == 130, output
     assert took < 20, f"took {took:.1f}s to stop"
     assert "Traceback" not in output and "interrupted" in output
+    assert f"arcbench run --resume {run_dir}" in output  # the exact command that continues it
     s = summary(run_dir)
     assert s["status"] == "interrupted" and "resume" in s["reason"]
     # the checkpoint holds every step that finished: none is lost
