@@ -280,18 +280,24 @@ class Trainer:
         if self.is_main:
             self.history["loss"].extend([[p[0] + 1, v] for p, v in zip(pending, values)])
             gbatch = images_per_step * self.world_size
+            # without a progress bar, the interval's last record is printed as well (tcap_dllogger's
+            # stdout backend when present, else the DLLL line below); with a bar, nothing is
+            echo = bar is None and not self.cfg.quiet
             if self.rec:
-                for (gstep, lr, dt, ct), v in zip(pending, values):
+                for i, ((gstep, lr, dt, ct), v) in enumerate(zip(pending, values)):
                     ep, it = divmod(gstep, self.steps_per_epoch)
                     self.rec.log((ep + 1, it + 1), {
                         "train.loss": v, "train.lr": lr, "train.data_time": dt, "train.compute_time": ct,
+                        # train.ips: this rank's images/s (the model-zoo contract); total: all ranks
+                        "train.ips": images_per_step / max(dt + ct, 1e-12),
                         "train.total_ips": gbatch / max(dt + ct, 1e-12),
-                        "train.compute_ips": gbatch / max(ct, 1e-12)})
+                        "train.compute_ips": gbatch / max(ct, 1e-12)}, echo=echo and i == n - 1)
+                echo = echo and not self.rec.echoes
             last_dt, last_ct = pending[-1][2], pending[-1][3]
             ips = gbatch / max(last_dt + last_ct, 1e-12)
             if bar is not None:
                 bar.set_postfix(loss=f"{values[-1]:.3f}", ips=f"{ips:.0f}", lr=f"{pending[-1][1]:.4g}")
-            elif not self.cfg.quiet:
+            elif echo:
                 ep, it = divmod(pending[-1][0], self.steps_per_epoch)
                 self.log(f"DLLL epoch {ep + 1} step {it + 1}/{self.steps_per_epoch} "
                          f"train.loss {values[-1]:.4f} train.total_ips {ips:.1f} train.lr {pending[-1][1]:.6f}")
