@@ -56,6 +56,9 @@ TABLE_COLUMNS = ["device", "backbone", "precision", "batch_size", "train_set", "
                  "base_throughput", "new_throughput", "throughput_change_pct", "change_interval",
                  "accuracy_change_points", "verdict"]
 
+#: hidden in this order when the compare table is wider than the terminal
+TABLE_DROP_ORDER = ["base_throughput", "new_throughput", "accuracy_change_points", "steps", "train_set", "precision"]
+
 SampleLoader = Callable[[dict], Optional[np.ndarray]]
 
 
@@ -208,7 +211,7 @@ def _row(key, length, b_recs, n_recs, threshold, tolerance, loader) -> dict:
                 notes.append("one run a side, no per-step times: no noise estimate")
         elif lo < limit:
             row["inconclusive"] = True
-            notes.append(f"throughput {pct:+.1f}%, {CONFIDENCE:.0%} interval straddles -{float(threshold):g}%")
+            notes.append(f"throughput {pct:+.1f}%: interval straddles -{float(threshold):g}%")
     acc_pts = row["accuracy_change_points"]
     if not math.isnan(acc_pts) and acc_pts < -float(tolerance):
         reasons.append(f"accuracy {acc_pts:+.2f} points")
@@ -283,7 +286,13 @@ def summary_line(result: pd.DataFrame, threshold: float, tolerance: float) -> st
     unsure = int(result["inconclusive"].sum()) if len(result) else 0
     apart = int(result["verdict"].astype(str).str.startswith("not comparable").sum()) if len(result) else 0
     matched = int(((result["base_runs"] > 0) & (result["new_runs"] > 0)).sum()) - apart if len(result) else 0
-    extra = f", {apart} not comparable (different length)" if apart else ""
-    return (f"{matched} configuration(s) matched, {n} regression(s), {unsure} inconclusive{extra} "
-            f"(throughput drop beyond {threshold:g}% at {CONFIDENCE:.0%} confidence, "
-            f"or accuracy drop > {tolerance:g} points)")
+    line = (f"{matched} configuration(s) matched, {n} regression(s), {unsure} inconclusive"
+            + (f", {apart} not comparable (different length)" if apart else "")
+            + f" (throughput drop beyond {threshold:g}% at {CONFIDENCE:.0%} confidence, "
+              f"or accuracy drop > {tolerance:g} points)")
+    if len(result):
+        single = result[(result["base_runs"] == 1) & (result["new_runs"] == 1) & result["samples_kind"].notna()]
+        if len(single):
+            line += (f"; {len(single)} judged from one run a side: run-to-run noise is not measured, "
+                     "pool repeated runs")
+    return line

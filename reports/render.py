@@ -31,11 +31,14 @@ TABLE_LAST_RESORT = ["batch_size", "train_set", "device", "backbone", "status"]
 TABLE_HEADERS = {"throughput_median": "img/s", "lfw_accuracy": "accuracy", "reference_check": "check",
                  "peak_memory": "memory", "batch_size": "batch", "nproc": "procs", "precision": "prec",
                  "train_set": "train set", "eval_set": "eval set", "amp_speedup": "amp x",
-                 "lfw_accuracy_std": "acc std", "throughput_mean": "img/s mean"}
+                 "lfw_accuracy_std": "acc std", "throughput_mean": "img/s mean",
+                 "base_runs": "base n", "new_runs": "new n", "base_throughput": "base img/s",
+                 "new_throughput": "new img/s", "throughput_change_pct": "change", "change_interval": "95% interval",
+                 "accuracy_change_points": "acc pts"}
 #: text columns that may be cut (with an ellipsis in the middle) to fit, and the width they keep at least
 SHRINKABLE = {"run_id": 14, "reason": 12, "path": 16, "device_name": 12, "train_set": 10, "eval_set": 10,
               "backbone": 10, "weights": 10, "reference_check": 17, "train_set_raw": 10, "eval_set_raw": 10,
-              "verdict": 16}
+              "verdict": 40}
 ELLIPSIS = "\u2026"
 #: the full runs table in md/html: every core column except the raw device name (shown in system info)
 FULL_COLUMNS = [c for c in COLUMNS if c != "device_name"]
@@ -100,14 +103,15 @@ FORMATTERS: Dict[str, Callable] = {
     "reference": _num("{:.2f}%"), "base_accuracy": _num("{:.2f}%"), "new_accuracy": _num("{:.2f}%"),
     "accuracy": _num("{:.2f}%"),
     "accuracy_change_points": _num("{:+.2f}"), "accuracy_change_pct": _num("{:+.2f}%"),
-    "throughput_change_pct": _num("{:+.1f}%"),
+    "throughput_change_pct": _num("{:+.1f}%"), "change_low_pct": _num("{:+.1f}%"),
+    "change_high_pct": _num("{:+.1f}%"),
     "val_at_far": _num("{:.4f}"), "auc": _num("{:.4f}"), "eer": _num("{:.4f}"), "final_loss": _num("{:.4f}"),
     "amp_speedup": _num("{:.2f}x"),
     "scaling_efficiency": _frac_pct(1), "mfu": _frac_pct(1), "data_wait_fraction": _frac_pct(1),
     "peak_memory": fmt_bytes,
     "latency_p50": _num("{:.4g}"), "latency_p95": _num("{:.4g}"), "latency_p99": _num("{:.4g}"),
     "wall_time": _num("{:.1f}s"),
-    "synthetic": _yesno, "amp": _yesno, "regression": _yesno,
+    "synthetic": _yesno, "amp": _yesno, "regression": _yesno, "inconclusive": _yesno, "compile": _yesno,
 }
 
 
@@ -173,7 +177,8 @@ def _width(d: pd.DataFrame, headers: Sequence[str], gap: int = 2) -> int:
 
 
 def fit_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, width: Optional[int] = None,
-              drop: Sequence[str] = ()) -> str:
+              drop: Sequence[str] = (), rows_are: str = "run(s)",
+              more: str = "--columns all or --columns a,b,c shows others") -> str:
     """The runs table for a terminal ``width`` characters wide (None: no limit).
 
     Set names are shortened; while the table is too wide, the columns in ``drop``
@@ -212,8 +217,8 @@ def fit_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, width: 
     if hidden:
         import textwrap
 
-        lines += textwrap.wrap(f"({len(df)} run(s); hidden to fit {width} columns: {', '.join(hidden)}; "
-                               "--columns all or --columns a,b,c shows others)", width=max(20, width or 0))
+        lines += textwrap.wrap(f"({len(df)} {rows_are}; hidden to fit {width} columns: {', '.join(hidden)}; "
+                               f"{more})", width=max(20, width or 0))
     return "\n".join(lines)
 
 

@@ -184,3 +184,15 @@ def test_per_step_samples_respect_resumed_segments(tmp_path):
     text = _step_log([50.0] * 4, warmup_ips=[1.0, 1.0]) + _step_log([60.0] * 3, warmup_ips=[2.0, 2.0])
     ips = timed_step_throughputs(parse_lines(text.splitlines()), warmup=2)
     assert ips.tolist() == [50.0] * 4 + [60.0] * 3
+
+
+def test_compare_table_fits_the_terminal(tmp_path):
+    rng = np.random.default_rng(7)
+    _planted(tmp_path, rng.normal(100, 1, 50), rng.normal(80, 1, 50))
+    for width in (100, 240):
+        res = CliRunner().invoke(main, ["report", "--compare", str(tmp_path / "base"), str(tmp_path / "new")],
+                                 env={"COLUMNS": str(width)})
+        assert res.exit_code == 0, res.output
+        assert max(len(line) for line in res.stdout.splitlines()) <= width
+        assert "REGRESSION" in res.stdout and "95% interval" in res.stdout
+    assert "REGRESSION (throughput -20" in res.stdout  # the full verdict when there is room

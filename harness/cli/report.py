@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import textwrap
 from typing import List, Optional, Tuple
 
 import click
@@ -260,6 +261,7 @@ def report(ctx, runs_dirs, fmt, columns_spec, out, group_by, tolerance, threshol
             text = render.to_json({"base": compare[0], "new": compare[1], "threshold_pct": threshold,
                                    "tolerance_points": tolerance, "summary": line,
                                    "regressions": int(result["regression"].sum()),
+                                   "inconclusive": int(result["inconclusive"].sum()),
                                    "configurations": render.jsonable(result)})
         elif fmt == "csv":
             text = render.to_csv(result)
@@ -270,7 +272,11 @@ def report(ctx, runs_dirs, fmt, columns_spec, out, group_by, tolerance, threshol
             text = htmlreport.frame_page("arcbench compare", render.display(result),
                                          f"BASE {compare[0]} vs NEW {compare[1]}: {line}")
         else:
-            text = (render.text_table(compare_mod.table(result)) if len(result) else "(no runs)") + "\n" + line + "\n"
+            shown = compare_mod.table(result)
+            width = _terminal_width()
+            text = (render.fit_table(shown, list(shown.columns), width, drop=compare_mod.TABLE_DROP_ORDER,
+                                     rows_are="configuration(s)", more="--format csv or json has every column")
+                    if len(result) else "(no runs)") + "\n" + textwrap.fill(line, width) + "\n"
         _emit(text, out)
         if check and result["regression"].any():
             click.echo(f"arcbench: check failed: {line}", err=True)
