@@ -195,4 +195,4 @@ def test_compare_table_fits_the_terminal(tmp_path):
         assert res.exit_code == 0, res.output
         assert max(len(line) for line in res.stdout.splitlines()) <= width
         assert "REGRESSION" in res.stdout and "95% interval" in res.stdout
-    assert "REGRESSION (throughput -20" in res.stdout  # the full verdict when there is room
+    assert "REGRESSION (throughput -19.9% [-20.2%, -19.5%])" in res.stdout  # the full verdict when there is room
