@@ -125,6 +125,19 @@ def _sampled(rank, world, num_classes, rate):
             "step": head.sample_step}
 
 
+def _bad_label(rank, world):
+    """Only the last rank passes a label >= C: every rank must raise, none may hang."""
+    head = PartialFC(D, EXACT_C, s=S)
+    y = torch.zeros(3, dtype=torch.long)
+    if rank == world - 1:
+        y[1] = EXACT_C
+    try:
+        head(torch.randn(3, D), y)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    return {"error": None}
+
+
 def _train_steps(head, opt, world, rank, seeds):
     for seed in seeds:
         x_all, y_all, sizes = global_batch(EXACT_C, world, seed)
@@ -200,6 +213,8 @@ def worker(rank, world, port, outdir, scenarios):
                 out[name] = _sampled(rank, world, SAMPLED_C, SAMPLED_R)
             elif name == "crowded":
                 out[name] = _sampled(rank, world, CROWDED_C, CROWDED_R)
+            elif name == "bad_label":
+                out[name] = _bad_label(rank, world)
             else:
                 out[name] = _exact(rank, world, name)
             out[name]["collectives"] = log
@@ -236,14 +251,27 @@ def launch(world, outdir: Path, scenarios, timeout=120):
     return [torch.load(outdir / f"rank{r}.pt") for r in range(world)]
 
 
-SCENARIOS = MARGINS + ("ddp", "sampled", "crowded", "checkpoint")
+SCENARIOS = MARGINS + ("ddp", "sampled", "crowded", "bad_label", "checkpoint")
+
+
+class Runs(dict):
+    """``runs[world]``: per-rank results, launched on first use; world 2 always runs before
+    world 3 (it writes the checkpoint that world 3 loads)."""
+
+    def __init__(self, base: Path):
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, world):
+        if world == 3:
+            self[2]
+        self[world] = launch(world, self.base / f"w{world}", SCENARIOS)
+        return self[world]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """{world: [per-rank results]}; world 2 runs first (it writes the checkpoint world 3 loads)."""
-    base = tmp_path_factory.mktemp("pfc")
-    return {world: launch(world, base / f"w{world}", SCENARIOS) for world in (2, 3)}
+    return Runs(tmp_path_factory.mktemp("pfc"))
 
 
 # ---------------------------------------------------------------- reference
@@ -339,6 +367,12 @@ def test_collectives_are_identical_on_every_rank(runs, world):
         logs = [r[case]["collectives"] for r in runs[world]]
         assert logs[0], case
         assert all(log == logs[0] for log in logs), case
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_out_of_range_label_raises_on_every_rank(runs, world):
+    for r in runs[world]:
+        assert r["bad_label"]["error"] == f"partial_fc: label {EXACT_C} is out of range for {EXACT_C} classes"
 
 
 def test_checkpoint_saved_at_two_processes_loads_at_three(runs):

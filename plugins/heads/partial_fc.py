@@ -103,7 +103,11 @@ def _all_gather(tensor: torch.Tensor, group=None) -> torch.Tensor:
 def _gather_to_first(tensor: torch.Tensor, group=None):
     """The equal-shaped tensors of all ranks, as a list on the group's first rank; None elsewhere."""
     world, rank = _world_and_rank(group)
-    dst = 0 if group is None else dist.get_global_rank(group, 0)
+    if group is None:
+        dst = 0
+    else:  # public since torch 2.0; the private name before
+        get_global_rank = getattr(dist, "get_global_rank", None) or dist.distributed_c10d._get_global_rank
+        dst = get_global_rank(group, 0)
     out = [torch.empty_like(tensor) for _ in range(world)] if rank == 0 else None
     dist.gather(tensor.contiguous(), out, dst=dst, group=group)
     return out
@@ -313,15 +317,25 @@ class PartialFC(nn.Module):
 
     # ------------------------------------------------------------ sampling
     def _random_scores(self, device: torch.device) -> torch.Tensor:
+        """Uniform [0, 1) scores for the shard's rows, from a generator seeded by (seed, step, rank).
+
+        Drawn on the device when it has its own generator (the same seed then gives the same
+        sample on the same kind of device), otherwise on the CPU."""
         seed = _mix(self.seed, self.sample_step, self.rank)
-        if self._generator is None or self._generator.device != device:
-            try:
-                self._generator = torch.Generator(device=device)
-            except RuntimeError:  # device without its own generator: draw on the CPU
-                self._generator = torch.Generator()
-        self._generator.manual_seed(seed)
-        return torch.rand(self.shard_size, generator=self._generator,
-                          device=self._generator.device).to(device)
+        if self._generator is not None and self._generator[0] == device:
+            gen = self._generator[1]
+            gen.manual_seed(seed)
+            return torch.rand(self.shard_size, generator=gen, device=gen.device).to(device)
+        try:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(seed)
+            scores = torch.rand(self.shard_size, generator=gen, device=device)
+        except (RuntimeError, TypeError):  # no generator on this device type: draw on the CPU
+            gen = torch.Generator()
+            gen.manual_seed(seed)
+            scores = torch.rand(self.shard_size, generator=gen).to(device)
+        self._generator = (device, gen)
+        return scores
 
     def _sample(self, local_labels: torch.Tensor) -> Optional[torch.Tensor]:
         """Sorted shard-local indices of the centres used this step, or None for all.
@@ -380,6 +394,10 @@ class PartialFC(nn.Module):
             keep = torch.cat([torch.arange(r * most, r * most + n, device=x.device) for r, n in enumerate(sizes)])
             all_x, all_labels = all_x.index_select(0, keep), all_labels.index_select(0, keep)
 
+        # the same gathered labels on every rank: all ranks raise together
+        if bool(((all_labels < 0) | (all_labels >= self.num_classes)).any()):
+            bad = all_labels[(all_labels < 0) | (all_labels >= self.num_classes)][0].item()
+            raise ValueError(f"partial_fc: label {bad} is out of range for {self.num_classes} classes")
         here = (all_labels >= self.start) & (all_labels < self.end)
         rows = here.nonzero().squeeze(1)
         local = all_labels.index_select(0, rows) - self.start
