@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from arcbench import plugins
 from arcbench.plugins.heads import partial_fc as pfc
-from arcbench.plugins.heads.partial_fc import (PartialFC, full_state, head_fit_error, head_memory_bytes,
-                                               head_memory_message, head_step_bytes, load_full_state,
-                                               num_sample, shard_range)
+from arcbench.plugins.heads.partial_fc import (PartialFC, full_state, head_fit_error, head_forward_flops,
+                                               head_memory_bytes, head_memory_message, head_step_bytes,
+                                               load_full_state, num_sample, shard_range)
 
 D, S = 8, 16.0
 MARGINS = ("arcface", "cosface", "combined")
@@ -499,6 +499,8 @@ def test_memory_estimates():
     assert head_fit_error(2_000_000, 512, 1, None) is None
     step = head_step_bytes(2_000_000, 128, 2, global_batch=64, sample_rate=0.1)
     assert step == 3 * 1_000_000 * 128 * 4 + 2 * 100_000 * 128 * 4 + 4 * 64 * 100_000 * 4
+    assert head_forward_flops(512, 128, 2_000_000, world_size=2, sample_rate=0.1) == 2 * 512 * 128 * 100_000
+    assert head_forward_flops(64, 512, 10_575) == 2 * 64 * 512 * 10_575
     assert num_sample(1_000_000, 0.1) == 100_000 and num_sample(7, 0.1) == 1 and num_sample(7, 1.0) == 7
 
 

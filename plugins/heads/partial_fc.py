@@ -48,8 +48,9 @@ the full centres ``[C, D]`` and the optimiser state of the centre parameter
 (e.g. SGD momentum); :func:`load_full_state` re-shards them for the current
 world size and rank.  ``load_state_dict`` also accepts a full ``[C, D]`` weight.
 
-Memory planning: :func:`head_memory_bytes`, :func:`head_step_bytes` and
-:func:`head_memory_message`.
+Memory planning: :func:`head_memory_bytes`, :func:`head_step_bytes`,
+:func:`head_memory_message` and :func:`head_fit_error`; FLOPs of the sampled
+matmul for MFU: :func:`head_forward_flops`.
 """
 from __future__ import annotations
 
@@ -525,6 +526,15 @@ def head_step_bytes(num_classes: int, dim: int, world_size: int, global_batch: i
     k = num_sample(rows, sample_rate)
     params = head_memory_bytes(num_classes, dim, world_size, dtype_bytes, momentum, grad=True)
     return params + 2 * k * dim * 4 + 4 * int(global_batch) * k * 4
+
+
+def head_forward_flops(global_batch: int, dim: int, num_classes: int, world_size: int = 1,
+                       sample_rate: float = 1.0) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one rank's cosine matmul, [B, D] x [D, sampled], in the
+    forward pass (the largest shard; positives beyond the sample size not counted).  The
+    backward pass is about twice this (gradients of the embeddings and of the centres)."""
+    rows = -(-int(num_classes) // int(world_size))
+    return 2 * int(global_batch) * int(dim) * num_sample(rows, sample_rate)
 
 
 def _gb(n: float) -> str:
