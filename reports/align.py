@@ -12,6 +12,11 @@ Alignment: on the ``(epoch, iteration)`` steps both runs logged.  When the two
 runs share no step at all (different logging intervals or numbering), the
 curves are aligned by position instead, truncated to the shorter one; the
 result says which was used.
+
+Like is compared with like: the SDAA model-zoo ArcFace script logs no per-step
+loss, only ``total_losss``, the running mean of the epoch's loss so far.  When one
+side is such a running mean and the other a per-step loss, the per-step side is
+turned into its per-epoch running mean first; the result names the series compared.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import pandas as pd
 
 from .. import atomic
 from ..errors import ArcbenchError
+from .curves import SERIES_PER_STEP, SERIES_RUNNING_MEAN, running_mean
 
 MRE_LIMIT = 0.05
 MAE_LIMIT = 2e-4
@@ -42,6 +48,8 @@ class AlignResult:
     zero_baseline: int
     passed: bool
     aligned: pd.DataFrame  # columns: step, epoch, iteration, loss_a, loss_b
+    series: str = SERIES_PER_STEP  # which loss series was compared
+    series_note: str = ""  # how a side was converted to it, if one was
 
     @property
     def verdict(self) -> str:
@@ -54,6 +62,7 @@ class AlignResult:
             "mean_relative_error": None if math.isnan(self.mre) else self.mre,
             "mean_absolute_error": self.mae, "zero_baseline_steps": self.zero_baseline,
             "mre_limit": MRE_LIMIT, "mae_limit": MAE_LIMIT, "verdict": self.verdict,
+            "loss_series": self.series, "loss_series_note": self.series_note or None,
         }
 
     def text(self) -> str:
@@ -64,6 +73,7 @@ class AlignResult:
             f"RUN_A: {self.label_a} ({self.n_a} steps)",
             f"RUN_B: {self.label_b} ({self.n_b} steps, baseline)",
             f"aligned on {self.n} {how}",
+            f"loss series compared: {self.series}" + (f" ({self.series_note})" if self.series_note else ""),
             f"mean relative error: {mre}   (mean |a-b|/|b|, b = RUN_B)",
             f"mean absolute error: {self.mae:.6g}",
         ]
@@ -78,6 +88,14 @@ def align(a: pd.DataFrame, b: pd.DataFrame, label_a: str = "RUN_A", label_b: str
     for df, label in ((a, label_a), (b, label_b)):
         if df is None or not len(df):
             raise ArcbenchError(f"no per-step train.loss records in {label}")
+    sa, sb = a.attrs.get("series", SERIES_PER_STEP), b.attrs.get("series", SERIES_PER_STEP)
+    series, note = sa, ""
+    if sa != sb:
+        series = SERIES_RUNNING_MEAN
+        if sa == SERIES_PER_STEP:
+            a, note = running_mean(a), "RUN_A's per-step loss turned into its per-epoch running mean"
+        else:
+            b, note = running_mean(b), "RUN_B's per-step loss turned into its per-epoch running mean"
     merged = a.merge(b, on=["epoch", "iteration"], suffixes=("_a", "_b"), how="inner")
     if len(merged):
         mode = "step"
@@ -99,7 +117,7 @@ def align(a: pd.DataFrame, b: pd.DataFrame, label_a: str = "RUN_A", label_b: str
     mre = float((diff[nz] / np.abs(vb[nz])).mean()) if nz.any() else float("nan")
     passed = (not math.isnan(mre) and mre <= MRE_LIMIT + 1e-12) or mae <= MAE_LIMIT
     return AlignResult(label_a, label_b, mode, len(aligned), len(a), len(b), mre, mae,
-                       int((~nz).sum()), bool(passed), aligned)
+                       int((~nz).sum()), bool(passed), aligned, series, note)
 
 
 def plot_png(result: AlignResult) -> bytes:

@@ -20,6 +20,15 @@ RANK_IPS_KEYS = ("train.ips", "train.throughput", "QA.speed", "train.speed")
 ACC_KEYS = ("val.lfw.accuracy", "val.lfw_accuracy", "lfw.accuracy", "val.accuracy", "val.acc", "eval.accuracy")
 ACC_STD_KEYS = ("val.lfw.accuracy_std", "val.lfw_accuracy_std", "lfw.accuracy_std", "val.accuracy_std")
 
+#: the model-zoo ArcFace script logs no per-step loss: ``total_losss`` (sic) is the running mean
+#: of the epoch's loss so far, used only when a log has no per-step loss key
+RUNNING_MEAN_KEYS = ("total_losss",)
+#: keys of the model-zoo script's validation records (their ``total_loss`` is the validation loss)
+VALIDATION_KEYS = ("val_ips", "val_time", "val.ips", "val.loss")
+#: what ``loss_curve(...).attrs["series"]`` says
+SERIES_PER_STEP = "per-step training loss"
+SERIES_RUNNING_MEAN = "running mean of the epoch's training loss (total_losss)"
+
 LOSS_COLUMNS = ["step", "epoch", "iteration", "loss"]
 ACC_COLUMNS = ["epoch", "accuracy", "accuracy_std"]
 
@@ -64,19 +73,41 @@ def loss_curve(parsed: ParsedLog) -> pd.DataFrame:
     """Per-step training loss from LOG records with ``(epoch, iteration)`` steps.
 
     Sorted by step; a step logged twice (a resumed run) keeps its last value.
-    ``step`` is the 0-based position after sorting.
+    ``step`` is the 0-based position after sorting.  ``attrs["series"]`` says what the
+    values are: :data:`SERIES_PER_STEP`, or :data:`SERIES_RUNNING_MEAN` for a model-zoo
+    log that has only ``total_losss``.  Validation records are never training loss.
     """
+    steps = _lead_rank([r for r in parsed.logs if isinstance(r.step, tuple) and len(r.step) == 2
+                        and not any(k in r.data for k in VALIDATION_KEYS)])
+    series = SERIES_PER_STEP
     rows = []
-    for r in _lead_rank([r for r in parsed.logs if isinstance(r.step, tuple) and len(r.step) == 2]):
-        loss = _first(r.data, LOSS_KEYS)
-        if loss is not None:
-            rows.append((r.step[0], r.step[1], loss))
+    for keys, label in ((LOSS_KEYS, SERIES_PER_STEP), (RUNNING_MEAN_KEYS, SERIES_RUNNING_MEAN)):
+        for r in steps:
+            loss = _first(r.data, keys)
+            if loss is not None:
+                rows.append((r.step[0], r.step[1], loss))
+        if rows:
+            series = label
+            break
     if not rows:
-        return pd.DataFrame(columns=LOSS_COLUMNS)
+        df = pd.DataFrame(columns=LOSS_COLUMNS)
+        df.attrs["series"] = series
+        return df
     df = pd.DataFrame(rows, columns=["epoch", "iteration", "loss"])
     df = df.drop_duplicates(["epoch", "iteration"], keep="last").sort_values(["epoch", "iteration"], kind="stable")
     df.insert(0, "step", range(len(df)))
-    return df.reset_index(drop=True)[LOSS_COLUMNS]
+    df = df.reset_index(drop=True)[LOSS_COLUMNS]
+    df.attrs["series"] = series
+    return df
+
+
+def running_mean(curve: pd.DataFrame) -> pd.DataFrame:
+    """A per-step loss curve as the running mean of each epoch's loss (what ``total_losss`` is)."""
+    out = curve.sort_values(["epoch", "iteration"], kind="stable").copy()
+    g = out.groupby("epoch", sort=False)["loss"]
+    out["loss"] = g.cumsum() / (g.cumcount() + 1)
+    out.attrs["series"] = SERIES_RUNNING_MEAN
+    return out
 
 
 def epoch_loss_curve(parsed: ParsedLog) -> pd.DataFrame:

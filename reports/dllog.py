@@ -11,6 +11,12 @@ both give the same records.  Forms understood (one per line):
   stdout backend, which is what ends up in most model-zoo ``*.log`` files.
 * ``INFO {json}`` — tcap_dllogger's argument dump (used for run metadata).
 * a bare ``{json}`` line.
+* the model-zoo ArcFace script's own prints in a ``| tee`` log:
+  ``LFW_Accuracy: 0.98483+-0.00612`` (the epoch's verification, mean +- std over the
+  10 folds) and ``Total Loss: 2.8972`` (the epoch's mean training loss).  They carry
+  no step: they belong to the epoch of the last record before them, and become
+  ``(epoch,)`` records with ``val.lfw.accuracy``/``val.lfw.accuracy_std`` and
+  ``train.loss``.  tqdm's progress output around them is ``other``.
 
 A line that carries a marker but does not parse (a crash mid-write, garbage,
 a ``data`` string that is not a literal) is skipped and counted in ``bad``;
@@ -31,7 +37,10 @@ Step = Union[Tuple[int, ...], str]
 
 _MARKER = re.compile(r"(?<![A-Za-z])(DLLL|TCAPPDLL|DLL) ")
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf"
-_PAIR = re.compile(r"([A-Za-z_][\w./-]*)\s*:\s*(" + _NUM + r")(?![\w.:])")
+#: ``key : value`` in the stdout form; a value may be a printed tensor, ``tensor(2.3, device='sdaa:0')``
+_PAIR = re.compile(r"([A-Za-z_][\w./-]*)\s*:\s*(tensor\(\s*(?:" + _NUM + r")[^()]*\)|" + _NUM + r")(?![\w.:])")
+_LFW_LINE = re.compile(r"\bLFW_Accuracy:\s*(" + _NUM + r")\s*\+-\s*(" + _NUM + r")")
+_TOTAL_LOSS_LINE = re.compile(r"^Total Loss:\s*(" + _NUM + r")\s*$")
 _EPOCH = re.compile(r"\bEpoch:\s*(\d+)")
 _ITER = re.compile(r"(?<!Validation )\bIteration:\s*(\d+)")
 _TUPLE_STEP = re.compile(r"^\s*\((\d+)(?:,\s*(\d+))?,?\)")
@@ -190,6 +199,27 @@ def _from_text(text: str, lineno: int, parsed: ParsedLog) -> bool:
     return True
 
 
+def _last_epoch(parsed: ParsedLog) -> Step:
+    for r in reversed(parsed.records):
+        if r.kind == "LOG" and isinstance(r.step, tuple) and r.step:
+            return (r.step[0],)
+    return ()
+
+
+def _from_print(line: str, lineno: int, parsed: ParsedLog) -> bool:
+    """The model-zoo script's ``LFW_Accuracy: a+-b`` and ``Total Loss: x`` prints."""
+    m = _LFW_LINE.search(line)
+    if m:
+        data = {"val.lfw.accuracy": number(m.group(1)), "val.lfw.accuracy_std": number(m.group(2))}
+    else:
+        m = _TOTAL_LOSS_LINE.match(line)
+        if not m:
+            return False
+        data = {"train.loss": number(m.group(1))}
+    parsed.records.append(Record("LOG", _last_epoch(parsed), data, lineno))
+    return True
+
+
 def parse_lines(lines, path: str = "<log>") -> ParsedLog:
     parsed = ParsedLog(path=path)
     for lineno, raw in enumerate(lines, 1):
@@ -204,7 +234,8 @@ def parse_lines(lines, path: str = "<log>") -> ParsedLog:
         elif line.startswith("{"):
             marker, rest = "", line
         else:
-            parsed.other += 1
+            if not _from_print(line, lineno, parsed):
+                parsed.other += 1
             continue
         if rest.startswith("{"):
             try:

@@ -112,6 +112,7 @@ def _row_from(parsed: ParsedLog, path: str, meta: Dict[str, object]) -> dict:
         "eval_set_raw": eval_raw,
     }
     derived = curves.derive_summary(parsed)
+    derived["loss_series"] = curves.loss_curve(parsed).attrs.get("series")
     epochs_logged = derived.pop("epochs", None)
     row.update({k: v for k, v in derived.items()})
     if row["epochs"] is None:
