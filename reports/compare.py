@@ -57,7 +57,7 @@ TABLE_COLUMNS = ["device", "backbone", "precision", "batch_size", "train_set", "
                  "accuracy_change_points", "verdict"]
 
 #: hidden in this order when the compare table is wider than the terminal
-TABLE_DROP_ORDER = ["base_throughput", "new_throughput", "accuracy_change_points", "steps", "train_set", "precision"]
+TABLE_DROP_ORDER = ["base_throughput", "new_throughput", "accuracy_change_points", "train_set", "precision", "steps"]
 
 SampleLoader = Callable[[dict], Optional[np.ndarray]]
 
