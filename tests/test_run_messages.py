@@ -110,3 +110,35 @@ def test_value_text(value, text):
     from arcbench.plots import _value_text
 
     assert _value_text(value) == text
+
+
+def test_ctrl_c_is_not_echoed_as_caret_c_while_the_bar_is_drawn(monkeypatch):
+    termios = pytest.importorskip("termios")
+    pty = pytest.importorskip("pty")
+    from arcbench.cli import run as run_cli
+
+    master, slave = pty.openpty()
+    try:
+        attrs = termios.tcgetattr(slave)
+        attrs[3] |= termios.ECHOCTL
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        # not this process's controlling terminal: a background job must leave it alone
+        assert run_cli.echoctl_off(slave) is None
+        assert termios.tcgetattr(slave)[3] & termios.ECHOCTL
+        old = run_cli.echoctl_off(slave, foreground_only=False)
+        assert old is not None and not termios.tcgetattr(slave)[3] & termios.ECHOCTL
+        termios.tcsetattr(slave, termios.TCSANOW, old)
+
+        class Stdin:
+            def fileno(self):
+                return slave
+
+        monkeypatch.setattr(run_cli.sys, "stdin", Stdin())
+        real = run_cli.echoctl_off
+        monkeypatch.setattr(run_cli, "echoctl_off", lambda fd: real(fd, foreground_only=False))
+        with run_cli.no_ctrl_c_echo():
+            assert not termios.tcgetattr(slave)[3] & termios.ECHOCTL
+        assert termios.tcgetattr(slave)[3] & termios.ECHOCTL  # restored
+    finally:
+        os.close(master)
+        os.close(slave)

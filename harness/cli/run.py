@@ -6,6 +6,8 @@ values, alongside arcbench's own dashed flags.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import click
@@ -141,7 +143,8 @@ def run_cmd(**o):
     if o["resume"]:
         cfg = cfg.replace(epochs=o["epochs"] or 0)  # resume keeps the run's epochs unless --epochs extends them
     try:
-        run_dir, summary = execute(cfg, resume=o["resume"], log=lambda m: click.echo(m, err=False))
+        with no_ctrl_c_echo():
+            run_dir, summary = execute(cfg, resume=o["resume"], log=lambda m: click.echo(m, err=False))
     except RunFailed as exc:
         if str(exc).startswith("run interrupted"):
             click.echo(interrupted_message(getattr(exc, "run_dir", None), _tty()), err=True)
@@ -152,6 +155,50 @@ def run_cmd(**o):
         click.echo(interrupted_message(getattr(exc, "run_dir", None), _tty()), err=True)
         sys.exit(130)
     print_summary(run_dir, summary, cfg.out)
+
+
+def echoctl_off(fd: int, foreground_only: bool = True):
+    """Clear the terminal's ECHOCTL flag on ``fd``; returns the attributes to restore, or None (nothing done).
+
+    Only for this terminal's foreground process (a background job changing it would be stopped by SIGTTOU).
+    """
+    try:
+        import termios
+    except ImportError:  # not a POSIX terminal
+        return None
+    try:
+        if not os.isatty(fd) or not hasattr(termios, "ECHOCTL"):
+            return None
+        if foreground_only and os.tcgetpgrp(fd) != os.getpgrp():
+            return None
+        old = termios.tcgetattr(fd)
+        new = list(old)
+        new[3] &= ~termios.ECHOCTL
+        termios.tcsetattr(fd, termios.TCSANOW, new)
+        return old
+    except (OSError, ValueError, termios.error):
+        return None
+
+
+@contextlib.contextmanager
+def no_ctrl_c_echo():
+    """While a run draws its progress bar, Ctrl-C is not echoed as ``^C``: the echo lands after a
+    full-width bar, wraps, and leaves a stray ``^`` on the bar's line.  Restored afterwards."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        fd = None
+    old = echoctl_off(fd) if fd is not None else None
+    try:
+        yield
+    finally:
+        if old is not None:
+            import termios
+
+            try:
+                termios.tcsetattr(fd, termios.TCSANOW, old)
+            except (OSError, termios.error):
+                pass
 
 
 def _tty() -> bool:
