@@ -75,7 +75,7 @@ def device(request):
     ok, reason = dev.is_available()
     if not ok:
         pytest.skip(f"device {dev.name!r}: {reason}")
-    dev.set_device(0)
+    dev.bind(0)
     return dev
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -24,7 +24,7 @@ from .recorder import Recorder
 
 ROW_KEYS = ("device", "device_name", "backbone", "mode", "precision", "nproc", "batch_size", "data",
             "throughput_median", "throughput_mean", "latency_p50", "latency_p95", "latency_p99",
-            "data_wait_fraction", "peak_memory", "amp_speedup", "scaling_efficiency", "mfu",
+            "data_wait_fraction", "peak_memory", "amp_speedup", "scaling_efficiency", "mfu", "mfu_note",
             "flops_per_image", "synthetic", "status", "run_id")
 
 
@@ -146,6 +146,7 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
     from . import plugins
 
     device = plugins.require_device(base.device)
+    device.bind(0)  # the parent measures eval points and FLOPs itself; workers bind their own cards
     rows = []
     grid = list(itertools.product(batch_sizes, nprocs, precisions))
     for i, (bs, n, prec) in enumerate(grid, 1):
@@ -163,7 +164,8 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
         if row.get("run_dir") and os.path.isdir(row["run_dir"]):
             Recorder(row["run_dir"]).update_summary(
                 amp_speedup=row["amp_speedup"], scaling_efficiency=row["scaling_efficiency"],
-                mfu=row["mfu"], flops_per_image=row["flops_per_image"])
+                mfu=row["mfu"], mfu_note=row["mfu_note"], flops_per_image=row["flops_per_image"],
+                precision_label=row["precision"])
     return rows
 
 
@@ -191,9 +193,22 @@ def derive(rows: List[dict], device, base: RunConfig) -> None:
         per_img = flops_cache[fk]
         r["flops_per_image"] = per_img
         dtype = device.amp_dtype if r["precision"] == "amp" else torch.float32
-        peak = device.peak_flops(dtype)
-        if peak and per_img and thr:
-            # throughput is global img/s; the peak is per device
-            r["mfu"] = per_img * thr / (peak * r["nproc"])
-        else:
-            r["mfu"] = None
+        r["mfu"], r["mfu_note"] = mfu(per_img, thr, device.peak_flops(dtype), r["nproc"])
+    for r in rows:  # after matching: say how "fp32" really ran (TF32 tensor cores on recent GPUs)
+        r["precision"] = device.precision_label(r["precision"])
+
+
+def mfu(flops_per_image: Optional[int], throughput: Optional[float], peak: Optional[float],
+        nproc: int) -> Tuple[Optional[float], Optional[str]]:
+    """``(model FLOPs utilisation, note)``; throughput is global img/s, the peak is per card.
+
+    A utilisation above 1 cannot be true: it means the peak used is not the one the work
+    ran at (e.g. an fp32 peak for TF32 convolutions) or the FLOP count is wrong, so it is
+    reported as None with the reason instead of a figure nobody should believe."""
+    if not (peak and flops_per_image and throughput):
+        return None, None
+    achieved = flops_per_image * throughput / nproc
+    if achieved > peak:
+        return None, (f"measured {achieved / 1e12:.2f} TFLOP/s per card exceeds the stated peak "
+                      f"{peak / 1e12:.2f} TFLOP/s: the peak or the FLOP count is wrong")
+    return achieved / peak, None

@@ -20,13 +20,13 @@ from .errors import ArcbenchError
 PREFIXES = ("module.", "arcface.", "backbone.", "_orig_mod.")
 
 
-def load_file(path) -> dict:
+def load_file(path, map_location="cpu") -> dict:
     """``torch.load`` with ``weights_only=True`` and one-line errors."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ArcbenchError("checkpoint not found", path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ArcbenchError(_unpickling_message(str(exc)), path) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,

@@ -68,7 +68,9 @@ class RunConfig:
     checkpoint_every: int = 1           # epochs; 0 disables
     checkpoint_steps: int = 0           # also every N steps within an epoch; 0 disables
     log_interval: int = 20
-    timing_warmup: int = 5              # steps excluded from throughput figures
+    timing_warmup: int = 5              # steps excluded from throughput figures, per process start
+    dist_timeout: float = 1800.0        # s: the process group's limit (DDP waits under it)
+    collective_wait: float = 120.0      # s: a rank waits this long at a harness collective for the others
     on_bad_image: str = "skip"          # skip | fail
     record: bool = True                 # metrics.jsonl, progress; off only to measure overhead
     out: str = "runs"
@@ -127,6 +129,9 @@ class RunConfig:
             bad(f"--max-steps must be positive, got {self.max_steps}")
         if not 0 <= self.node_rank < self.nnodes:
             bad(f"--node-rank {self.node_rank} is outside 0..{self.nnodes - 1}")
+        if not (self.dist_timeout > 0 and self.collective_wait > 0):
+            bad(f"--collective-wait and the process-group timeout must be positive, got {self.collective_wait} "
+                f"and {self.dist_timeout}")
         if self.eval_batch_size <= 0:
             bad(f"--eval-batch-size must be positive, got {self.eval_batch_size}")
         if not 1 <= self.master_port <= 65535:

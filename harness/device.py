@@ -9,19 +9,34 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import time
 from typing import Optional, Tuple
 
 import torch
 
 
 class Device:
+    """A kind of device; one instance per process, bound to one card by :meth:`bind`.
+
+    The harness binds once per process (``device.bind(local_rank)``) and from
+    then on never names a card: :meth:`torch_device` is this process's card,
+    and everything the harness creates (model, head, batches, collective
+    buffers, evaluation inputs, ``map_location`` on resume) goes there.
+    """
+
     name: str = ""
     dist_backend: str = "gloo"
     #: dtype autocast uses when AMP is on
     amp_dtype: torch.dtype = torch.bfloat16
     #: the ``torch.device`` type string
     torch_type: str = "cpu"
+    #: ``torch.compile(backend=...)`` for ``--compile``
+    compile_backend: str = "inductor"
+    #: collectives need their tensors on the device (nccl, tccl); gloo takes host tensors
+    collectives_on_device: bool = False
     plugin: str = ""
+    #: the card this process is bound to (None before :meth:`bind`)
+    index: Optional[int] = None
 
     def is_available(self) -> Tuple[bool, str]:
         """``(True, "")`` or ``(False, reason)``; never raises."""
@@ -30,11 +45,21 @@ class Device:
     def device_count(self) -> int:
         return 1
 
-    def torch_device(self, local_rank: int = 0) -> torch.device:
+    def bind(self, local_rank: int = 0) -> None:
+        """Bind this process to card ``local_rank``; call once, before anything is placed."""
+        self.index = int(local_rank)
+
+    def torch_device(self) -> torch.device:
+        """This process's card."""
         return torch.device(self.torch_type)
 
-    def set_device(self, local_rank: int = 0) -> None:
-        """Bind this process to its card (no-op for host devices)."""
+    def collective_device(self) -> torch.device:
+        """Where collective buffers live: the bound card for nccl/tccl, the host for gloo."""
+        return self.torch_device() if self.collectives_on_device else torch.device("cpu")
+
+    def ddp_device_ids(self) -> Optional[list]:
+        """``device_ids`` for DistributedDataParallel (None on the host)."""
+        return None
 
     def autocast(self, enabled: bool = True, dtype: Optional[torch.dtype] = None):
         if not enabled:
@@ -48,6 +73,11 @@ class Device:
     def synchronize(self) -> None:
         """Wait for all queued work; call before every timer read."""
 
+    def timestamp(self) -> float:
+        """``perf_counter()`` after :meth:`synchronize`: the only timer read the harness uses."""
+        self.synchronize()
+        return time.perf_counter()
+
     def memory_stats(self) -> dict:
         """``{"peak_memory": bytes or None, "allocated": bytes or None}``."""
         return {"peak_memory": None, "allocated": None}
@@ -55,15 +85,26 @@ class Device:
     def reset_peak_memory(self) -> None:
         pass
 
-    def device_name(self, local_rank: int = 0) -> str:
+    def device_name(self) -> str:
         return platform.processor() or platform.machine()
 
     def peak_flops(self, dtype: torch.dtype = torch.float32) -> Optional[float]:
-        """Peak FLOP/s for ``dtype``, or ``None`` when unknown."""
+        """Peak FLOP/s for ``dtype`` (one card), or ``None`` when unknown."""
         return None
+
+    def precision_label(self, precision: str) -> str:
+        """How a precision actually runs here, e.g. ``fp32 (tf32)`` on GPUs that use TF32."""
+        return precision
 
     def seed(self, n: int) -> None:
         torch.manual_seed(n)
+
+    def rng_state(self) -> Optional[list]:
+        """The device's RNG states (saved in checkpoints), or None for the host."""
+        return None
+
+    def set_rng_state(self, state) -> None:
+        pass
 
     def describe(self) -> dict:
         ok, reason = self.is_available()
@@ -92,6 +133,86 @@ class Device:
 
     def __repr__(self) -> str:
         return f"<Device {self.name}>"
+
+
+class AcceleratorDevice(Device):
+    """A device with cards and a ``torch.cuda``-like runtime namespace (cuda, sdaa, third-party).
+
+    Subclasses differ in :meth:`runtime` (the namespace), ``dist_backend``,
+    AMP entry points and ``compile_backend``; binding, placement, timing,
+    memory and RNG are the same everywhere.
+    """
+
+    dist_backend = "nccl"
+    amp_dtype = torch.float16
+    collectives_on_device = True
+
+    def runtime(self):
+        """The runtime namespace: ``torch.cuda``, ``torch.sdaa``, ..."""
+        return getattr(torch, self.torch_type)
+
+    def is_available(self) -> Tuple[bool, str]:
+        try:
+            rt = self.runtime()
+            if rt.is_available() and rt.device_count() > 0:
+                return True, ""
+        except Exception as exc:  # a broken driver or SDK reads as unavailable
+            return False, f"unavailable: {type(exc).__name__}: {exc}".splitlines()[0]
+        return False, f"unavailable: no {self.name} card visible"
+
+    def device_count(self) -> int:
+        return int(self.runtime().device_count())
+
+    def bind(self, local_rank: int = 0) -> None:
+        count = self.device_count()
+        if not 0 <= local_rank < count:
+            from .errors import ArcbenchError
+
+            raise ArcbenchError(f"{local_rank + 1} processes but {count} {self.name} card"
+                                f"{'' if count == 1 else 's'} on this node")
+        self.runtime().set_device(local_rank)
+        self.index = int(local_rank)
+
+    def _bound(self) -> int:
+        if self.index is None:
+            raise RuntimeError(f"device {self.name!r} is not bound to a card: call device.bind(local_rank) first")
+        return self.index
+
+    def torch_device(self) -> torch.device:
+        return torch.device(self.torch_type, self._bound())
+
+    def ddp_device_ids(self) -> Optional[list]:
+        return [self._bound()]
+
+    def synchronize(self) -> None:
+        self.runtime().synchronize()
+
+    def memory_stats(self) -> dict:
+        rt = self.runtime()
+        return {"peak_memory": int(rt.max_memory_allocated()), "allocated": int(rt.memory_allocated())}
+
+    def reset_peak_memory(self) -> None:
+        self.runtime().reset_peak_memory_stats()
+
+    def device_name(self) -> str:
+        return str(self.runtime().get_device_name(self.index or 0))
+
+    def seed(self, n: int) -> None:
+        torch.manual_seed(n)
+        self.runtime().manual_seed_all(n)
+
+    def rng_state(self) -> Optional[list]:
+        return [s.cpu() for s in self.runtime().get_rng_state_all()]
+
+    def set_rng_state(self, state) -> None:
+        if state is not None:
+            self.runtime().set_rng_state_all(list(state))
+
+    def describe(self) -> dict:
+        info = super().describe()
+        if info["available"]:
+            info.update(device_count=self.device_count(), bound_index=self.index)
+        return info
 
 
 class _NoScaler:

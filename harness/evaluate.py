@@ -121,22 +121,36 @@ def _input_size(model) -> int:
     return int(getattr(model, "input_size", 112) or 112)
 
 
+def _batches(n: int, batch_size: int) -> list:
+    """The single-process batch partition of ``range(n)``: sharding hands out whole batches of it,
+    so each image is embedded in the same batch as in one process (identical figures)."""
+    return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+
 def embed_set(model: torch.nn.Module, device, vset: VerificationSet, *, batch_size: int = 256,
               flip: bool = False, amp: bool = False, workers: Optional[int] = None, progress: bool = True,
-              channels_last: bool = True, input_size: Optional[int] = None, fold_bn: Optional[bool] = None):
+              channels_last: bool = True, input_size: Optional[int] = None, fold_bn: Optional[bool] = None,
+              sharded: bool = False):
     """``(embeddings (num_images, D) float32, seconds)``; the timer covers decode and compute.
 
+    ``sharded``: in a multi-process run every rank embeds every ``world``-th batch and
+    the shares are gathered; rank 0 gets the whole table, the other ranks ``None``.
     ``fold_bn``: embed with a conv+BN-folded copy (see :func:`inference_model`);
     None = for arcbench's built-in backbones."""
+    from . import collectives
     from .embed import embed_batch
 
     if batch_size < 1:
         raise ArcbenchError(f"eval batch size must be at least 1, got {batch_size}")
     n = vset.num_images
-    workers = default_workers(n, batch_size) if workers is None else max(0, int(workers))
+    rank, world = (collectives.rank(), collectives.world_size()) if sharded else (0, 1)
+    batches = _batches(n, batch_size)
+    mine = batches[rank::world]
+    share = sum(len(b) for b in mine)
+    workers = default_workers(share, batch_size) if workers is None else max(0, int(workers))
     tdev = device.torch_device()
     loader = torch.utils.data.DataLoader(
-        _UniqueImages(vset, input_size or _input_size(model)), batch_size=batch_size, shuffle=False,
+        _UniqueImages(vset, input_size or _input_size(model)), batch_sampler=mine,
         num_workers=workers, pin_memory=tdev.type != "cpu", worker_init_fn=_worker_init if workers else None,
         # cuda pins by default; other accelerators (sdaa registers as a PrivateUse1 backend) must be named
         pin_memory_device=tdev.type if tdev.type not in ("cpu", "cuda") else "")
@@ -145,27 +159,37 @@ def embed_set(model: torch.nn.Module, device, vset: VerificationSet, *, batch_si
     if show:
         from tqdm import tqdm
 
-        bar = tqdm(total=n, unit="img", desc=f"eval {vset.name}", leave=False, file=sys.stderr)
+        bar = tqdm(total=share, unit="img", desc=f"eval {vset.name}", leave=False, file=sys.stderr)
     fast = inference_model(model, channels_last, fold_bn)
-    out: Optional[torch.Tensor] = None
+    rows, order = [], []
     try:
         with _eval_mode(fast, channels_last), torch.inference_mode():
-            device.synchronize()
-            start = time.perf_counter()
+            start = device.timestamp()
             for idx, batch in loader:
                 if channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
-                emb = embed_batch(fast, batch, device, flip=flip, amp=amp)
-                if out is None:
-                    out = torch.empty((n, emb.shape[1]), dtype=torch.float32)
-                out[idx] = emb
+                rows.append(embed_batch(fast, batch, device, flip=flip, amp=amp))
+                order.append(idx)
                 if bar is not None:
                     bar.update(len(idx))
-            device.synchronize()
-            seconds = time.perf_counter() - start
+            local = torch.cat(rows) if rows else None
+            if world > 1:
+                shares = collectives.all_gather_rows("eval.embeddings", local)
+                order = [torch.tensor(sum(batches[r::world], []), dtype=torch.long) for r in range(world)]
+            else:
+                shares = [local] if local is not None else []
+                order = [torch.cat(order)] if order else []
+            seconds = device.timestamp() - start
     finally:
         if bar is not None:
             bar.close()
+    if rank != 0:
+        return None, seconds
+    out: Optional[torch.Tensor] = None
+    for idx, part in zip(order, shares):
+        if out is None:
+            out = torch.empty((n, part.shape[1]), dtype=torch.float32)
+        out[idx] = part
     return out.numpy(), seconds
 
 
@@ -178,18 +202,22 @@ def pair_distances(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 def evaluate(model: torch.nn.Module, device, vset: VerificationSet, *, batch_size: int = 256,
              flip: bool = False, amp: bool = False, workers: Optional[int] = None, progress: bool = True,
              channels_last: bool = True, thresholds="grid", far_target: float = 1e-3,
-             input_size: Optional[int] = None, fold_bn: Optional[bool] = None) -> dict:
+             input_size: Optional[int] = None, fold_bn: Optional[bool] = None, sharded: bool = False) -> Optional[dict]:
     """Embed every unique image once, then the 10-fold verification metrics.
 
     Returns the :func:`verification_metrics` keys plus ``name``, ``pairs_used``,
     ``pairs_skipped``, ``num_images``, ``images_per_second``, ``embed_seconds``
     and the arrays ``distances``, ``issame``, ``folds`` (see :data:`ARRAY_KEYS`).
+    ``sharded``: every rank of a multi-process run calls this and embeds a share;
+    rank 0 returns the result, the other ranks ``None``.
     """
     if len(vset) == 0:
         raise ArcbenchError(f"verification set {vset.name} has no pairs", vset.source or None)
     emb, seconds = embed_set(model, device, vset, batch_size=batch_size, flip=flip, amp=amp,
                              workers=workers, progress=progress, channels_last=channels_last,
-                             input_size=input_size, fold_bn=fold_bn)
+                             input_size=input_size, fold_bn=fold_bn, sharded=sharded)
+    if emb is None:
+        return None  # another rank scores
     distances = pair_distances(emb, vset.pairs)
     result = verification_metrics(distances, vset.issame, folds=vset.folds, thresholds=thresholds,
                                   far_target=far_target)

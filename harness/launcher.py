@@ -71,7 +71,7 @@ def _quiet_torch_logs() -> None:
 
 
 #: messages of ranks that only noticed that another rank went away
-_SECONDARY = ("connection reset", "connection closed", "broken pipe", "gloo", "nccl", "processgroup",
+_SECONDARY = ("connection reset", "connection closed", "broken pipe", "gloo", "nccl", "tccl", "processgroup",
               "distbackenderror", "timed out", "socket")
 
 

@@ -99,9 +99,10 @@ def prepare(cfg: RunConfig, resume: Optional[str] = None) -> Tuple[RunConfig, st
     cfg = cfg.replace(device=device.name)
     plugins.get_backbone(cfg.backbone)
     plugins.get_head(cfg.head)
-    if cfg.nproc > max(1, device.device_count()):
-        raise ArcbenchError(f"--nproc {cfg.nproc} asks for more processes than {device.name} has devices "
-                            f"({device.device_count()})")
+    cards = device.device_count()
+    if cfg.nproc > max(1, cards):
+        raise ArcbenchError(f"--nproc {cfg.nproc}: {cfg.nproc} processes but {cards} {device.name} "
+                            f"card{'' if cards == 1 else 's'} on this node (one process per card)")
     cfg = resolve_data(cfg)
     if resume:
         from .recorder import check_writable
@@ -207,6 +208,7 @@ def evaluate_only(cfg: RunConfig, run_dir: str, device) -> dict:
     from .worker import open_verification
 
     rec = Recorder(run_dir)
+    device.bind(0)  # one process: the first visible card
     try:
         vset = open_verification(cfg)
         model = load_backbone(cfg.backbone, cfg.weights).to(device.torch_device())

@@ -11,6 +11,7 @@ import math
 import resource
 import sys
 import time
+import warnings
 from typing import Optional
 
 import torch
@@ -65,9 +66,28 @@ def lr_factor(cfg: RunConfig, total_steps: int, steps_per_epoch: int):
 
 
 def host_peak_rss() -> int:
-    """Peak resident memory of this process in bytes (the CPU 'device memory')."""
+    """Peak resident memory of this process in bytes (the CPU 'device memory') since the last
+    :func:`reset_host_peak` (Linux's VmHWM), or since the process started."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def reset_host_peak() -> bool:
+    """Restart the peak-RSS count from the current RSS (Linux >= 4.0), so several runs in one
+    process (``arcbench bench``) each report their own peak.  False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
@@ -88,11 +108,11 @@ class Trainer:
     """Builds everything for one process and runs the epochs."""
 
     def __init__(self, cfg: RunConfig, device, train_data, vset=None, recorder: Optional[Recorder] = None,
-                 rank: int = 0, local_rank: int = 0, world_size: int = 1, log=print):
+                 rank: int = 0, world_size: int = 1, log=print):
         self.cfg, self.device, self.data, self.vset = cfg, device, train_data, vset
         self.rec, self.rank, self.world_size, self.log = recorder, rank, world_size, log
         self.is_main = rank == 0
-        self.tdev = device.torch_device(local_rank)
+        self.tdev = device.torch_device()  # the card this process was bound to
         self.face = build_face_model(cfg, train_data.num_classes).to(self.tdev)
         if cfg.channels_last:
             self.face = self.face.to(memory_format=torch.channels_last)
@@ -110,25 +130,34 @@ class Trainer:
         if world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            ids = [local_rank] if self.tdev.type == "cuda" else None
-            self.model = DDP(self.face, device_ids=ids, broadcast_buffers=False, gradient_as_bucket_view=True)
+            with warnings.catch_warnings():
+                # torch >= 2.11 deprecates broadcast_buffers; its replacement is missing from 2.0
+                warnings.filterwarnings("ignore", message=".*broadcast_buffers.*")
+                self.model = DDP(self.face, device_ids=device.ddp_device_ids(), broadcast_buffers=False,
+                                 gradient_as_bucket_view=True)
         if cfg.compile:
-            self.model = torch.compile(self.model)
+            self.model = torch.compile(self.model, backend=device.compile_backend)
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
         self.best_accuracy = None
         self.history = {"loss": [], "epoch_accuracy": [], "epoch_loss": []}
-        self.last_eval = None
+        self.last_eval = None  # rank 0's last verification result
+        self.verified = False  # set on every rank, so every rank takes the same branches
         self.data_times, self.compute_times = [], []
         self.samples = 0
+        #: steps run by this process: warm-up is excluded per process start (a resume is cold again)
+        self.steps_this_process = 0
         #: set by a signal handler; the loop stops cleanly at the next step boundary
         self.stop_requested = ""
+        #: True inside the step loop, where a first signal waits for the step boundary
+        self.in_steps = False
         self._resume_rng = None
 
     # ---------------------------------------------------------------- resume
     def restore(self, path: str) -> None:
-        state = train_state.load(path)
+        # straight onto this process's card (torch.load knows no host index: "cpu" for the host)
+        state = train_state.load(path, map_location=self.tdev if self.tdev.type != "cpu" else "cpu")
         face = train_state.unwrap(self.face)
         face.backbone.load_state_dict(state["backbone"])
         face.head.load_state_dict(state["head"])
@@ -140,14 +169,15 @@ class Trainer:
         self.best_accuracy = state.get("best_accuracy")
         self.history = state.get("history") or self.history
         self._resume_rng = state["rng"]
-        train_state.set_rng_state(state["rng"])
+        train_state.set_rng_state(state["rng"], self.device)
 
     def save_checkpoint(self, tag: Optional[str] = None) -> None:
         if not (self.is_main and self.rec):
             return
         kwargs = dict(face_model=self.face, optimizer=self.optimizer, scheduler=self.scheduler,
                       scaler=self.scaler, epoch=self.epoch, step_in_epoch=self.step_in_epoch,
-                      global_step=self.global_step, best_accuracy=self.best_accuracy, history=self.history)
+                      global_step=self.global_step, best_accuracy=self.best_accuracy, history=self.history,
+                      device=self.device)
         train_state.save(self.rec.path("checkpoints", "last.pt"), **kwargs)
         if tag:
             train_state.save(self.rec.path("checkpoints", f"{tag}.pt"), **kwargs)
@@ -172,12 +202,11 @@ class Trainer:
                     self.evaluate()
                 if cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0:
                     self.save_checkpoint(tag=f"epoch{self.epoch:03d}")
-        if self.vset is not None and self.last_eval is None:
+        if self.vset is not None and not self.verified:  # the same decision on every rank
             self.evaluate()
         return self.results()
 
     def train_epoch(self) -> None:
-        cfg, dev = self.cfg, self.device
         self.data.set_epoch(self.epoch)
         self.face.train()
         steps = min(self.steps_per_epoch, self.total_steps - self.global_step + self.step_in_epoch)
@@ -187,36 +216,56 @@ class Trainer:
                 next(it, None)
         if self._resume_rng is not None:
             # applied after the skip, so the skipped batches' augmentation does not shift the RNG
-            train_state.set_rng_state(self._resume_rng)
+            train_state.set_rng_state(self._resume_rng, self.device)
             self._resume_rng = None
+        bar = self._progress(steps)
+        self.in_steps = True
+        try:
+            loss_sum, loss_count = self._steps(it, steps, bar)
+        finally:
+            self.in_steps = False
+            if bar is not None:
+                bar.close()
+        if self.step_in_epoch == 0:
+            raise ArcbenchError(f"epoch {self.epoch + 1} produced no usable batch "
+                                f"({getattr(self.data, 'bad_images', 0)} bad images so far)", self.cfg.train_data)
+        # a loader that ran dry early (bad batches dropped) still ends the epoch
+        epoch_loss = loss_sum / max(1, loss_count)
+        self.history["epoch_loss"].append(epoch_loss)
+        if self.rec and self.is_main:
+            self.rec.log((self.epoch + 1,), {"train.loss": epoch_loss})
+        self.epoch += 1
+        self.step_in_epoch = 0
+
+    def _steps(self, it, steps: int, bar):
+        """The hot loop over this epoch's remaining steps; returns ``(loss sum, losses read)``."""
+        cfg, dev = self.cfg, self.device
         buf = torch.zeros(max(1, cfg.log_interval), device=self.tdev)
         pending = []  # (global_step, lr, data_time, compute_time) since the last flush
-        bar = self._progress(steps)
         loss_sum, loss_count = 0.0, 0
         images_per_step = cfg.per_process_batch
         cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        dev.synchronize()
         while self.step_in_epoch < steps:
-            t0 = time.perf_counter()
+            # every timer read is dev.timestamp(): synchronize, then perf_counter
+            t0 = dev.timestamp()
             try:
                 images, labels = next(it)
             except StopIteration:
                 break
             images = images.to(self.tdev, non_blocking=True, memory_format=cl)
             labels = labels.to(self.tdev, non_blocking=True)
-            t1 = time.perf_counter()
+            t1 = dev.timestamp()  # the host-to-device copy is data time, not compute
             buf[len(pending)] = self.train_step(images, labels)
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
-            dev.synchronize()
-            t2 = time.perf_counter()
-            data_time = t1 - t0
-            pending.append((self.global_step, lr, data_time, t2 - t1))
+            t2 = dev.timestamp()
+            pending.append((self.global_step, lr, t1 - t0, t2 - t1))
             self.global_step += 1
             self.step_in_epoch += 1
+            self.steps_this_process += 1
             self.samples += images.shape[0]
-            if self.global_step > cfg.timing_warmup:
-                self.data_times.append(data_time)
+            if self.steps_this_process > cfg.timing_warmup:
+                self.data_times.append(t1 - t0)
                 self.compute_times.append(t2 - t1)
             if bar is not None:
                 bar.update(1)
@@ -230,27 +279,11 @@ class Trainer:
                 # a signal arrived: stop at this step boundary, with every finished step logged
                 if pending:
                     self._flush(buf, pending, bar, images_per_step)
-                if bar is not None:
-                    bar.close()
                 raise KeyboardInterrupt(self.stop_requested)
         if pending:
             s, c = self._flush(buf, pending, bar, images_per_step)
             loss_sum, loss_count = loss_sum + s, loss_count + c
-        if bar is not None:
-            bar.close()
-        finished_epoch = self.step_in_epoch >= steps
-        if not finished_epoch and self.step_in_epoch == 0:
-            raise ArcbenchError(f"epoch {self.epoch + 1} produced no usable batch "
-                                f"({getattr(self.data, 'bad_images', 0)} bad images so far)", self.cfg.train_data)
-        # a loader that ran dry early (bad batches dropped) still ends the epoch
-        finished_epoch = True
-        if finished_epoch:
-            epoch_loss = loss_sum / max(1, loss_count)
-            self.history["epoch_loss"].append(epoch_loss)
-            if self.rec and self.is_main:
-                self.rec.log((self.epoch + 1,), {"train.loss": epoch_loss})
-            self.epoch += 1
-            self.step_in_epoch = 0
+        return loss_sum, loss_count
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One optimisation step (forward, loss, backward, optimizer, scaler) on a batch already
@@ -313,16 +346,18 @@ class Trainer:
 
     # ------------------------------------------------------------- evaluate
     def evaluate(self) -> Optional[dict]:
-        """Verification on rank 0 alone; the other ranks wait at a barrier."""
-        result = None
-        if self.is_main:
-            from .evaluate import evaluate
+        """Verification, sharded: every rank embeds its share of the images, rank 0 scores.
 
-            face = train_state.unwrap(self.face)
-            result = evaluate(face.backbone, self.device, self.vset, batch_size=self.cfg.eval_batch_size,
-                              flip=self.cfg.eval_flip, amp=self.cfg.eval_precision == "amp",
-                              workers=self.cfg.workers,
-                              progress=not self.cfg.quiet and sys.stdout.isatty())
+        Every rank calls this at the same point, so the collectives inside match."""
+        from .evaluate import evaluate
+
+        face = train_state.unwrap(self.face)
+        result = evaluate(face.backbone, self.device, self.vset, batch_size=self.cfg.eval_batch_size,
+                          flip=self.cfg.eval_flip, amp=self.cfg.eval_precision == "amp",
+                          workers=self.cfg.workers, progress=self.is_main and not self.cfg.quiet
+                          and sys.stdout.isatty(), sharded=True)
+        self.verified = True
+        if self.is_main:
             self.last_eval = result
             acc = float(result["accuracy"])
             self.best_accuracy = acc if self.best_accuracy is None else max(self.best_accuracy, acc)
@@ -334,8 +369,6 @@ class Trainer:
             if not self.cfg.quiet:
                 self.log(f"epoch {self.epoch}: verification accuracy {acc:.4f} ± {result['accuracy_std']:.4f} "
                          f"on {result.get('name', 'pairs')} ({result.get('pairs_used')} pairs)")
-        if self.world_size > 1:
-            torch.distributed.barrier()
         return result
 
     # -------------------------------------------------------------- results

@@ -19,7 +19,8 @@ from .checkpoint import load_file
 FORMAT = "arcbench-train-v1"
 
 
-def rng_state() -> dict:
+def rng_state(device=None) -> dict:
+    """Host RNG states, and the device's (``torch.cuda``/``torch.sdaa`` ...) when it has one."""
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -27,18 +28,20 @@ def rng_state() -> dict:
         "numpy": {"key": np_state[0], "array": torch.from_numpy(np_state[1].astype(np.int64)),
                   "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    dev_state = device.rng_state() if device is not None else None
+    if dev_state is not None:
+        state["device"] = {"name": device.name, "states": list(dev_state)}
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+def set_rng_state(state: dict, device=None) -> None:
+    torch.set_rng_state(state["torch"].cpu())  # checkpoints load onto the card (map_location)
     random.setstate(_list_to_tuple(state["python"]))
     n = state["numpy"]
-    np.random.set_state((n["key"], n["array"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state((n["key"], n["array"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    saved = state.get("device")
+    if device is not None and saved and saved.get("name") == device.name:
+        device.set_rng_state([s.cpu() for s in saved["states"]])
 
 
 def _tuple_to_list(x):
@@ -61,7 +64,7 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def save(path: str, *, face_model, optimizer, scheduler, scaler, epoch: int, step_in_epoch: int,
-         global_step: int, best_accuracy: Optional[float], history: dict) -> None:
+         global_step: int, best_accuracy: Optional[float], history: dict, device=None) -> None:
     face = unwrap(face_model)
     atomic.torch_save({
         "format": FORMAT,
@@ -75,12 +78,12 @@ def save(path: str, *, face_model, optimizer, scheduler, scaler, epoch: int, ste
         "global_step": global_step,
         "best_accuracy": best_accuracy,
         "history": history,
-        "rng": rng_state(),
+        "rng": rng_state(device),
     }, path)
 
 
-def load(path: str) -> dict:
-    state = load_file(path)
+def load(path: str, map_location="cpu") -> dict:
+    state = load_file(path, map_location=map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         from .errors import ArcbenchError
 

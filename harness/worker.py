@@ -13,6 +13,7 @@ from .recorder import Recorder
 
 
 def open_train_data(cfg: RunConfig, device, rank: int, world_size: int):
+    """This rank's training batches; synthetic ones are made on the process's bound card."""
     from .data.train_sets import SyntheticBatches, make_loader, open_train_set
 
     if cfg.train_data == "synthetic":
@@ -35,25 +36,19 @@ def open_verification(cfg: RunConfig):
     return load_verification(val_data=cfg.val_data, val_pairs=cfg.val_pairs, val_bin=cfg.val_bin, name=name)
 
 
-def _global_figures(results: dict, world_size: int, device) -> dict:
-    """Throughput is the sum over ranks; per-rank sample counts are gathered."""
-    if world_size == 1:
-        results["samples_per_rank"] = [results.get("samples", 0)]
-        return results
-    import torch.distributed as dist
+def _global_figures(results: dict, world_size: int) -> dict:
+    """Throughput is the sum over ranks; per-rank sample counts are gathered (every rank calls this)."""
+    from . import collectives
 
     keys = ("throughput_median", "throughput_mean", "compute_ips")
     t = torch.tensor([float(results.get(k) or 0.0) for k in keys] + [float(results.get("samples", 0))],
                      dtype=torch.float64)
-    gathered = [torch.zeros_like(t) for _ in range(world_size)]
-    if device.dist_backend == "nccl":
-        t = t.to(device.torch_device())
-        gathered = [g.to(t.device) for g in gathered]
-    dist.all_gather(gathered, t)
-    rows = torch.stack([g.cpu() for g in gathered])
-    for i, k in enumerate(keys):
-        results[k] = float(rows[:, i].sum())
+    rows = torch.stack(collectives.all_gather("run.figures", t))
+    if world_size > 1:
+        for i, k in enumerate(keys):
+            results[k] = float(rows[:, i].sum())
     results["samples_per_rank"] = [int(v) for v in rows[:, -1].tolist()]
+    results["throughput_per_rank"] = [float(v) for v in rows[:, 0].tolist()]
     return results
 
 
@@ -82,26 +77,26 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
     ready = False
     previous_handlers = {}
     try:
-        device.set_device(local_rank)
-        if world_size > 1:
-            import datetime
+        device.bind(local_rank)  # from here on, everything this process places goes to its card
+        device.reset_peak_memory()  # a fresh peak per run (bench runs several in one process)
+        from .train import reset_host_peak
 
-            import torch.distributed as dist
+        reset_host_peak()
+        from . import collectives
 
-            dist.init_process_group(backend=device.dist_backend, timeout=datetime.timedelta(seconds=300))
+        collectives.setup(device, rank, world_size, timeout=cfg.dist_timeout, wait=cfg.collective_wait)
         device.seed(cfg.seed + rank)
         from .train import Trainer
 
         data = open_train_data(cfg, device, rank, world_size)
-        vset = open_verification(cfg) if rank == 0 else None
+        vset = open_verification(cfg)  # every rank embeds its share of the verification set
         if rec:
             from .runner import SYNTHETIC_FACES, is_generated
 
             train_set = SYNTHETIC_FACES if is_generated(cfg.train_data) and cfg.train_data != "synthetic" else data.name
             rec.update_summary(train_set=train_set, eval_set=getattr(vset, "name", None),
                                synthetic=bool(rec.summary.get("synthetic") or getattr(data, "synthetic", False)))
-        trainer = Trainer(cfg, device, data, vset, rec, rank=rank, local_rank=local_rank,
-                          world_size=world_size, log=_say)
+        trainer = Trainer(cfg, device, data, vset, rec, rank=rank, world_size=world_size, log=_say)
         previous_handlers = _stop_on_signals(trainer)
         from . import train_state
 
@@ -116,7 +111,7 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
             load_backbone_weights(train_state.unwrap(trainer.face).backbone, cfg.weights)  # fine-tune from
         ready = True  # from here on an interrupt may checkpoint: the state is this run's own
         results = trainer.run()
-        results = _global_figures(results, world_size, device)
+        results = _global_figures(results, world_size)
         if rec:
             trainer.export_backbone()
             _plots(rec, trainer)
@@ -150,11 +145,9 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
             _default_signals()
         if rec:
             rec.close()
-        if world_size > 1:
-            import torch.distributed as dist
+        from . import collectives
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        collectives.teardown()
 
 
 def _say(message: str) -> None:
@@ -206,7 +199,10 @@ def _plots(rec: Recorder, trainer) -> None:
 
 
 def _stop_on_signals(trainer) -> None:
-    """First Ctrl-C/SIGTERM: finish the current step, checkpoint, record 'interrupted'. Second: now."""
+    """First Ctrl-C/SIGTERM: finish the current step, checkpoint, record 'interrupted'. Second: now.
+
+    Outside the step loop (verification, waiting for other ranks) there is no step to finish:
+    the first signal stops at once, so a launcher stopping this worker is not kept waiting."""
     import signal
 
     def handler(signum, frame):
@@ -214,6 +210,8 @@ def _stop_on_signals(trainer) -> None:
             trainer.hard_stop = True  # mid-step: the state is not a step boundary, keep the last checkpoint
             raise KeyboardInterrupt(f"signal {signum}")
         trainer.stop_requested = f"signal {signum}"
+        if not trainer.in_steps:
+            raise KeyboardInterrupt(f"signal {signum}")
 
     previous = {}
     try:

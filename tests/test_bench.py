@@ -67,9 +67,9 @@ def test_mfu_uses_the_device_peak(monkeypatch):
     from arcbench.bench import derive
     from arcbench.config import RunConfig
 
-    class Dev:
-        amp_dtype = None
+    from arcbench.device import Device
 
+    class Dev(Device):
         def peak_flops(self, dtype):
             return 1e12
 
@@ -77,4 +77,48 @@ def test_mfu_uses_the_device_peak(monkeypatch):
              "throughput_median": 100.0}]
     monkeypatch.setattr("arcbench.bench.step_flops", lambda *a, **k: 2_000_000)
     derive(rows, Dev(), RunConfig(backbone="tiny"))
-    assert rows[0]["mfu"] == pytest.approx(2e6 * 100 / 1e12)
+    assert rows[0]["mfu"] == pytest.approx(2e6 * 100 / 1e12) and rows[0]["mfu_note"] is None
+
+
+def test_mfu_above_one_is_impossible_and_says_why(monkeypatch):
+    """A peak lower than the measured FLOP/s (e.g. the fp32 peak for TF32 convolutions) gives no
+    MFU figure, with the reason, instead of a utilisation above 100%."""
+    from arcbench.bench import derive
+    from arcbench.config import RunConfig
+    from arcbench.device import Device
+
+    class SlowPeak(Device):
+        def peak_flops(self, dtype):
+            return 1e8  # a fake peak far below what the rows below achieve
+
+    rows = [{"backbone": "tiny", "mode": "train", "precision": p, "nproc": n, "per_process_batch": 4,
+             "throughput_median": thr} for p, n, thr in (("fp32", 1, 100.0), ("amp", 1, 120.0), ("fp32", 2, 190.0),
+                                                          ("fp32", 1, 0.01))]
+    rows[-1]["per_process_batch"] = 8
+    monkeypatch.setattr("arcbench.bench.step_flops", lambda *a, **k: 2_000_000)
+    derive(rows, SlowPeak(), RunConfig(backbone="tiny"))
+    for row in rows[:3]:
+        assert row["mfu"] is None and "exceeds the stated peak 0.00 TFLOP/s" in row["mfu_note"]
+    assert rows[3]["mfu"] == pytest.approx(2e6 * 0.01 / 1e8) and rows[3]["mfu"] <= 1
+
+
+def test_fp32_rows_on_tf32_gpus_use_the_tf32_peak_and_say_so(monkeypatch):
+    import torch
+
+    from arcbench.bench import derive
+    from arcbench.config import RunConfig
+    from arcbench.plugins.devices.cuda import CUDADevice
+
+    gpu = CUDADevice()
+    monkeypatch.setattr(gpu, "is_available", lambda: (True, ""))
+    monkeypatch.setattr(gpu, "device_name", lambda: "NVIDIA H200")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    rows = [{"backbone": "tiny", "mode": "train", "precision": "fp32", "nproc": 1, "per_process_batch": 4,
+             "throughput_median": 1000.0}]
+    monkeypatch.setattr("arcbench.bench.step_flops", lambda *a, **k: 10 ** 9)
+    derive(rows, gpu, RunConfig(backbone="tiny"))
+    assert rows[0]["precision"] == "fp32 (tf32)"
+    assert rows[0]["mfu"] == pytest.approx(1e9 * 1000 / 494.5e12)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert torch.backends.cuda.matmul.allow_tf32 is False  # torch's default
+    assert gpu.precision_label("fp32") == "fp32" and gpu.peak_flops(torch.float32) == 67e12

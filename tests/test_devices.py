@@ -1,18 +1,12 @@
-"""Device plugins: the cpu contract, ``--device auto``, CUDA peak FLOPs, and SDAA wiring.
+"""Device plugins: the cpu contract, ``--device auto``, CUDA peak FLOPs, SDAA without its SDK.
 
-No SDAA hardware is exercised here.  The SDAA tests check only that the
-device routes every call (set_device, synchronize, memory, autocast,
-GradScaler, seeding, description) to the ``torch_sdaa`` SDK, using a
-stand-in ``torch_sdaa`` module and ``torch.sdaa`` namespace injected with
-monkeypatch; whether the real SDK behaves as the stand-in does is only
-checked on a machine with SDAA cards.  CUDA-only tests skip without a GPU.
+The SDAA wiring against a strict stand-in SDK is in ``test_sdaa_standin.py``;
+CUDA-only tests skip without a GPU.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-import types
 import warnings
 
 import pytest
@@ -59,8 +53,10 @@ def test_cpu_grad_scaler_is_disabled_and_transparent():
 def test_cpu_contract():
     cpu = plugins.get_device("cpu")
     assert cpu.is_available() == (True, "")
-    assert (cpu.dist_backend, cpu.amp_dtype, cpu.torch_device(3)) == ("gloo", torch.bfloat16, torch.device("cpu"))
-    cpu.set_device(0)
+    cpu.bind(3)  # host processes share the CPU: binding places nothing elsewhere
+    assert (cpu.dist_backend, cpu.amp_dtype, cpu.torch_device()) == ("gloo", torch.bfloat16, torch.device("cpu"))
+    assert cpu.collective_device() == torch.device("cpu") and cpu.ddp_device_ids() is None
+    assert cpu.compile_backend == "inductor" and cpu.rng_state() is None
     cpu.synchronize()
     assert cpu.memory_stats() == {"peak_memory": None, "allocated": None}
     assert cpu.peak_flops(torch.float32) is None
@@ -107,107 +103,6 @@ def test_sdaa_without_the_sdk_through_registry_and_cli(monkeypatch):
     rows = {r["name"]: r for r in json.loads(CliRunner().invoke(main, ["devices", "--json"]).stdout)}
     assert rows["sdaa"]["available"] is False
     assert rows["sdaa"]["reason"] == "unavailable: torch_sdaa is not installed"
-
-
-# ------------------------------------------------------------------ sdaa wiring against a stand-in SDK
-
-class _Recorder:
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, name, result=None):
-        def fn(*args, **kwargs):
-            self.calls.append((name, args, kwargs))
-            return result
-        return fn
-
-
-@pytest.fixture()
-def fake_sdk(monkeypatch):
-    """A stand-in ``torch_sdaa`` + ``torch.sdaa`` that records what the device asks of it."""
-    rec = _Recorder()
-
-    class GradScaler:
-        def __init__(self, *args, **kwargs):
-            rec.calls.append(("GradScaler", args, kwargs))
-
-        def is_enabled(self):
-            return True
-
-    @contextlib.contextmanager
-    def autocast(*args, **kwargs):
-        rec.calls.append(("autocast", args, kwargs))
-        yield
-
-    mod = types.ModuleType("torch_sdaa")
-    mod.__version__ = "1.3.0-standin"
-    mod.amp = types.SimpleNamespace(autocast=autocast, GradScaler=GradScaler)
-    ns = types.SimpleNamespace(
-        is_available=lambda: True, device_count=lambda: 4,
-        set_device=rec("set_device"), synchronize=rec("synchronize"),
-        max_memory_allocated=rec("max_memory_allocated", 2048), memory_allocated=rec("memory_allocated", 512),
-        reset_peak_memory_stats=rec("reset_peak_memory_stats"),
-        get_device_name=rec("get_device_name", "T100 stand-in"), manual_seed_all=rec("manual_seed_all"),
-    )
-    monkeypatch.setitem(sys.modules, "torch_sdaa", mod)
-    monkeypatch.setattr(torch, "sdaa", ns, raising=False)
-    monkeypatch.setenv("SDAA_VISIBLE_DEVICES", "2,3")
-    return rec
-
-
-def _names(rec):
-    return [c[0] for c in rec.calls]
-
-
-def test_sdaa_routes_runtime_calls_to_the_sdk(fake_sdk):
-    sdaa = SDAADevice()
-    assert sdaa.is_available() == (True, "")
-    assert sdaa.dist_backend == "tccl" and sdaa.device_count() == 4
-    sdaa.set_device(3)
-    sdaa.synchronize()
-    assert sdaa.memory_stats() == {"peak_memory": 2048, "allocated": 512}
-    sdaa.reset_peak_memory()
-    sdaa.seed(11)
-    assert ("set_device", (3,), {}) in fake_sdk.calls
-    assert _names(fake_sdk) == ["set_device", "synchronize", "max_memory_allocated", "memory_allocated",
-                                "reset_peak_memory_stats", "manual_seed_all"]
-    assert fake_sdk.calls[-1][1] == (11,)
-
-
-def test_sdaa_amp_uses_the_sdk_autocast_and_grad_scaler(fake_sdk):
-    sdaa = SDAADevice()
-    with sdaa.autocast(True):
-        pass
-    assert fake_sdk.calls[-1] == ("autocast", (), {"enabled": True, "dtype": torch.float16})
-    with sdaa.autocast(True, dtype=torch.bfloat16):
-        pass
-    assert fake_sdk.calls[-1][2]["dtype"] == torch.bfloat16
-    n = len(fake_sdk.calls)
-    with sdaa.autocast(False):
-        pass
-    assert len(fake_sdk.calls) == n  # AMP off never touches the SDK
-    scaler = sdaa.grad_scaler(True)
-    assert _names(fake_sdk)[-1] == "GradScaler" and scaler.is_enabled()
-    assert sdaa.grad_scaler(True, dtype=torch.bfloat16).is_enabled() is False  # bf16 needs no scaling
-    assert sdaa.grad_scaler(False).is_enabled() is False
-
-
-def test_sdaa_describe_carries_sdk_version_and_visible_devices(fake_sdk):
-    info = SDAADevice().describe()
-    assert info["available"] is True and info["dist_backend"] == "tccl"
-    assert info["torch_sdaa"] == "1.3.0-standin"
-    assert info["visible_devices"] == "2,3"
-    assert info["device_count"] == 4 and info["device_name"] == "T100 stand-in"
-    assert ("get_device_name", (0,), {}) in fake_sdk.calls
-
-
-def test_sdaa_is_picked_by_auto_when_the_sdk_reports_a_card(fake_sdk):
-    plugins.reset()
-    try:
-        assert plugins.get_device("auto").name == "sdaa"
-        assert plugins.require_device("sdaa").name == "sdaa"
-    finally:
-        plugins.reset()
 
 
 # ------------------------------------------------------------------ --device auto
@@ -262,7 +157,8 @@ def test_cuda_without_a_gpu():
 def test_cuda_contract_on_a_gpu():
     cuda = plugins.get_device("cuda")
     assert cuda.is_available() == (True, "")
-    a = torch.randn(64, 64, device=cuda.torch_device(0))
+    cuda.bind(0)
+    a = torch.randn(64, 64, device=cuda.torch_device())
     with cuda.autocast(True):
         low = a @ a
     assert low.dtype == torch.float16

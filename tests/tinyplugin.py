@@ -41,6 +41,18 @@ class Tiny(nn.Module):
         return out
 
 
+class TinyStall(Tiny):
+    """Tiny, but rank ``$TINY_STALL_RANK`` sleeps ``$TINY_STALL_SECONDS`` in its first evaluation
+    forward: a straggler that reaches the verification gather long after the others."""
+
+    def forward(self, x):
+        if not self.training and os.environ.get("RANK") == os.environ.get("TINY_STALL_RANK", "-1"):
+            import time
+
+            time.sleep(float(os.environ.get("TINY_STALL_SECONDS", "60")))
+        return super().forward(x)
+
+
 def reset_calls():
     _calls["n"] = 0
 
@@ -50,3 +62,4 @@ def register_backbones(register):
     register("tiny", Tiny, embedding_size=32, margin_scale=16.0)
     register("tiny_nan", lambda **kw: Tiny(nan_after=int(os.environ.get("TINY_NAN_AFTER", "3")), **kw),
              embedding_size=32, margin_scale=16.0)
+    register("tiny_stall", TinyStall, embedding_size=32, margin_scale=16.0)

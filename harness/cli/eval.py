@@ -75,6 +75,7 @@ def eval_cmd(backbone, weights, val_data, val_pairs, val_bin, flip, batch_size, 
 
     vset = load_verification(val_data=val_data, val_pairs=val_pairs, val_bin=val_bin, strict=strict)
     dev = plugins.require_device(device)
+    dev.bind(0)  # one process: the first visible card
     spec = plugins.get_backbone(backbone)
     model = load_backbone(backbone, weights).to(dev.torch_device())
     result = evaluate(model, dev, vset, batch_size=batch_size, flip=flip, amp=amp, workers=workers,

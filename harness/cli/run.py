@@ -134,6 +134,9 @@ Examples:
 @_opt("--log-interval", type=int, default=20, show_default=True,
       help="Steps between loss reads (the only host sync for the loss) and log lines.")
 @_opt("--quiet", is_flag=True, help="No progress bar or log lines; only the final summary.")
+@_opt("--collective-wait", type=click.FloatRange(min=0.1), default=120.0, show_default=True, metavar="SECONDS",
+      help="Multi-process: how long a rank waits at a harness collective (verification gather, final "
+           "figures) for the others; a rank that does not arrive is named in the error.")
 @_opt("--synthetic-classes", type=int, default=1000, show_default=True, help="Classes for --train-data synthetic.")
 @_opt("--synthetic-steps", type=int, default=100, show_default=True, help="Steps per epoch for --train-data synthetic.")
 def run_cmd(**o):
@@ -268,7 +271,7 @@ def build_config(o: dict):
         checkpoint_every=o["checkpoint_every"], checkpoint_steps=o["checkpoint_steps"],
         log_interval=max(1, o["log_interval"]), on_bad_image=o["on_bad_image"], out=o["out"],
         run_id=o["run_id"], quiet=o["quiet"], synthetic_classes=o["synthetic_classes"],
-        synthetic_steps=o["synthetic_steps"],
+        synthetic_steps=o["synthetic_steps"], collective_wait=o["collective_wait"],
     )
 
 

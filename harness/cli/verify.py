@@ -38,6 +38,7 @@ def verify_cmd(image_a, image_b, backbone, weights, threshold, device, flip, as_
     from ..preprocess import load_tensor
 
     dev = plugins.require_device(device)
+    dev.bind(0)  # one process: the first visible card
     spec = plugins.get_backbone(backbone)
     # Decode the photos first: a typo in a file name should not wait for the weights to load.
     batch = torch.stack([load_tensor(image_a, spec.input_size), load_tensor(image_b, spec.input_size)])

@@ -19,7 +19,7 @@ class CPUDevice(Device):
         # Processes on one host share the CPU; allow as many as there are cores.
         return os.cpu_count() or 1
 
-    def device_name(self, local_rank: int = 0) -> str:
+    def device_name(self) -> str:
         return cpu_model()
 
     def describe(self) -> dict:

@@ -1,4 +1,4 @@
-"""NVIDIA GPUs: nccl collectives, fp16 autocast + GradScaler (bf16 selectable)."""
+"""NVIDIA GPUs: nccl collectives, fp16 autocast + GradScaler (bf16 selectable), TF32-aware peaks."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 import torch
 
 from arcbench import hookimpl
-from arcbench.device import Device
+from arcbench.device import AcceleratorDevice
 
 #: Dense peak FLOP/s by GPU model substring: (fp32, tf32, fp16 tensor cores, bf16 tensor cores).
 #: From the vendors' data sheets (no sparsity); SXM parts where two form factors exist.
@@ -40,11 +40,14 @@ def peak_flops_for(device_name: str, dtype: torch.dtype, tf32: bool = False) -> 
     return None
 
 
-class CUDADevice(Device):
+class CUDADevice(AcceleratorDevice):
     name = "cuda"
     dist_backend = "nccl"
     amp_dtype = torch.float16
     torch_type = "cuda"
+
+    def runtime(self):
+        return torch.cuda
 
     def is_available(self) -> Tuple[bool, str]:
         try:
@@ -53,15 +56,6 @@ class CUDADevice(Device):
         except Exception as exc:  # a broken driver should read as unavailable
             return False, f"unavailable: {exc}"
         return False, "unavailable: no CUDA device visible to torch"
-
-    def device_count(self) -> int:
-        return torch.cuda.device_count()
-
-    def torch_device(self, local_rank: int = 0) -> torch.device:
-        return torch.device("cuda", local_rank)
-
-    def set_device(self, local_rank: int = 0) -> None:
-        torch.cuda.set_device(local_rank)
 
     def grad_scaler(self, enabled: bool = True, dtype=None):
         dtype = dtype or self.amp_dtype
@@ -72,37 +66,34 @@ class CUDADevice(Device):
                 return torch.cuda.amp.GradScaler()
         return super().grad_scaler(False)
 
-    def synchronize(self) -> None:
-        torch.cuda.synchronize()
+    def uses_tf32(self) -> bool:
+        """fp32 convolutions run on TF32 tensor cores (cuDNN's default), so "fp32" means TF32 here."""
+        return bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
 
-    def memory_stats(self) -> dict:
-        return {"peak_memory": torch.cuda.max_memory_allocated(),
-                "allocated": torch.cuda.memory_allocated()}
+    def _has_tf32(self) -> bool:
+        name = self.device_name()
+        for key in sorted(PEAK_FLOPS, key=len, reverse=True):
+            if key in name:
+                return PEAK_FLOPS[key][1] is not None
+        return False
 
-    def reset_peak_memory(self) -> None:
-        torch.cuda.reset_peak_memory_stats()
-
-    def device_name(self, local_rank: int = 0) -> str:
-        return torch.cuda.get_device_name(local_rank)
+    def precision_label(self, precision: str) -> str:
+        if precision == "fp32" and self.is_available()[0] and self.uses_tf32() and self._has_tf32():
+            return "fp32 (tf32)"
+        return precision
 
     def peak_flops(self, dtype: torch.dtype = torch.float32) -> Optional[float]:
         if not self.is_available()[0]:
             return None
-        tf32 = bool(torch.backends.cuda.matmul.allow_tf32)
-        return peak_flops_for(self.device_name(), dtype, tf32=tf32)
-
-    def seed(self, n: int) -> None:
-        torch.manual_seed(n)
-        torch.cuda.manual_seed_all(n)
+        return peak_flops_for(self.device_name(), dtype, tf32=self.uses_tf32())
 
     def describe(self) -> dict:
         info = super().describe()
         if info["available"]:
-            props = torch.cuda.get_device_properties(0)
+            props = torch.cuda.get_device_properties(self.index or 0)
             info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                        device_count=torch.cuda.device_count(),
-                        total_memory=props.total_memory,
-                        capability=f"{props.major}.{props.minor}")
+                        total_memory=props.total_memory, capability=f"{props.major}.{props.minor}",
+                        tf32=self.uses_tf32())
         return info
 
 

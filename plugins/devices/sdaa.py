@@ -8,51 +8,80 @@ way ``CUDA_VISIBLE_DEVICES`` does; the runtime reads it, and we report it.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import sys
 from typing import Optional, Tuple
 
 import torch
 
 from arcbench import hookimpl
-from arcbench.device import Device
+from arcbench.device import AcceleratorDevice
+from arcbench.errors import ArcbenchError
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send what an import prints to stderr: SDKs print version banners, and
+    ``arcbench devices --json`` must stay valid JSON on stdout."""
+    sys.stdout.flush()
+    saved = None
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)  # banners printed from C go to the process's fd 1
+    except OSError:
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            try:
+                sys.stdout.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _sdk():
     """``(torch_sdaa module, torch.sdaa namespace)``, or raise ImportError."""
-    mod = importlib.import_module("torch_sdaa")
+    mod = sys.modules.get("torch_sdaa")
+    if mod is None:
+        with _stdout_to_stderr():
+            mod = importlib.import_module("torch_sdaa")
     ns = getattr(torch, "sdaa", None) or getattr(mod, "sdaa", None) or mod
     return mod, ns
 
 
-class SDAADevice(Device):
+class SDAADevice(AcceleratorDevice):
     name = "sdaa"
     dist_backend = "tccl"
     amp_dtype = torch.float16
     torch_type = "sdaa"
+    compile_backend = "teco_inductor"  # the model zoo's torch.compile backend for SDAA
+
+    def runtime(self):
+        return _sdk()[1]
 
     def is_available(self) -> Tuple[bool, str]:
         try:
             _, ns = _sdk()
-        except ImportError:
-            return False, "unavailable: torch_sdaa is not installed"
+        except ImportError as exc:
+            if getattr(exc, "name", None) == "torch_sdaa":
+                return False, "unavailable: torch_sdaa is not installed"
+            return False, _one_line("unavailable: torch_sdaa failed to import", exc)
         except Exception as exc:  # a broken SDK install
-            return False, f"unavailable: torch_sdaa failed to import: {exc}"
+            return False, _one_line("unavailable: torch_sdaa failed to import", exc)
         try:
             if hasattr(ns, "is_available") and not ns.is_available():
                 return False, "unavailable: torch_sdaa found no SDAA card"
+            if hasattr(ns, "device_count") and int(ns.device_count()) < 1:
+                return False, "unavailable: torch_sdaa found no SDAA card"
         except Exception as exc:
-            return False, f"unavailable: {exc}"
+            return False, _one_line("unavailable: torch_sdaa", exc)
         return True, ""
-
-    def device_count(self) -> int:
-        return int(_sdk()[1].device_count())
-
-    def torch_device(self, local_rank: int = 0) -> torch.device:
-        return torch.device("sdaa", local_rank)
-
-    def set_device(self, local_rank: int = 0) -> None:
-        _sdk()[1].set_device(local_rank)
 
     def _amp(self):
         """The SDK's AMP module: ``torch_sdaa.amp`` (imported if it is a lazy submodule) or ``torch.sdaa.amp``."""
@@ -70,9 +99,16 @@ class SDAADevice(Device):
             return super().autocast(False)
         dtype = dtype or self.amp_dtype
         amp = self._amp()
-        if amp is not None and hasattr(amp, "autocast"):
-            return amp.autocast(enabled=True, dtype=dtype)
-        return torch.autocast(device_type="sdaa", dtype=dtype)
+        if amp is None or not hasattr(amp, "autocast"):
+            return torch.autocast(device_type="sdaa", dtype=dtype)
+        if dtype == self.amp_dtype:
+            return amp.autocast()  # exactly as the model zoo calls it: the SDK's default (fp16)
+        try:
+            return amp.autocast(dtype=dtype)
+        except TypeError:
+            raise ArcbenchError(f"this torch_sdaa's autocast() takes no dtype: AMP in "
+                                f"{str(dtype).replace('torch.', '')} is not supported; use its default "
+                                f"(float16)") from None
 
     def grad_scaler(self, enabled: bool = True, dtype=None):
         if not enabled or (dtype or self.amp_dtype) != torch.float16:
@@ -82,32 +118,12 @@ class SDAADevice(Device):
             return amp.GradScaler()
         return torch.amp.GradScaler("sdaa")
 
-    def synchronize(self) -> None:
-        _sdk()[1].synchronize()
-
-    def memory_stats(self) -> dict:
-        ns = _sdk()[1]
-        peak = getattr(ns, "max_memory_allocated", None)
-        alloc = getattr(ns, "memory_allocated", None)
-        return {"peak_memory": peak() if peak else None, "allocated": alloc() if alloc else None}
-
-    def reset_peak_memory(self) -> None:
-        fn = getattr(_sdk()[1], "reset_peak_memory_stats", None)
-        if fn:
-            fn()
-
-    def device_name(self, local_rank: int = 0) -> str:
-        fn = getattr(_sdk()[1], "get_device_name", None)
-        return fn(local_rank) if fn else "SDAA"
+    def device_name(self) -> str:
+        fn = getattr(self.runtime(), "get_device_name", None)
+        return str(fn(self.index or 0)) if fn else "SDAA"
 
     def peak_flops(self, dtype: torch.dtype = torch.float32) -> Optional[float]:
         return None  # no public table; MFU is reported as null
-
-    def seed(self, n: int) -> None:
-        torch.manual_seed(n)
-        fn = getattr(_sdk()[1], "manual_seed_all", None) if self.is_available()[0] else None
-        if fn:
-            fn(n)
 
     def describe(self) -> dict:
         info = super().describe()
@@ -119,8 +135,12 @@ class SDAADevice(Device):
                 fn = getattr(ns, attr, None) or getattr(mod, attr, None)
                 if fn is not None:
                     info[attr] = fn() if callable(fn) else fn
-            info["device_count"] = self.device_count()
         return info
+
+
+def _one_line(prefix: str, exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{prefix}: {type(exc).__name__}" + (f": {text}" if text else "")
 
 
 @hookimpl
