@@ -5,7 +5,9 @@
 #   benchmarks/gpu_check.sh --dry-run   # the same script on the CPU with tiny batches and steps
 #
 # Matrix: mobilefacenet and iresnet50 x fp32 and amp x batch 128 and 512 x train and eval
-# (synthetic data: compute only), then mobilefacenet train on real JPEGs (a synthetic-face
+# (synthetic data: compute only); then multi-process: with 2+ GPUs a 2-process run and a
+# 1,2-process bench (per-rank cards from system.json), with one GPU `--nproc 1` and a
+# `--nproc 2` that must be refused ("2 processes but 1 cuda card"); then mobilefacenet train on real JPEGs (a synthetic-face
 # set made with `arcbench data synth`) with the default worker count and with one worker per
 # spare core, compared with the synthetic rate of the same point.
 # Output: $OUT/gpu_results.json when OUT is set, else ./gpu_results.json (RESULTS overrides).
@@ -21,7 +23,7 @@ DRY=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $arg (use --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -93,14 +95,14 @@ def left():
     return BUDGET - (time.time() - t_start)
 
 
-def bench(label, backbone, mode, precisions, batches, data="synthetic", workers=None):
+def bench(label, backbone, mode, precisions, batches, data="synthetic", workers=None, nprocs="1"):
     if left() < 20:
         out["skipped"].append({"label": label, "reason": f"time budget of {BUDGET:.0f}s spent"})
         print(f"skip {label}: time budget spent", flush=True)
         return []
     cmd = [sys.executable, "-m", "arcbench", "bench", "--device", DEVICE, "--backbone", backbone,
            "--mode", mode, "--precision", precisions, "--batch-size", batches, "--warmup", env["WARMUP"],
-           "--steps", env["STEPS"], "--data", data, "--out", runs, "--json"]
+           "--steps", env["STEPS"], "--data", data, "--nproc", nprocs, "--out", runs, "--json"]
     if workers is not None:
         cmd += ["--workers", str(workers)]
     print(f"{label}: {' '.join(cmd[2:])}", flush=True)
@@ -145,6 +147,41 @@ order = [(b, m) for m in MODES if m == "train" for b in BACKBONES] + \
         [(b, m) for m in MODES if m != "train" for b in BACKBONES]
 for backbone, mode in order:
     bench(f"synthetic-{backbone}-{mode}", backbone, mode, precisions, batches)
+
+# multi-process: each rank on its own card (2+ cards), or one card refusing 2 processes
+def multi_process():
+    cards = len(out.get("gpus") or []) if not DRY else 2
+    out["multi_process"] = mp = {"cards": cards}
+    base = [sys.executable, "-m", "arcbench", "run", "--device", DEVICE, "--backbone", "mobilefacenet",
+            "--train-data", "synthetic", "--synthetic-steps", env["STEPS"], "--epochs", "1",
+            "--batch-size", env["REAL_BATCH"], "--quiet"]
+    for n in ([2] if cards >= 2 else [1, 2]):
+        if left() < 30:
+            out["skipped"].append({"label": f"run-nproc{n}", "reason": "time budget spent"})
+            continue
+        folder = os.path.join(work, f"mp{n}")
+        rc, so, call = run(base + ["--nproc", str(n), "--out", folder], min(POINT_TIMEOUT, max(left(), 30)))
+        row = {"nproc": n, "rc": rc}
+        if n > cards:  # must be refused in one line, before anything starts
+            row["refused"] = rc == 2 and f"{n} processes but {cards} {DEVICE} card" in call.get("stderr_tail", "")
+        else:
+            dirs = [os.path.join(folder, d) for d in os.listdir(folder)] if os.path.isdir(folder) else []
+            for d in dirs:
+                with open(os.path.join(d, "summary.json")) as fh:
+                    s = json.load(fh)
+                with open(os.path.join(d, "system.json")) as fh:
+                    row["placements"] = json.load(fh).get("placements")
+                row.update(status=s.get("status"), throughput_median=s.get("throughput_median"),
+                           throughput_per_rank=s.get("throughput_per_rank"), card_per_rank=s.get("card_per_rank"))
+        print(f"  run --nproc {n}: {row}", flush=True)
+        mp.setdefault("runs", []).append(row)
+        save()
+    if cards >= 2:
+        bench("multi-process-bench-mobilefacenet", "mobilefacenet", "train", env["REAL_PRECISION"],
+              env["REAL_BATCH"], nprocs="1,2")
+
+
+multi_process()
 
 # real JPEGs: the synthetic-face set, mobilefacenet train at REAL_BATCH / REAL_PRECISION
 real = os.path.join(work, "faces")

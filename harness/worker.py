@@ -41,14 +41,16 @@ def _global_figures(results: dict, world_size: int) -> dict:
     from . import collectives
 
     keys = ("throughput_median", "throughput_mean", "compute_ips")
-    t = torch.tensor([float(results.get(k) or 0.0) for k in keys] + [float(results.get("samples", 0))],
-                     dtype=torch.float64)
+    card = results.pop("card", None)
+    t = torch.tensor([float(results.get(k) or 0.0) for k in keys]
+                     + [float(-1 if card is None else card), float(results.get("samples", 0))], dtype=torch.float64)
     rows = torch.stack(collectives.all_gather("run.figures", t))
     if world_size > 1:
         for i, k in enumerate(keys):
             results[k] = float(rows[:, i].sum())
     results["samples_per_rank"] = [int(v) for v in rows[:, -1].tolist()]
     results["throughput_per_rank"] = [float(v) for v in rows[:, 0].tolist()]
+    results["card_per_rank"] = [None if v < 0 else int(v) for v in rows[:, -2].tolist()]
     return results
 
 
@@ -111,8 +113,9 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
             load_backbone_weights(train_state.unwrap(trainer.face).backbone, cfg.weights)  # fine-tune from
         ready = True  # from here on an interrupt may checkpoint: the state is this run's own
         results = trainer.run()
-        results = _global_figures(results, world_size)
+        results = _global_figures({**results, "card": device.index}, world_size)
         if rec:
+            _record_placements(rec, results["card_per_rank"], device)
             trainer.export_backbone()
             _plots(rec, trainer)
             rec.update_summary(status="completed", reason=None, **results)
@@ -148,6 +151,19 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
         from . import collectives
 
         collectives.teardown()
+
+
+def _record_placements(rec: Recorder, cards: list, device) -> None:
+    """Which card each rank ran on, in ``system.json`` (rank 0 learns them from the final gather)."""
+    import json
+
+    try:
+        with open(rec.path("system.json")) as fh:
+            info = json.load(fh)
+    except (OSError, ValueError):
+        info = {}
+    info["placements"] = [{"rank": r, "device": device.name, "card": c} for r, c in enumerate(cards)]
+    rec.write_json("system.json", info)
 
 
 def _say(message: str) -> None:

@@ -104,8 +104,10 @@ def test_two_process_synthetic_run_keeps_each_rank_on_its_card(tmp_path):
     assert s["status"] == "completed" and s["samples_per_rank"] == [24, 24]
     assert len(s["throughput_per_rank"]) == 2 and min(s["throughput_per_rank"]) > 0
     assert s["throughput_median"] == pytest.approx(sum(s["throughput_per_rank"]))
+    assert s["card_per_rank"] == [0, 1]
     system = json.loads((the_run(out) / "system.json").read_text())
-    assert system["device"]["device"] == "fakecard"
+    assert system["placements"] == [{"rank": 0, "device": "fakecard", "card": 0},
+                                    {"rank": 1, "device": "fakecard", "card": 1}]
     seqs = collective_sequences(tmp_path)
     assert set(seqs) == {"rank0", "rank1"} and seqs["rank0"] == seqs["rank1"]
     assert ("all_gather", "run.figures") in seqs["rank0"]

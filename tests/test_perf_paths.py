@@ -114,3 +114,39 @@ def test_train_step_is_one_optimisation_step():
     loss = tr.train_step(data.images.contiguous(memory_format=torch.channels_last), data.labels)
     assert loss.dim() == 0 and not loss.requires_grad and torch.isfinite(loss)
     assert not torch.equal(w0, tr.face.head.weight)
+
+
+def test_warm_up_is_excluded_per_process_start_not_per_global_step():
+    """A resumed run starts cold again: its first steps are warm-up even at global step 100."""
+    from arcbench import plugins
+    from arcbench.config import RunConfig
+    from arcbench.data.train_sets import SyntheticBatches
+    from arcbench.train import Trainer
+
+    plugins.load_plugin_module("tinyplugin")
+    try:
+        dev = plugins.require_device("cpu")
+        cfg = RunConfig(device="cpu", backbone="tiny", batch_size=4, train_data="synthetic", synthetic_classes=10,
+                        synthetic_steps=6, epochs=100, quiet=True, record=False, timing_warmup=2)
+        tr = Trainer(cfg, dev, SyntheticBatches(4, num_classes=10, steps_per_epoch=6), recorder=None,
+                     log=lambda *a: None)
+        tr.epoch, tr.global_step = 50, 300  # as if restored from a checkpoint
+        tr.train_epoch()
+        assert tr.global_step == 306 and len(tr.compute_times) == len(tr.data_times) == 4
+        tr.train_epoch()
+        assert len(tr.compute_times) == 10  # warm-up only once per process
+    finally:
+        plugins.unregister_plugin("tinyplugin")
+
+
+def test_launcher_blames_the_root_cause_not_a_tccl_echo():
+    """A rank that only saw its tccl peer vanish is secondary; the rank with its own error comes first."""
+    from types import SimpleNamespace
+
+    from arcbench.launcher import _failure_reason
+
+    exc = SimpleNamespace(failures={
+        0: SimpleNamespace(exitcode=1, timestamp=1, message="RuntimeError: tccl: remote process exited"),
+        1: SimpleNamespace(exitcode=1, timestamp=2, message="ArcbenchError: images/x.jpg: not an image"),
+    })
+    assert _failure_reason(exc).startswith("worker rank 1 exit code 1: ArcbenchError: images/x.jpg")
