@@ -86,6 +86,7 @@ def prepare(cfg: RunConfig, resume: Optional[str] = None) -> Tuple[RunConfig, st
         if not os.path.exists(cfg_path):
             raise ArcbenchError("not a run directory (no config.json)", resume)
         saved = RunConfig.load(cfg_path)
+        _refuse_completed(resume, saved, cfg)
         # --epochs / --max-steps may extend a finished run; nothing else changes on resume.
         # (cfg.epochs is 0 when --epochs was not given with --resume)
         cfg = saved.replace(epochs=max(saved.epochs, cfg.epochs or 0),
@@ -124,9 +125,50 @@ def prepare(cfg: RunConfig, resume: Optional[str] = None) -> Tuple[RunConfig, st
         if resume:
             summary.update({k: v for k, v in rec.summary.items() if k in ("date", "train_set", "eval_set")})
             summary["resumed"] = int(rec.summary.get("resumed") or 0) + 1
+            # the earlier segments stay on record whatever happens to this one
+            summary["segments"] = past_segments(rec.summary)
+            summary["wall_time"] = round(sum(seg.get("wall_time") or 0 for seg in summary["segments"]), 3)
         rec.summary = {}
         rec.update_summary(**summary)
     return cfg, run_dir, device
+
+
+def _refuse_completed(run_dir: str, saved: RunConfig, asked: RunConfig) -> None:
+    """A completed run is resumed only to extend it: re-running its end would rewrite its record."""
+    import json
+
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as fh:
+            status = json.load(fh).get("status")
+    except (OSError, ValueError):
+        return
+    extends = (asked.epochs or 0) > saved.epochs or bool(
+        asked.max_steps and saved.max_steps and asked.max_steps > saved.max_steps)
+    if status == "completed" and not extends:
+        raise ArcbenchError(f"run already completed ({saved.epochs} epochs); add --epochs N with N > "
+                            f"{saved.epochs} to extend it", run_dir)
+
+
+def past_segments(summary: dict) -> list:
+    """The segments recorded so far; a run recorded before segments existed counts as one."""
+    if summary.get("segments"):
+        return list(summary["segments"])
+    if summary.get("steps") is None:
+        return []
+    return [{"start_step": 0, "end_step": summary.get("steps"), "wall_time": summary.get("wall_time"),
+             "host": None, "ended": summary.get("status"), "reason": summary.get("reason")}]
+
+
+def _close_segment(rec: Recorder, started: float) -> None:
+    """Append this process start's segment; the run's wall time is the sum over segments."""
+    import socket
+
+    s = rec.summary
+    segments = list(s.get("segments") or [])
+    segments.append({"start_step": s.get("start_step"), "end_step": s.get("steps"),
+                     "wall_time": round(time.time() - started, 3), "host": socket.gethostname(),
+                     "ended": s.get("status"), "reason": s.get("reason")})
+    rec.update_summary(segments=segments, wall_time=round(sum(seg.get("wall_time") or 0 for seg in segments), 3))
 
 
 def _remove_stale_temporaries(run_dir: str) -> None:
@@ -170,20 +212,25 @@ def _execute(cfg: RunConfig, run_dir: str, device, resume: Optional[str], log) -
     if run_dir and not cfg.quiet:
         log(f"arcbench: run directory {run_dir}")
     start = time.time()
-    if cfg.mode == "eval":
-        summary = evaluate_only(cfg, run_dir, device)
-    elif cfg.world_size == 1:
-        from .worker import worker_main
+    try:
+        if cfg.mode == "eval":
+            summary = evaluate_only(cfg, run_dir, device)
+        elif cfg.world_size == 1:
+            from .worker import worker_main
 
-        summary = worker_main(cfg.to_dict(), run_dir, bool(resume), rank=0, local_rank=0, world_size=1)
-    else:
-        from .launcher import launch
+            summary = worker_main(cfg.to_dict(), run_dir, bool(resume), rank=0, local_rank=0, world_size=1)
+        else:
+            from .launcher import launch
 
-        summary = launch(cfg, run_dir, bool(resume))
+            summary = launch(cfg, run_dir, bool(resume))
+    finally:
+        if run_dir:  # however this segment ended (completed, interrupted, failed), it is on record
+            if cfg.mode == "eval":
+                Recorder(run_dir).update_summary(wall_time=round(time.time() - start, 3))
+            else:
+                _close_segment(Recorder(run_dir), start)
     if run_dir:
         rec = Recorder(run_dir)
-        if "wall_time" not in rec.summary or rec.summary.get("status") == "running":
-            rec.update_summary(wall_time=round(time.time() - start, 3))
         summary = rec.summary
         if summary.get("status") != "completed":
             raise RunFailed(f"run {summary.get('status')}: {summary.get('reason')} ({run_dir})")

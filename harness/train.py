@@ -169,6 +169,11 @@ class Trainer:
         self.best_accuracy = state.get("best_accuracy")
         self.history = state.get("history") or self.history
         self._resume_rng = state["rng"]
+        timing = state.get("timing") or {}
+        if "data" in timing:  # the timed steps of earlier segments (rank 0's; DDP ranks step in lock-step)
+            self.data_times = timing["data"].tolist()
+            self.compute_times = timing["compute"].tolist()
+            self.samples = int(timing.get("samples", 0))
         train_state.set_rng_state(state["rng"], self.device)
 
     def save_checkpoint(self, tag: Optional[str] = None) -> None:
@@ -177,7 +182,10 @@ class Trainer:
         kwargs = dict(face_model=self.face, optimizer=self.optimizer, scheduler=self.scheduler,
                       scaler=self.scaler, epoch=self.epoch, step_in_epoch=self.step_in_epoch,
                       global_step=self.global_step, best_accuracy=self.best_accuracy, history=self.history,
-                      device=self.device)
+                      device=self.device, timing={
+                          "data": torch.tensor(self.data_times, dtype=torch.float64),
+                          "compute": torch.tensor(self.compute_times, dtype=torch.float64),
+                          "samples": self.samples})
         train_state.save(self.rec.path("checkpoints", "last.pt"), **kwargs)
         if tag:
             train_state.save(self.rec.path("checkpoints", f"{tag}.pt"), **kwargs)
@@ -194,6 +202,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def run(self) -> dict:
         cfg = self.cfg
+        self.start_step = self.global_step  # where this segment starts (after a restore)
         while self.epoch < cfg.epochs and self.global_step < self.total_steps:
             self.train_epoch()
             if self.step_in_epoch == 0:  # the epoch finished
@@ -379,6 +388,7 @@ class Trainer:
         out["peak_memory"] = mem if mem is not None else host_peak_rss()
         out["peak_memory_kind"] = "device" if mem is not None else "host_rss"
         out["samples"] = self.samples
+        out["start_step"] = getattr(self, "start_step", self.global_step)
         out["steps"] = self.global_step
         out["epochs"] = self.epoch
         out["final_loss"] = self.history["loss"][-1][1] if self.history["loss"] else None

@@ -64,7 +64,10 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def save(path: str, *, face_model, optimizer, scheduler, scaler, epoch: int, step_in_epoch: int,
-         global_step: int, best_accuracy: Optional[float], history: dict, device=None) -> None:
+         global_step: int, best_accuracy: Optional[float], history: dict, device=None,
+         timing: Optional[dict] = None) -> None:
+    """``timing``: the per-step data/compute seconds timed so far and the samples seen, so a
+    resumed run's summary covers the whole run, not only its last segment."""
     face = unwrap(face_model)
     atomic.torch_save({
         "format": FORMAT,
@@ -79,6 +82,7 @@ def save(path: str, *, face_model, optimizer, scheduler, scaler, epoch: int, ste
         "best_accuracy": best_accuracy,
         "history": history,
         "rng": rng_state(device),
+        "timing": timing or {},
     }, path)
 
 

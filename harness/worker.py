@@ -49,6 +49,7 @@ def _global_figures(results: dict, world_size: int) -> dict:
         for i, k in enumerate(keys):
             results[k] = float(rows[:, i].sum())
     results["samples_per_rank"] = [int(v) for v in rows[:, -1].tolist()]
+    results["samples"] = sum(results["samples_per_rank"])  # the whole run: steps x global batch
     results["throughput_per_rank"] = [float(v) for v in rows[:, 0].tolist()]
     results["card_per_rank"] = [None if v < 0 else int(v) for v in rows[:, -2].tolist()]
     return results
@@ -190,7 +191,8 @@ def _partial(trainer) -> dict:
         return {}
     try:
         r = trainer.results()
-        return {k: r.get(k) for k in ("steps", "epochs", "final_loss", "throughput_median", "bad_images")}
+        return {k: r.get(k) for k in ("start_step", "steps", "epochs", "final_loss", "throughput_median",
+                                      "bad_images")}
     except Exception:
         return {}
 

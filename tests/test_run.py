@@ -224,3 +224,45 @@ def test_trained_model_verifies_better_than_untrained_and_eval_mode_records_it(m
     s = json.loads((only_run_dir(out2) / "summary.json").read_text())
     assert s["mode"] == "eval" and s["status"] == "completed"
     assert s["lfw_accuracy"] == pytest.approx(trained["lfw_accuracy"], abs=1e-9)
+
+
+def test_a_resumed_run_summarises_the_whole_run_and_a_completed_run_is_never_rewritten(faces, tmp_path):
+    import tinyplugin
+
+    common = ["--backbone", "tiny", "--epochs", "2", "--batch-size", "8", "--log-interval", "4",
+              "--seed", "3", *data_args(faces)]
+    run([*common, "--out", str(tmp_path / "a")])
+    whole = json.loads((only_run_dir(tmp_path / "a") / "summary.json").read_text())
+
+    tinyplugin.reset_calls()
+    tinyplugin.INTERRUPT_AT = 9  # mid-epoch 2
+    run([*common, "--out", str(tmp_path / "b")], expect=130)
+    tinyplugin.INTERRUPT_AT = None
+    rd = only_run_dir(tmp_path / "b")
+    first = json.loads((rd / "summary.json").read_text())
+    assert first["status"] == "interrupted" and len(first["segments"]) == 1
+    run(["--resume", str(rd)])
+    s = json.loads((rd / "summary.json").read_text())
+    assert s["status"] == "completed"
+    for key in ("samples", "steps", "epochs"):
+        assert s[key] == whole[key], key
+    assert s["samples"] == s["steps"] * s["batch_size"] == 12 * 8
+    segs = s["segments"]
+    assert [(g["start_step"], g["end_step"], g["ended"]) for g in segs] == [(0, 9, "interrupted"),
+                                                                            (9, 12, "completed")]
+    assert all(g["wall_time"] > 0 and g["host"] for g in segs)
+    assert s["wall_time"] == pytest.approx(sum(g["wall_time"] for g in segs), abs=2e-3)
+    # warm-up (5 steps) is excluded once per segment: 9 - 5 timed before the interrupt, 0 after it
+    assert whole["timed_steps"] == 12 - 5 and s["timed_steps"] == 9 - 5
+    assert 0.2 < s["throughput_median"] / whole["throughput_median"] < 5  # the same config, within noise
+
+    # resuming the completed run is refused in one line, and its record stays byte for byte
+    before = (rd / "summary.json").read_bytes()
+    result = run(["--resume", str(rd)], expect=2)
+    assert "run already completed (2 epochs); add --epochs N with N > 2 to extend it" in result.output
+    assert (rd / "summary.json").read_bytes() == before
+    # extending it keeps the completed segments' figures
+    run(["--resume", str(rd), "--epochs", "3"])
+    s3 = json.loads((rd / "summary.json").read_text())
+    assert s3["status"] == "completed" and s3["steps"] == 18 and s3["samples"] == 18 * 8
+    assert len(s3["segments"]) == 3 and s3["segments"][:2] == segs
