@@ -23,12 +23,19 @@ pytestmark = pytest.mark.skipif(not (THIRDPARTY / "tcap_dllogger" / "__init__.py
 
 @pytest.fixture()
 def tcap(monkeypatch):
+    import sys
+
+    had = {k: v for k, v in sys.modules.items() if k.split(".")[0] == "tcap_dllogger"}
     monkeypatch.syspath_prepend(str(THIRDPARTY))
     monkeypatch.delenv("ARCBENCH_TCAP_DLLOGGER", raising=False)
     import tcap_dllogger
 
     assert Path(tcap_dllogger.__file__).resolve().is_relative_to(THIRDPARTY.resolve())
-    return tcap_dllogger
+    yield tcap_dllogger
+    # later tests must not find the library just because this one imported it
+    for k in [k for k in sys.modules if k.split(".")[0] == "tcap_dllogger"]:
+        del sys.modules[k]
+    sys.modules.update(had)
 
 
 def tcap_records(path):
