@@ -32,6 +32,8 @@ EXACT_C = 11            # divides by neither 2 nor 3
 SAMPLED_C, SAMPLED_R = 200, 0.25
 CROWDED_C, CROWDED_R = 30, 0.1   # more distinct positives per shard than the sample size
 TOL = dict(rtol=1e-5, atol=1e-5)
+CLIP_NORM = 0.05
+CLIP_REPLICATED_GRAD = torch.tensor([0.01, -0.02, 0.03, 0.0, 0.04])
 
 
 # ------------------------------------------------------------ shared inputs
@@ -125,6 +127,18 @@ def _sampled(rank, world, num_classes, rate):
             "step": head.sample_step}
 
 
+def _clip(rank, world):
+    """Global-norm clipping: a parameter with the same gradient on every rank (a backbone after
+    DDP) and the sharded centres, clipped together."""
+    x_all, y_all, sizes = global_batch(EXACT_C, world, seed=8)
+    head = PartialFC(D, EXACT_C, s=S, seed=3, embedding_grad_scale=1.0)
+    head(my_slice(x_all, sizes, rank), my_slice(y_all, sizes, rank)).backward()
+    replicated = torch.nn.Parameter(torch.zeros(5))
+    replicated.grad = CLIP_REPLICATED_GRAD.clone()
+    total = pfc.clip_grad_norm_([replicated], head.parameters(), CLIP_NORM)
+    return {"total": total, "w_grad": head.weight.grad, "replicated_grad": replicated.grad}
+
+
 def _bad_label(rank, world):
     """Only the last rank passes a label >= C: every rank must raise, none may hang."""
     head = PartialFC(D, EXACT_C, s=S)
@@ -215,6 +229,8 @@ def worker(rank, world, port, outdir, scenarios):
                 out[name] = _sampled(rank, world, CROWDED_C, CROWDED_R)
             elif name == "bad_label":
                 out[name] = _bad_label(rank, world)
+            elif name == "clip":
+                out[name] = _clip(rank, world)
             else:
                 out[name] = _exact(rank, world, name)
             out[name]["collectives"] = log
@@ -251,7 +267,7 @@ def launch(world, outdir: Path, scenarios, timeout=120):
     return [torch.load(outdir / f"rank{r}.pt") for r in range(world)]
 
 
-SCENARIOS = MARGINS + ("ddp", "sampled", "crowded", "bad_label", "checkpoint")
+SCENARIOS = MARGINS + ("ddp", "sampled", "crowded", "bad_label", "clip", "checkpoint")
 
 
 class Runs(dict):
@@ -327,6 +343,38 @@ def test_backbone_gradient_after_ddp_averaging_equals_full_batch(runs, world):
         for got, want in zip(r["ddp"]["backbone_grads"], [p.grad for p in backbone.parameters()]):
             torch.testing.assert_close(got, want, **TOL)
     torch.testing.assert_close(torch.cat([r["ddp"]["w_grad"] for r in results]), head.weight.grad, **TOL)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_global_norm_clipping_equals_clipping_the_single_process_model(runs, world):
+    results = [r["clip"] for r in runs[world]]
+    x, y, _ = global_batch(EXACT_C, world, seed=8)
+    _, _, w_grad = reference("arcface", PartialFC(D, EXACT_C, seed=3).weight.detach(), x, y)
+    weight = torch.nn.Parameter(torch.zeros_like(w_grad))
+    weight.grad = w_grad.clone()
+    replicated = torch.nn.Parameter(torch.zeros(5))
+    replicated.grad = CLIP_REPLICATED_GRAD.clone()
+    total = torch.nn.utils.clip_grad_norm_([replicated, weight], CLIP_NORM)
+    assert float(total) > 2 * CLIP_NORM  # the clip really scales
+    for r in results:  # every rank: the global norm and the same factor
+        torch.testing.assert_close(r["total"], total, **TOL)
+        torch.testing.assert_close(r["replicated_grad"], replicated.grad, **TOL)
+    torch.testing.assert_close(torch.cat([r["w_grad"] for r in results]), weight.grad, **TOL)
+
+
+def test_global_norm_clipping_at_one_process_is_torchs():
+    torch.manual_seed(0)
+    a, b = torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(7))
+    a.grad, b.grad = torch.randn(3, 4), torch.randn(7)
+    want_a, want_b = a.grad.clone(), b.grad.clone()
+    ta, tb = torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(7))
+    ta.grad, tb.grad = want_a.clone(), want_b.clone()
+    want_total = torch.nn.utils.clip_grad_norm_([ta, tb], 0.5)
+    total = pfc.clip_grad_norm_([a], [b], 0.5)
+    torch.testing.assert_close(total, want_total)
+    torch.testing.assert_close(a.grad, ta.grad)
+    torch.testing.assert_close(b.grad, tb.grad)
+    assert float(want_total) > 0.5  # it clipped
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -230,6 +230,9 @@ class PartialFC(nn.Module):
     """
 
     computes_loss = True
+    #: the trainer keeps ``weight`` out of DDP, checkpoints it with :func:`full_state` (a collective
+    #: on every rank) and clips gradients by the global norm (:func:`clip_grad_norm_`)
+    sharded = True
 
     def __init__(self, in_features: int, num_classes: int, s: float = 64.0, margin: str = "arcface",
                  m: Optional[float] = None, m1: float = 1.0, m2: float = 0.5, m3: float = 0.0,
@@ -508,6 +511,64 @@ def load_full_state(head: PartialFC, state: dict, optimizer: Optional[torch.opti
         param_state[name] = value.clone() if isinstance(value, torch.Tensor) else value
 
 
+# ------------------------------------------------------------ training helpers
+
+def clip_grad_norm_(replicated, sharded, max_norm: float, group=None) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` over a model whose ``sharded`` parameters (the
+    centres) are split across the ranks and whose ``replicated`` ones (the backbone, after
+    DDP's all-reduce) are the same on every rank.
+
+    The norm is the global one: the squared norms of the shards are summed with an
+    all-reduce (a collective: every rank calls it, gradients or not), so every rank
+    scales by the same factor and the result equals clipping the single-process model.
+    Returns the total norm (before clipping)."""
+    rep = [p.grad for p in replicated if p.grad is not None]
+    sh = [p.grad for p in sharded if p.grad is not None]
+    device = (rep + sh)[0].device if (rep or sh) else torch.device("cpu")
+
+    def squares(grads):
+        total = torch.zeros((), dtype=torch.float32, device=device)
+        for g in grads:
+            total = total + torch.linalg.vector_norm(g.detach(), 2, dtype=torch.float32).to(device) ** 2
+        return total
+
+    shard_sq = squares(sh)
+    world, _ = _world_and_rank(group)
+    if world > 1:
+        shard_sq = _all_reduce(shard_sq, "sum", group)
+    total = (squares(rep) + shard_sq).sqrt()
+    coef = (float(max_norm) / (total + 1e-6)).clamp(max=1.0)
+    for g in rep + sh:
+        g.detach().mul_(coef.to(g.device, g.dtype))
+    return total
+
+
+def state_bytes(head: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> int:
+    """Bytes this rank holds for the head between steps: its parameters, their gradients
+    and their optimiser state (e.g. SGD momentum) - what sharding divides by the world size."""
+    total = 0
+    for p in head.parameters():
+        total += p.numel() * p.element_size()
+        if p.grad is not None:
+            total += p.grad.numel() * p.grad.element_size()
+        if optimizer is not None:
+            for v in optimizer.state.get(p, {}).values():
+                if isinstance(v, torch.Tensor):
+                    total += v.numel() * v.element_size()
+    return int(total)
+
+
+def optimizer_index(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> Optional[int]:
+    """The key of ``param`` in ``optimizer.state_dict()["state"]`` (its position over all groups)."""
+    i = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p is param:
+                return i
+            i += 1
+    return None
+
+
 # ----------------------------------------------------------- memory planning
 
 def head_memory_bytes(num_classes: int, dim: int, world_size: int = 1, dtype_bytes: int = 4,
@@ -535,6 +596,15 @@ def head_forward_flops(global_batch: int, dim: int, num_classes: int, world_size
     backward pass is about twice this (gradients of the embeddings and of the centres)."""
     rows = -(-int(num_classes) // int(world_size))
     return 2 * int(global_batch) * int(dim) * num_sample(rows, sample_rate)
+
+
+def head_flops_per_image(dim: int, num_classes: int, world_size: int = 1, sample_rate: float = 1.0) -> int:
+    """Forward FLOPs of the cosine matmul per image of the global batch, summed over the ranks:
+    ``2 x D x`` the centres used in a step (every shard's sample).  For the full head this is
+    ``2 x D x C``; the MFU convention then counts 3x for a training step."""
+    used = sum(num_sample(end - start, sample_rate)
+               for start, end in (shard_range(int(num_classes), int(world_size), r) for r in range(int(world_size))))
+    return 2 * int(dim) * used
 
 
 def _gb(n: float) -> str:
