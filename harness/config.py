@@ -34,6 +34,8 @@ class RunConfig:
     head: str = "arcface"
     margin_s: Optional[float] = None    # None: the backbone's default (32 mobilefacenet, 64 others)
     margin_m: Optional[float] = None    # None: the head's own default (arcface 0.5, cosface 0.35)
+    margin: Optional[str] = None        # partial_fc: arcface | cosface | combined (None: arcface)
+    sample_rate: float = 1.0            # partial_fc: fraction of each shard's class centres per step
     train_data: Optional[str] = None    # None: the embedded synthetic-faces set
     annotation: Optional[str] = None
     val_data: Optional[str] = None
@@ -161,6 +163,16 @@ class RunConfig:
         if self.margin_m is not None and self.head == "combined":
             bad("--margin-m does not apply to the combined head (cos(m1*theta + m2) - m3, "
                 "m1=1, m2=0.5, m3=0); use --head arcface or cosface to set a margin")
+        if not (0.0 < self.sample_rate <= 1.0):
+            bad(f"--sample-rate must be in (0, 1], got {self.sample_rate}")
+        if self.head != "partial_fc" and (self.sample_rate != 1.0 or self.margin is not None):
+            bad(f"--sample-rate and --margin apply to --head partial_fc (the sharded, sampled head), "
+                f"not to --head {self.head}")
+        if self.margin is not None and self.margin not in ("arcface", "cosface", "combined"):
+            bad(f"unknown --margin {self.margin!r}; known: arcface, cosface, combined")
+        if self.margin_m is not None and self.head == "partial_fc" and self.margin == "combined":
+            bad("--margin-m does not apply to the combined margin (cos(m1*theta + m2) - m3, "
+                "m1=1, m2=0.5, m3=0); use --margin arcface or cosface to set a margin")
         if self.precision not in ("fp32", "amp"):
             bad(f"unknown precision {self.precision!r}; known: fp32, amp")
         if self.eval_precision not in ("fp32", "amp"):

@@ -87,10 +87,12 @@ def prepare(cfg: RunConfig, resume: Optional[str] = None) -> Tuple[RunConfig, st
             raise ArcbenchError("not a run directory (no config.json)", resume)
         saved = RunConfig.load(cfg_path)
         _refuse_completed(resume, saved, cfg)
-        # --epochs / --max-steps may extend a finished run; nothing else changes on resume.
-        # (cfg.epochs is 0 when --epochs was not given with --resume)
+        # --epochs / --max-steps may extend a finished run, --nproc changes the process count (the
+        # global batch stays; a sharded head is re-sharded); nothing else changes on resume.
+        # (cfg.epochs and cfg.nproc are 0 when --epochs / --nproc were not given with --resume)
         cfg = saved.replace(epochs=max(saved.epochs, cfg.epochs or 0),
-                            max_steps=cfg.max_steps or saved.max_steps, quiet=cfg.quiet)
+                            max_steps=cfg.max_steps or saved.max_steps, quiet=cfg.quiet,
+                            nproc=cfg.nproc or saved.nproc)
     cfg.validate()
     if cfg.mode == "eval" and not cfg.weights:
         raise ArcbenchError("evaluation (--do_eval True) needs --model_path/--weights")

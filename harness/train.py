@@ -41,6 +41,17 @@ class FaceModel(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images), labels)
 
+    @property
+    def head_computes_loss(self) -> bool:
+        """The head returns the loss itself (Partial FC), not logits for F.cross_entropy."""
+        return bool(getattr(self.head, "computes_loss", False))
+
+    @property
+    def head_sharded(self) -> bool:
+        """The head's parameters are split across the ranks (Partial FC): kept out of DDP,
+        checkpointed through a world-size independent full state, clipped by the global norm."""
+        return bool(getattr(self.head, "sharded", False))
+
 
 def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
     lr = cfg.effective_lr()
@@ -90,6 +101,17 @@ def reset_host_peak() -> bool:
         return False
 
 
+class _Composed(nn.Module):
+    """A DDP-wrapped backbone followed by the (sharded) head, outside DDP."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images), labels)
+
+
 def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
     """Backbone and head from the registries; s defaults to the backbone's margin scale."""
     from .plugins import get_backbone, create_head
@@ -100,6 +122,8 @@ def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
     head_kwargs = {"s": s}
     if cfg.margin_m is not None:  # None: the head's own default; config refuses m for the combined head
         head_kwargs["m"] = cfg.margin_m
+    if cfg.head == "partial_fc":  # sharded over the process group initialised before this is called
+        head_kwargs.update(margin=cfg.margin or "arcface", sample_rate=cfg.sample_rate, seed=cfg.seed)
     head = create_head(cfg.head, spec.embedding_size, num_classes, **head_kwargs)
     return FaceModel(backbone, head)
 
@@ -133,8 +157,14 @@ class Trainer:
             with warnings.catch_warnings():
                 # torch >= 2.11 deprecates broadcast_buffers; its replacement is missing from 2.0
                 warnings.filterwarnings("ignore", message=".*broadcast_buffers.*")
-                self.model = DDP(self.face, device_ids=device.ddp_device_ids(), broadcast_buffers=False,
-                                 gradient_as_bucket_view=True)
+                if self.face.head_sharded:
+                    # each rank keeps its own shard of the centres: only the backbone is data-parallel
+                    ddp = DDP(self.face.backbone, device_ids=device.ddp_device_ids(), broadcast_buffers=False,
+                              gradient_as_bucket_view=True)
+                    self.model = _Composed(ddp, self.face.head)
+                else:
+                    self.model = DDP(self.face, device_ids=device.ddp_device_ids(), broadcast_buffers=False,
+                                     gradient_as_bucket_view=True)
         if cfg.compile:
             self.model = torch.compile(self.model, backend=device.compile_backend)
         self.epoch = 0
@@ -160,8 +190,19 @@ class Trainer:
         state = train_state.load(path, map_location=self.tdev if self.tdev.type != "cpu" else "cpu")
         face = train_state.unwrap(self.face)
         face.backbone.load_state_dict(state["backbone"])
-        face.head.load_state_dict(state["head"])
+        head_full = state.get("head_full")
+        if face.head_sharded != (head_full is not None):
+            raise ArcbenchError(f"the checkpoint's head ({'sharded' if head_full is not None else 'not sharded'}) "
+                                f"does not match --head {self.cfg.head}", path)
+        if head_full is None:
+            face.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if head_full is not None:
+            from .plugins.heads.partial_fc import load_full_state
+
+            # after the optimizer: re-shards the centres and their per-row state (momentum)
+            # for this run's world size, whatever it was when saved
+            load_full_state(face.head, head_full, self.optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
@@ -177,9 +218,23 @@ class Trainer:
         train_state.set_rng_state(state["rng"], self.device)
 
     def save_checkpoint(self, tag: Optional[str] = None) -> None:
+        """Rank 0 writes.  With a sharded head every rank must call this (the full state of the
+        centres is gathered to rank 0 first), at the same step."""
+        head_full = None
+        if self.face.head_sharded:
+            if self.world_size > 1 and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                # called by rank 0 alone while an interrupt unwinds: gathering the centres would wait
+                # for ranks that are not there, so the last periodic checkpoint stays the one to resume
+                if self.is_main and not self.cfg.quiet:
+                    self.log("arcbench: interrupted; the sharded head is checkpointed only at step "
+                             "boundaries all processes reach (--checkpoint-steps), so the last one is kept")
+                return
+            from .plugins.heads.partial_fc import full_state
+
+            head_full = full_state(self.face.head, self.optimizer)  # a collective
         if not (self.is_main and self.rec):
             return
-        kwargs = dict(face_model=self.face, optimizer=self.optimizer, scheduler=self.scheduler,
+        kwargs = dict(face_model=self.face, head_full=head_full, optimizer=self.optimizer, scheduler=self.scheduler,
                       scaler=self.scaler, epoch=self.epoch, step_in_epoch=self.step_in_epoch,
                       global_step=self.global_step, best_accuracy=self.best_accuracy, history=self.history,
                       device=self.device, timing={
@@ -300,13 +355,21 @@ class Trainer:
         and logging stay in :meth:`train_epoch`; benchmarks time exactly this body."""
         cfg = self.cfg
         with self.device.autocast(cfg.amp):
-            logits = self.model(images, labels)
-        loss = F.cross_entropy(logits.float(), labels)
+            out = self.model(images, labels)
+        # a head that computes its own loss (Partial FC, fp32 inside) returns it; else logits
+        loss = out.float() if self.face.head_computes_loss else F.cross_entropy(out.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.face.parameters(), cfg.grad_clip)
+            if self.face.head_sharded:
+                from .plugins.heads.partial_fc import clip_grad_norm_
+
+                # the norm over the whole model: the shards' squares are summed over the ranks
+                clip_grad_norm_(self.face.backbone.parameters(), self.face.head.parameters(), cfg.grad_clip,
+                                self.face.head.group)
+            else:
+                nn.utils.clip_grad_norm_(self.face.parameters(), cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss.detach()
@@ -393,6 +456,14 @@ class Trainer:
         out["epochs"] = self.epoch
         out["final_loss"] = self.history["loss"][-1][1] if self.history["loss"] else None
         out["bad_images"] = int(getattr(self.data, "bad_images", 0) or 0)
+        from .plugins.heads.partial_fc import state_bytes
+
+        head = self.face.head
+        # the head's size on this rank (rank 0 holds the largest shard): what the class count costs
+        out["num_classes"] = int(self.data.num_classes)
+        out["sample_rate"] = float(getattr(head, "sample_rate", 1.0))
+        out["head_memory"] = state_bytes(head, self.optimizer)
+        out["head_params_per_rank"] = int(sum(p.numel() for p in head.parameters()))
         if self.last_eval is not None:
             r = self.last_eval
             out.update(lfw_accuracy=float(r["accuracy"]), lfw_accuracy_std=float(r["accuracy_std"]),

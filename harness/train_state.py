@@ -65,15 +65,25 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 def save(path: str, *, face_model, optimizer, scheduler, scaler, epoch: int, step_in_epoch: int,
          global_step: int, best_accuracy: Optional[float], history: dict, device=None,
-         timing: Optional[dict] = None) -> None:
-    """``timing``: the per-step data/compute seconds timed so far and the samples seen, so a
-    resumed run's summary covers the whole run, not only its last segment."""
+         head_full: Optional[dict] = None, timing: Optional[dict] = None) -> None:
+    """``head_full``: a sharded head's world-size independent state (Partial FC's
+    ``full_state``), stored instead of this rank's shard; the centres' per-row optimiser
+    state lives in it, so it is left out of ``optimizer``.  ``timing``: the per-step
+    data/compute seconds timed so far and the samples seen, so a resumed run's summary
+    covers the whole run, not only its last segment."""
     face = unwrap(face_model)
+    opt_state = optimizer.state_dict()
+    if head_full is not None:
+        from .plugins.heads.partial_fc import optimizer_index
+
+        index = optimizer_index(optimizer, face.head.weight)
+        opt_state["state"] = {k: v for k, v in opt_state["state"].items() if k != index}
     atomic.torch_save({
         "format": FORMAT,
         "backbone": face.backbone.state_dict(),
-        "head": face.head.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "head": None if head_full is not None else face.head.state_dict(),
+        "head_full": head_full,
+        "optimizer": opt_state,
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "epoch": epoch,

@@ -55,11 +55,18 @@ Examples:
 @_opt("--backbone", default=None, help="Backbone plugin (default mobilefacenet). See `arcbench backbones`.")
 @_opt("--model_name", "--model-name", "model_name", default=None,
       help="Seed spelling: 'arcface' (the default model) or a backbone name.")
-@_opt("--head", default="arcface", show_default=True, help="Margin head: arcface, cosface, combined.")
+@_opt("--head", default="arcface", show_default=True,
+      help="Margin head: arcface, cosface, combined, or partial_fc (class centres sharded over the "
+           "processes, sampled softmax: for 100k+ identities; see README).")
 @_opt("--margin-s", type=float, default=None, help="Head scale s (default: 32 for mobilefacenet, 64 otherwise).")
 @_opt("--margin-m", type=float, default=None,
       help="Head margin m: ArcFace's angular margin (default 0.5) or CosFace's cosine margin (default 0.35). "
            "Refused for the combined head.")
+@_opt("--margin", type=click.Choice(["arcface", "cosface", "combined"]), default=None,
+      help="--head partial_fc: its margin (default arcface).")
+@_opt("--sample-rate", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True,
+      help="--head partial_fc: fraction r of each process's class centres used per step (every centre "
+           "labelled in the global batch, plus random others); insightface uses 0.1-0.3 for large sets.")
 # -- data
 @_opt("--train-data", "--train_data_path", "--train-data-path", "train_data", default=None,
       help="Image folder (root/<identity>/<img>), a cls_train.txt, a RecordIO folder (train.rec/.idx), "
@@ -106,7 +113,8 @@ Examples:
 @_opt("--channels-last/--no-channels-last", default=True, show_default=True, help="channels_last memory format.")
 # -- processes
 @_opt("--nproc", "--nproc_per_node", "--nproc-per-node", "nproc", type=int, default=1, show_default=True,
-      help="Processes on this node, launched with torch's elastic launcher (torchrun's engine).")
+      help="Processes on this node, launched with torch's elastic launcher (torchrun's engine). With "
+           "--resume: continue at this many (the global batch is kept; a partial_fc head is re-sharded).")
 @_opt("--distributed", type=click.BOOL, default=None, help="Seed spelling: False forces one process.")
 @_opt("--nnodes", type=int, default=1, show_default=True, help="Number of nodes.")
 @_opt("--node-rank", "--node_rank", "node_rank", type=int, default=0, show_default=True, help="This node's rank.")
@@ -144,7 +152,11 @@ def run_cmd(**o):
 
     cfg = build_config(o)
     if o["resume"]:
-        cfg = cfg.replace(epochs=o["epochs"] or 0)  # resume keeps the run's epochs unless --epochs extends them
+        # resume keeps the run's epochs unless --epochs extends them, and its process count unless
+        # --nproc is given (0: keep)
+        given = click.get_current_context().get_parameter_source("nproc")
+        nproc = cfg.nproc if given is click.core.ParameterSource.COMMANDLINE else 0
+        cfg = cfg.replace(epochs=o["epochs"] or 0, nproc=nproc)
     try:
         with no_ctrl_c_echo():
             run_dir, summary = execute(cfg, resume=o["resume"], log=lambda m: click.echo(m, err=False))
@@ -258,7 +270,8 @@ def build_config(o: dict):
     epochs = o["epochs"] if o["epochs"] is not None else (EMBEDDED_EPOCHS if embedded else DEFAULT_EPOCHS)
     return RunConfig(
         mode="eval" if o["do_eval"] else "train", device=o["device"], backbone=backbone, head=o["head"],
-        margin_s=o["margin_s"], margin_m=o["margin_m"], train_data=o["train_data"], annotation=o["annotation"],
+        margin_s=o["margin_s"], margin_m=o["margin_m"], margin=o["margin"], sample_rate=o["sample_rate"],
+        train_data=o["train_data"], annotation=o["annotation"],
         val_data=o["val_data"], val_pairs=o["val_pairs"], val_bin=o["val_bin"], weights=o["weights"],
         epochs=epochs, max_steps=o["max_steps"], batch_size=global_batch, lr=o["lr"],  # None: RunConfig's default
         scale_lr=not o["no_lr_scaling"], optimizer=o["optimizer"], lr_schedule=o["lr_schedule"],
