@@ -7,7 +7,9 @@
 # Matrix: mobilefacenet and iresnet50 x fp32 and amp x batch 128 and 512 x train and eval
 # (synthetic data: compute only); then multi-process: with 2+ GPUs a 2-process run and a
 # 1,2-process bench (per-rank cards from system.json), with one GPU `--nproc 1` and a
-# `--nproc 2` that must be refused ("2 processes but 1 cuda card"); then mobilefacenet train on real JPEGs (a synthetic-face
+# `--nproc 2` that must be refused ("2 processes but 1 cuda card"); then the class-count row: Partial FC
+# (`--num-classes 10575,93431,2000000 --sample-rate 1.0,0.1`, iresnet50, amp, batch 128; nproc 1,2 on
+# 2+ GPUs) with the head's memory per card; then mobilefacenet train on real JPEGs (a synthetic-face
 # set made with `arcbench data synth`) with the default worker count and with one worker per
 # spare core, compared with the synthetic rate of the same point.
 # Output: $OUT/gpu_results.json when OUT is set, else ./gpu_results.json (RESULTS overrides).
@@ -16,6 +18,7 @@
 #
 # Environment overrides: DEVICE BACKBONES PRECISIONS BATCHES MODES WARMUP STEPS REAL_BATCH
 # REAL_PRECISION REAL_IDENTITIES REAL_IMAGES POINT_TIMEOUT_S BUDGET_S RESULTS KEEP_RUNS PYTHON
+# CLASS_COUNTS CLASS_RATES CLASS_BACKBONE CLASS_BATCH CLASS_TIMEOUT_S
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +26,7 @@ DRY=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $arg (use --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -31,13 +34,16 @@ done
 if [ "$DRY" = 1 ]; then
   : "${DEVICE:=cpu}" "${BATCHES:=2}" "${WARMUP:=1}" "${STEPS:=2}" "${REAL_BATCH:=4}"
   : "${REAL_IDENTITIES:=8}" "${REAL_IMAGES:=4}" "${POINT_TIMEOUT_S:=600}" "${BUDGET_S:=1500}"
+  : "${CLASS_COUNTS:=1000,20000}" "${CLASS_BACKBONE:=mobilefacenet}" "${CLASS_BATCH:=2}"
 fi
 export DRY DEVICE="${DEVICE:-cuda}" BACKBONES="${BACKBONES:-mobilefacenet,iresnet50}" \
   PRECISIONS="${PRECISIONS:-fp32,amp}" BATCHES="${BATCHES:-128,512}" MODES="${MODES:-train,eval}" \
   WARMUP="${WARMUP:-5}" STEPS="${STEPS:-20}" REAL_BATCH="${REAL_BATCH:-512}" \
   REAL_PRECISION="${REAL_PRECISION:-amp}" REAL_IDENTITIES="${REAL_IDENTITIES:-400}" \
   REAL_IMAGES="${REAL_IMAGES:-40}" POINT_TIMEOUT_S="${POINT_TIMEOUT_S:-150}" BUDGET_S="${BUDGET_S:-450}" \
-  KEEP_RUNS="${KEEP_RUNS:-0}"
+  KEEP_RUNS="${KEEP_RUNS:-0}" CLASS_COUNTS="${CLASS_COUNTS:-10575,93431,2000000}" \
+  CLASS_RATES="${CLASS_RATES:-1.0,0.1}" CLASS_BACKBONE="${CLASS_BACKBONE:-iresnet50}" \
+  CLASS_BATCH="${CLASS_BATCH:-128}" CLASS_TIMEOUT_S="${CLASS_TIMEOUT_S:-300}"
 if [ -n "${RESULTS:-}" ]; then :
 elif [ -n "${OUT:-}" ]; then RESULTS="$OUT/gpu_results.json"
 else RESULTS="$PWD/gpu_results.json"; fi
@@ -95,7 +101,8 @@ def left():
     return BUDGET - (time.time() - t_start)
 
 
-def bench(label, backbone, mode, precisions, batches, data="synthetic", workers=None, nprocs="1"):
+def bench(label, backbone, mode, precisions, batches, data="synthetic", workers=None, nprocs="1", extra=(),
+          timeout=None):
     if left() < 20:
         out["skipped"].append({"label": label, "reason": f"time budget of {BUDGET:.0f}s spent"})
         print(f"skip {label}: time budget spent", flush=True)
@@ -105,8 +112,9 @@ def bench(label, backbone, mode, precisions, batches, data="synthetic", workers=
            "--steps", env["STEPS"], "--data", data, "--nproc", nprocs, "--out", runs, "--json"]
     if workers is not None:
         cmd += ["--workers", str(workers)]
+    cmd += list(extra)
     print(f"{label}: {' '.join(cmd[2:])}", flush=True)
-    rc, so, call = run(cmd, min(POINT_TIMEOUT, max(left(), 20)))
+    rc, so, call = run(cmd, min(timeout or POINT_TIMEOUT, max(left(), 20)))
     rows = []
     if rc == 0:
         try:
@@ -119,7 +127,10 @@ def bench(label, backbone, mode, precisions, batches, data="synthetic", workers=
         r["label"] = label
         r.pop("run_dir", None)
         tput = r.get("throughput_median")
-        print(f"  {r.get('backbone')} {r.get('mode')} {r.get('precision')} batch {r.get('batch_size')}: "
+        classes = (f" {r['num_classes']:,} classes r={r.get('sample_rate')} head "
+                   f"{(r.get('head_memory') or r.get('head_memory_planned') or 0) / 2**30:.2f} GiB"
+                   if r.get("head") == "partial_fc" and r.get("num_classes") else "")
+        print(f"  {r.get('backbone')} {r.get('mode')} {r.get('precision')} batch {r.get('batch_size')}{classes}: "
               f"{tput if tput is None else round(tput, 1)} img/s  status {r.get('status')}", flush=True)
     out["rows"].extend(rows)
     save()
@@ -182,6 +193,14 @@ def multi_process():
 
 
 multi_process()
+
+# class-count row: Partial FC over CASIA-WebFace / MS1MV3 / WebFace42M identity counts, r = 1.0 and 0.1;
+# a point whose head cannot fit the card is a row with status "skipped (does not fit)" and its reason
+cards = len(out.get("gpus") or []) if not DRY else 1
+bench(f"class-count-{env['CLASS_BACKBONE']}-partial-fc", env["CLASS_BACKBONE"], "train", env["REAL_PRECISION"],
+      env["CLASS_BATCH"], nprocs="1,2" if cards >= 2 else "1",
+      extra=["--num-classes", env["CLASS_COUNTS"], "--sample-rate", env["CLASS_RATES"]],
+      timeout=float(env["CLASS_TIMEOUT_S"]))
 
 # real JPEGs: the synthetic-face set, mobilefacenet train at REAL_BATCH / REAL_PRECISION
 real = os.path.join(work, "faces")

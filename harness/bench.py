@@ -8,6 +8,13 @@ gets.  Derived columns are ratios measured in the same invocation:
 ``amp_speedup`` = AMP img/s / FP32 img/s, ``scaling_efficiency`` = img/s at
 N processes / (N x img/s at 1), ``mfu`` = model FLOPs/image x img/s / peak FLOP/s,
 with train FLOPs = 3 x forward FLOPs (see :func:`step_flops`).
+
+Class-count axis (synthetic data): ``num_classes`` x ``sample_rate`` points,
+the latter with the Partial FC head.  Before a point starts, the head's memory
+per process is planned (:func:`head_plan`); a point that cannot fit the card
+(or, on the CPU, this process's share of the host's available memory) is a
+row with status ``skipped (does not fit)`` and one line saying why, never an
+out-of-memory traceback.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from .errors import ArcbenchError
 from .recorder import Recorder
 
 ROW_KEYS = ("device", "device_name", "backbone", "mode", "precision", "nproc", "batch_size", "data",
+            "head", "num_classes", "sample_rate", "head_memory", "head_memory_planned", "reason",
             "throughput_median", "throughput_mean", "latency_p50", "latency_p95", "latency_p99",
             "data_wait_fraction", "peak_memory", "amp_speedup", "scaling_efficiency", "mfu", "mfu_note",
             "flops_per_image", "synthetic", "status", "run_id")
@@ -33,36 +41,110 @@ ROW_KEYS = ("device", "device_name", "backbone", "mode", "precision", "nproc", "
 TRAIN_FLOPS_FACTOR = 3
 
 
-def step_flops(backbone: str, head: str, batch: int, mode: str, num_classes: int = 1000) -> Optional[int]:
-    """Model FLOPs of one step at ``batch`` images, counted on the CPU.
+SKIPPED = "skipped (does not fit)"
+#: a point runs when the head's planned step memory is within this share of the memory it may use
+FIT_FRACTION = 0.9
 
-    eval: the backbone's forward.  train: 3 x the forward of backbone + margin
-    head (the usual MFU convention, as in PaLM/Megatron).  Counting the backward
+
+def head_flops_per_image(backbone: str, head: str, num_classes: int, sample_rate: float = 1.0,
+                         nproc: int = 1) -> int:
+    """Forward FLOPs per image of the margin head's cosine matmul, summed over the processes:
+    ``2 x D x C`` for a full head, ``2 x D x`` the sampled centres for Partial FC."""
+    from .plugins import get_backbone
+    from .plugins.heads.partial_fc import head_flops_per_image as pfc_flops
+
+    dim = get_backbone(backbone).embedding_size
+    if head == "partial_fc":
+        return pfc_flops(dim, num_classes, nproc, sample_rate)
+    return 2 * dim * int(num_classes)
+
+
+def step_flops(backbone: str, head: str, batch: int, mode: str, num_classes: int = 1000,
+               sample_rate: float = 1.0, nproc: int = 1) -> Optional[int]:
+    """Model FLOPs of one step at ``batch`` images (global), counted on the CPU.
+
+    eval: the backbone's forward.  train: 3 x (the backbone's forward + the margin
+    head's cosine matmul, :func:`head_flops_per_image`, which counts only the
+    centres a Partial FC step uses) - the usual MFU convention, as in
+    PaLM/Megatron.  The head is counted analytically, never built: a 2M-class
+    head is gigabytes.  Counting the backward
     with ``torch.utils.flop_counter`` is not used: it charges grouped/depthwise
     convolution backward as if it were dense (MobileFaceNet: 0.44 GFLOPs forward
     but 4.67 GFLOPs "forward+backward" per image), which would inflate MFU ~3.5x.
     """
     from .flops import count_flops
-    from .train import build_face_model
+    from .plugins import create_backbone
 
     probe = 2
-    cfg = RunConfig(backbone=backbone, head=head)
-    face = build_face_model(cfg, num_classes).eval()
+    model = create_backbone(backbone).eval()
     x = torch.randn(probe, 3, 112, 112)
-    y = torch.randint(0, num_classes, (probe,))
 
     def fn():
         with torch.no_grad():
-            if mode == "eval":
-                face.backbone(x)
-            else:
-                face(x, y)
+            model(x)
 
     flops = count_flops(fn)
     if flops is None:
         return None
-    factor = 1 if mode == "eval" else TRAIN_FLOPS_FACTOR
-    return int(flops * factor * batch / probe)
+    if mode == "eval":
+        return int(flops * batch / probe)
+    per_image = flops / probe + head_flops_per_image(backbone, head, num_classes, sample_rate, nproc)
+    return int(TRAIN_FLOPS_FACTOR * per_image * batch)
+
+
+def memory_per_process(device, nproc: int) -> Tuple[Optional[int], str]:
+    """``(bytes one process may use, how that was found)``: the card's total memory on an
+    accelerator; on the CPU, the host's available memory (/proc/meminfo MemAvailable)
+    shared by ``nproc`` processes.  ``(None, reason)`` where it cannot be told."""
+    if device.torch_type == "cpu":
+        avail = host_available_memory()
+        if avail is None:
+            return None, "the host's available memory is unknown"
+        share = f", {avail / nproc / 1e9:.1f} GB per process" if nproc > 1 else ""
+        return avail // nproc, f"the host has {avail / 1e9:.1f} GB available{share}"
+    try:
+        rt = getattr(torch, device.torch_type)
+        total = int(rt.get_device_properties(device.index or 0).total_memory)
+    except Exception:  # a runtime without device properties
+        return None, f"{device.name}'s memory size is unknown"
+    return total, f"the device has {total / 1e9:.1f} GB"
+
+
+def host_available_memory() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def head_plan(backbone: str, head: str, num_classes: int, sample_rate: float, nproc: int,
+              per_process_batch: int, device) -> dict:
+    """What the head will hold per process, planned before a point runs.
+
+    ``head_memory_planned``: centres + gradient + momentum (fp32) of the largest shard
+    (Partial FC) or of the whole replicated head; ``step_memory_planned`` adds one step's
+    sampled copies and ``[batch, centres]`` logit buffers; ``fit_error``: one line when
+    that exceeds :data:`FIT_FRACTION` of :func:`memory_per_process`, else None."""
+    from .plugins import get_backbone
+    from .plugins.heads.partial_fc import head_memory_bytes, head_memory_message, head_step_bytes
+
+    dim = get_backbone(backbone).embedding_size
+    sharded = head == "partial_fc"
+    world = nproc if sharded else 1  # a full head is replicated on every process
+    rate = sample_rate if sharded else 1.0
+    batch = per_process_batch * nproc if sharded else per_process_batch  # Partial FC sees the global batch
+    params = head_memory_bytes(num_classes, dim, world, grad=True)
+    step = head_step_bytes(num_classes, dim, world, batch, rate)
+    limit, where = memory_per_process(device, nproc)
+    error = None
+    if limit is not None and step > FIT_FRACTION * limit:
+        error = (f"{head_memory_message(num_classes, dim, world)}, about {step / 1e9:.1f} GB for a "
+                 f"training step with its gradient and logits; {where}")
+    return {"head_memory_planned": params, "step_memory_planned": step, "fit_error": error}
 
 
 def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
@@ -141,22 +223,44 @@ def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, m
 
 
 def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], nprocs: List[int],
-          mode: str = "train", warmup: int = 5, steps: int = 20, log=None) -> List[dict]:
-    """Run the grid and return one row per point, with the derived ratios filled in."""
+          mode: str = "train", warmup: int = 5, steps: int = 20, log=None,
+          num_classes: Optional[List[int]] = None, sample_rates: Optional[List[float]] = None) -> List[dict]:
+    """Run the grid and return one row per point, with the derived ratios filled in.
+
+    ``num_classes`` (synthetic data) and ``sample_rates`` (Partial FC) are axes too;
+    None: ``base.synthetic_classes`` and ``base.sample_rate``."""
     from . import plugins
 
     device = plugins.require_device(base.device)
     device.bind(0)  # the parent measures eval points and FLOPs itself; workers bind their own cards
     rows = []
-    grid = list(itertools.product(batch_sizes, nprocs, precisions))
-    for i, (bs, n, prec) in enumerate(grid, 1):
+    classes = list(num_classes or [base.synthetic_classes])
+    rates = list(sample_rates or [base.sample_rate])
+    grid = list(itertools.product(classes, rates, batch_sizes, nprocs, precisions))
+    for i, (c, r, bs, n, prec) in enumerate(grid, 1):
+        point = base.replace(device=device.name, synthetic_classes=c, sample_rate=r)
+        what = (f"{c:,} classes" + (f" r={r:g}" if base.head == "partial_fc" else "")
+                if base.train_data == "synthetic" and mode == "train" else "")
         if log:
-            log(f"[{i}/{len(grid)}] {base.backbone} {mode} {prec} batch {bs} x {n} proc on {device.name} ...")
-        s = run_point(base.replace(device=device.name), precision=prec, batch_size=bs, nproc=n, mode=mode,
-                      warmup=warmup, steps=steps)
+            log(f"[{i}/{len(grid)}] {base.backbone} {mode} {prec} batch {bs} x {n} proc"
+                f"{' ' + what if what else ''} on {device.name} ...")
+        plan = {}
+        if mode == "train" and base.train_data == "synthetic":
+            plan = head_plan(base.backbone, base.head, c, r, n, bs, device)
+        if plan.get("fit_error"):
+            if log:
+                log(f"  skipped: {plan['fit_error']}")
+            s = {"status": SKIPPED, "reason": plan["fit_error"], "synthetic": True}
+        else:
+            s = run_point(point, precision=prec, batch_size=bs, nproc=n, mode=mode, warmup=warmup, steps=steps)
         row = {k: s.get(k) for k in ROW_KEYS}
         row.update(device=device.name, backbone=base.backbone, mode=mode, precision=prec, nproc=n,
                    batch_size=bs * n, per_process_batch=bs, data=base.train_data,
+                   head=base.head if mode == "train" else None,
+                   num_classes=s.get("num_classes") or (c if base.train_data == "synthetic" and mode == "train"
+                                                        else None),
+                   sample_rate=s.get("sample_rate") or (r if mode == "train" else None),
+                   head_memory_planned=plan.get("head_memory_planned"),
                    run_dir=s.get("run_id") and os.path.join(os.path.abspath(base.out), s["run_id"]))
         rows.append(row)
     derive(rows, device, base)
@@ -172,7 +276,8 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
 def derive(rows: List[dict], device, base: RunConfig) -> None:
     """Fill amp_speedup, scaling_efficiency and mfu from rows measured side by side."""
     def key(r, **over):
-        d = {k: r[k] for k in ("backbone", "mode", "precision", "nproc", "per_process_batch")}
+        d = {k: r.get(k) for k in ("backbone", "mode", "precision", "nproc", "per_process_batch", "num_classes",
+                                   "sample_rate")}
         d.update(over)
         return tuple(sorted(d.items()))
 
@@ -186,9 +291,10 @@ def derive(rows: List[dict], device, base: RunConfig) -> None:
         one = index.get(key(r, nproc=1))
         r["scaling_efficiency"] = (thr / (r["nproc"] * one["throughput_median"])) if (
             one and thr and one.get("throughput_median")) else None
-        fk = (r["backbone"], r["mode"])
+        fk = (r["backbone"], r["mode"], r.get("num_classes"), r.get("sample_rate"), r["nproc"])
         if fk not in flops_cache:
-            per_img = step_flops(r["backbone"], base.head, 1, r["mode"], base.synthetic_classes)
+            per_img = step_flops(r["backbone"], base.head, 1, r["mode"], r.get("num_classes") or base.synthetic_classes,
+                                 r.get("sample_rate") or 1.0, r["nproc"])
             flops_cache[fk] = per_img
         per_img = flops_cache[fk]
         r["flops_per_image"] = per_img

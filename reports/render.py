@@ -25,7 +25,10 @@ TABLE_COLUMNS = ["run_id", "date", "status", "device", "backbone", "precision", 
                  "eval_set", "throughput_median", "peak_memory", "lfw_accuracy", "reference_check"]
 #: default columns hidden, in this order, while the table is wider than the terminal; the last ones
 #: only after long text has been cut as far as it goes (a very narrow terminal)
-TABLE_DROP_ORDER = ["eval_set", "peak_memory", "date", "nproc", "precision"]
+TABLE_DROP_ORDER = ["eval_set", "peak_memory", "date", "nproc", "sample_rate", "num_classes", "precision"]
+#: added to the default table (after the batch) when a run used a Partial FC sample rate or the
+#: runs differ in class count: the head's size then drives memory and throughput
+CLASS_COLUMNS = ["num_classes", "sample_rate"]
 TABLE_LAST_RESORT = ["batch_size", "train_set", "device", "backbone", "status"]
 #: short headers for the terminal table (csv, json, md and --columns use the column names)
 TABLE_HEADERS = {"throughput_median": "img/s", "lfw_accuracy": "accuracy", "reference_check": "check",
@@ -34,7 +37,7 @@ TABLE_HEADERS = {"throughput_median": "img/s", "lfw_accuracy": "accuracy", "refe
                  "lfw_accuracy_std": "acc std", "throughput_mean": "img/s mean",
                  "base_runs": "base n", "new_runs": "new n", "base_throughput": "base img/s",
                  "new_throughput": "new img/s", "throughput_change_pct": "change", "change_interval": "95% interval",
-                 "accuracy_change_points": "acc pts"}
+                 "accuracy_change_points": "acc pts", "num_classes": "classes", "sample_rate": "r"}
 #: text columns that may be cut (with an ellipsis in the middle) to fit, and the width they keep at least
 SHRINKABLE = {"run_id": 14, "reason": 12, "path": 16, "device_name": 12, "train_set": 10, "eval_set": 10,
               "backbone": 10, "weights": 10, "reference_check": 17, "train_set_raw": 10, "eval_set_raw": 10,
@@ -176,6 +179,18 @@ def _width(d: pd.DataFrame, headers: Sequence[str], gap: int = 2) -> int:
     return sum(widths) + gap * max(0, len(widths) - 1)
 
 
+def default_table_columns(df: pd.DataFrame) -> List[str]:
+    """:data:`TABLE_COLUMNS`, plus :data:`CLASS_COLUMNS` after the batch when a run has a sample
+    rate below 1 or the class counts differ between runs."""
+    cols = list(TABLE_COLUMNS)
+    rates = pd.to_numeric(df["sample_rate"], errors="coerce") if "sample_rate" in df.columns else None
+    classes = df["num_classes"].dropna() if "num_classes" in df.columns else None
+    if (rates is not None and bool((rates < 1).any())) or (classes is not None and classes.nunique() > 1):
+        at = cols.index("batch_size") + 1
+        cols[at:at] = CLASS_COLUMNS
+    return cols
+
+
 def fit_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, width: Optional[int] = None,
               drop: Sequence[str] = (), rows_are: str = "run(s)",
               more: str = "--columns all or --columns a,b,c shows others") -> str:
@@ -188,7 +203,7 @@ def fit_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, width: 
     """
     if not len(df):
         return "(no runs)"
-    cols = [c for c in (columns or TABLE_COLUMNS) if c in df.columns]
+    cols = [c for c in (columns or default_table_columns(df)) if c in df.columns]
     d = display(df, cols)
     for c in ("train_set", "eval_set"):
         if c in d.columns:

@@ -19,7 +19,9 @@ def _csv(kind):
 @main.command("bench", context_settings={"max_content_width": 110})
 @click.option("--device", default="auto", show_default=True, help="Device plugin, or auto.")
 @click.option("--backbone", default="mobilefacenet", show_default=True, help="Backbone plugin.")
-@click.option("--head", default="arcface", show_default=True, help="Margin head (train mode).")
+@click.option("--head", default=None,
+              help="Margin head (train mode): arcface (default), cosface, combined, partial_fc "
+                   "(the default when --sample-rate is given).")
 @click.option("--precision", default="fp32,amp", show_default=True, callback=_csv(str),
               help="Comma-separated: fp32, amp. AMP speedup = amp img/s / fp32 img/s.")
 @click.option("--batch-size", default="64", show_default=True, callback=_csv(int),
@@ -34,11 +36,16 @@ def _csv(kind):
               help="train: forward+backward+step; eval: embedding forward only.")
 @click.option("--compile", is_flag=True, help="torch.compile the model.")
 @click.option("--workers", type=int, default=None, help="DataLoader workers for real data.")
-@click.option("--classes", default=1000, show_default=True, type=int, help="Head classes on synthetic data.")
+@click.option("--num-classes", "--classes", "classes", default="1000", show_default=True, callback=_csv(int),
+              help="Comma-separated head class counts on synthetic data, e.g. 10575,93431,2000000 "
+                   "(CASIA-WebFace, MS1MV3, WebFace42M identities).")
+@click.option("--sample-rate", default=None, callback=lambda c, p, v: None if v is None else _csv(float)(c, p, v),
+              help="Comma-separated Partial FC sample rates, e.g. 1.0,0.1 (implies --head partial_fc). "
+                   "A point whose head cannot fit the memory is skipped with one line saying why.")
 @click.option("--out", default="runs", show_default=True, help="Each grid point is saved as a run under OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
 def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, steps, data, mode, compile,
-              workers, classes, out, as_json):
+              workers, classes, sample_rate, out, as_json):
     """Measure speed over a grid of precision x batch size x processes.
 
     Every point runs WARMUP steps, then STEPS timed steps with the device synchronised
@@ -47,6 +54,10 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     per image x img/s / the device plugin's peak; forward FLOPs from torch.utils.flop_counter,
     train FLOPs = 3 x forward; empty when the peak is unknown, e.g. on CPU). Synthetic data
     is labelled synthetic.
+
+    Class counts and Partial FC sample rates are axes too (--num-classes, --sample-rate):
+    rows add the head's per-process memory (centres, gradient, optimiser state) and FLOPs
+    count only the sampled centres.
     """
     from ..bench import bench
     from ..config import RunConfig
@@ -59,11 +70,22 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         raise ArcbenchError("--steps must be positive and --warmup not negative")
     if any(b <= 0 for b in batch_size) or any(n <= 0 for n in nproc):
         raise ArcbenchError("--batch-size and --nproc must be positive")
+    if not classes or any(c <= 0 for c in classes):
+        raise ArcbenchError("--num-classes must be positive")
+    if data != "synthetic" and len(classes) > 1:
+        raise ArcbenchError("--num-classes is an axis for synthetic data; real data has its own classes")
+    head = head or ("partial_fc" if sample_rate else "arcface")
+    rates = sample_rate or [1.0]
+    for r in rates:
+        if not 0.0 < r <= 1.0:
+            raise ArcbenchError(f"--sample-rate must be in (0, 1], got {r}")
+    if head != "partial_fc" and rates != [1.0]:
+        raise ArcbenchError(f"--sample-rate applies to --head partial_fc, not {head}")
     base = RunConfig(device=device, backbone=backbone, head=head, train_data=data, compile=compile,
-                     workers=workers, synthetic_classes=classes, out=out)
+                     workers=workers, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
     log = None if as_json else (lambda m: click.echo(m, err=True))
     rows = bench(base, precisions=precision, batch_sizes=batch_size, nprocs=nproc, mode=mode,
-                 warmup=warmup, steps=steps, log=log)
+                 warmup=warmup, steps=steps, log=log, num_classes=classes, sample_rates=rates)
     if as_json:
         echo_json(rows)
         return
@@ -71,7 +93,8 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     for r in rows:
         show.append({
             "backbone": r["backbone"], "mode": r["mode"], "precision": r["precision"], "nproc": r["nproc"],
-            "batch": r["batch_size"], "img/s": _f(r.get("throughput_median"), ".1f"),
+            "batch": r["batch_size"], **_class_columns(r, classes, rates),
+            "img/s": _f(r.get("throughput_median"), ".1f"),
             "p50 ms": _f(r.get("latency_p50") and r["latency_p50"] * 1e3, ".1f"),
             "p99 ms": _f(r.get("latency_p99") and r["latency_p99"] * 1e3, ".1f"),
             "data wait": _f(r.get("data_wait_fraction"), ".1%"),
@@ -81,9 +104,23 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
             "mfu": _f(r.get("mfu"), ".1%"), "status": r.get("status"),
         })
     echo_table(show)
+    for r in rows:
+        if r.get("status") == "skipped (does not fit)":
+            click.echo(f"skipped: {r['num_classes']:,} classes, r={r['sample_rate']:g}, {r['nproc']} proc: "
+                       f"{r['reason']}")
     if rows and rows[0].get("synthetic"):
         click.echo("(synthetic data: compute throughput only)")
     click.echo(f"runs saved under {out}/  ->  arcbench report {out}")
+
+
+def _class_columns(r: dict, classes, rates) -> dict:
+    """classes, r and the head's memory per process: shown when the grid varies them or the
+    head is Partial FC (the numbers then matter)."""
+    if len(classes) == 1 and rates == [1.0] and r.get("head") != "partial_fc":
+        return {}
+    mem = r.get("head_memory") or r.get("head_memory_planned")
+    return {"classes": _f(r.get("num_classes"), ","), "r": _f(r.get("sample_rate"), "g"),
+            "head MiB": _f(mem and mem / 2**20, ".0f") + ("" if r.get("head_memory") or not mem else " (plan)")}
 
 
 def _f(v, spec):
