@@ -107,36 +107,51 @@ def check_writable(path: str, need_bytes: int = 1 << 20) -> None:
 
 
 class RunLock:
-    """Holds ``run_dir/.lock`` (``flock``) while a process trains into the run directory.
+    """Holds ``run_dir/.lock`` while a process trains into the run directory.
 
     A second ``--resume`` of a run that is still going fails at once instead of two
-    processes writing the same files.  The kernel drops the lock when the holder dies
-    (even by ``kill -9``), so a crashed run never stays locked.  No-op without ``fcntl``.
+    processes writing the same files.  The lock is a POSIX record lock (``lockf``): the
+    kernel drops it when the holder dies (even by ``kill -9``), so a crashed run never
+    stays locked, and -- unlike ``flock`` -- a forked child (a DataLoader worker) does not
+    share it, so workers that outlive an interrupt cannot keep a ``--resume`` out.  The
+    descriptor is close-on-exec.  Within one process a second holder is refused too.
+    No-op without ``fcntl``.
     """
+
+    _held: set = set()  # run directories locked by this process (POSIX locks do not conflict in-process)
 
     def __init__(self, run_dir: str):
         self.run_dir = run_dir
         self.fd: Optional[int] = None
+
+    def _in_use(self) -> ArcbenchError:
+        return ArcbenchError("the run directory is in use by another arcbench process "
+                             "(is that run still going?)", self.run_dir)
 
     def acquire(self) -> "RunLock":
         try:
             import fcntl
         except ImportError:
             return self
-        fd = os.open(os.path.join(self.run_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        key = os.path.realpath(self.run_dir)
+        if key in RunLock._held:
+            raise self._in_use()
+        fd = os.open(os.path.join(self.run_dir, ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                     0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise ArcbenchError("the run directory is in use by another arcbench process "
-                                "(is that run still going?)", self.run_dir) from None
+            raise self._in_use() from None
         self.fd = fd
+        RunLock._held.add(key)
         return self
 
     def release(self) -> None:
         if self.fd is not None:
-            os.close(self.fd)
+            os.close(self.fd)  # closing drops the POSIX lock
             self.fd = None
+            RunLock._held.discard(os.path.realpath(self.run_dir))
 
 
 def git_commit() -> Optional[str]:

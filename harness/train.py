@@ -183,6 +183,9 @@ class Trainer:
         #: True inside the step loop, where a first signal waits for the step boundary
         self.in_steps = False
         self._resume_rng = None
+        self.epoch_loss = [0.0, 0]
+        #: the run directory, where ranks other than 0 keep their own RNG streams (None: not recorded)
+        self.run_dir: Optional[str] = None
 
     # ---------------------------------------------------------------- resume
     def restore(self, path: str) -> None:
@@ -210,6 +213,10 @@ class Trainer:
         self.best_accuracy = state.get("best_accuracy")
         self.history = state.get("history") or self.history
         self._resume_rng = state["rng"]
+        self.epoch_loss = list(state.get("epoch_loss") or [0.0, 0])  # the epoch's running loss so far
+        own = train_state.load_rank_rng(self.run_dir, self.rank, self.global_step)
+        if own is not None:  # this rank's own RNG streams, not rank 0's
+            self._resume_rng = state["rng"] = own
         timing = state.get("timing") or {}
         if "data" in timing:  # the timed steps of earlier segments (rank 0's; DDP ranks step in lock-step)
             self.data_times = timing["data"].tolist()
@@ -232,6 +239,8 @@ class Trainer:
             from .plugins.heads.partial_fc import full_state
 
             head_full = full_state(self.face.head, self.optimizer)  # a collective
+        if not self.is_main and self.run_dir:
+            train_state.save_rank_rng(self.run_dir, self.rank, self.global_step, self.device)
         if not (self.is_main and self.rec):
             return
         kwargs = dict(face_model=self.face, head_full=head_full, optimizer=self.optimizer, scheduler=self.scheduler,
@@ -240,7 +249,7 @@ class Trainer:
                       device=self.device, timing={
                           "data": torch.tensor(self.data_times, dtype=torch.float64),
                           "compute": torch.tensor(self.compute_times, dtype=torch.float64),
-                          "samples": self.samples})
+                          "samples": self.samples}, epoch_loss=list(self.epoch_loss))
         train_state.save(self.rec.path("checkpoints", "last.pt"), **kwargs)
         if tag:
             train_state.save(self.rec.path("checkpoints", f"{tag}.pt"), **kwargs)
@@ -293,6 +302,8 @@ class Trainer:
         if self.step_in_epoch == 0:
             raise ArcbenchError(f"epoch {self.epoch + 1} produced no usable batch "
                                 f"({getattr(self.data, 'bad_images', 0)} bad images so far)", self.cfg.train_data)
+        if steps <= self.step_in_epoch < self.steps_per_epoch:
+            return  # --max-steps ended the run inside this epoch: a resume that extends it goes on here
         # a loader that ran dry early (bad batches dropped) still ends the epoch
         epoch_loss = loss_sum / max(1, loss_count)
         self.history["epoch_loss"].append(epoch_loss)
@@ -306,7 +317,8 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         buf = torch.zeros(max(1, cfg.log_interval), device=self.tdev)
         pending = []  # (global_step, lr, data_time, compute_time) since the last flush
-        loss_sum, loss_count = 0.0, 0
+        if self.step_in_epoch == 0:
+            self.epoch_loss = [0.0, 0]  # sum and count of the losses read this epoch (checkpointed)
         images_per_step = cfg.per_process_batch
         cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
         while self.step_in_epoch < steps:
@@ -333,21 +345,22 @@ class Trainer:
                 self.compute_times.append(t2 - t1)
             if bar is not None:
                 bar.update(1)
-            if len(pending) == buf.numel() or self.step_in_epoch >= steps:
-                s, c = self._flush(buf, pending, bar, images_per_step)
-                loss_sum, loss_count = loss_sum + s, loss_count + c
+            checkpoint_due = bool(cfg.checkpoint_steps) and self.global_step % cfg.checkpoint_steps == 0
+            if pending and (len(pending) == buf.numel() or self.step_in_epoch >= steps or checkpoint_due
+                            or self.stop_requested):
+                # a checkpoint or a stop also flushes: every step before it is logged and in the epoch loss
+                self._add_epoch_loss(*self._flush(buf, pending, bar, images_per_step))
                 pending = []
-            if cfg.checkpoint_steps and self.global_step % cfg.checkpoint_steps == 0 and not pending:
+            if checkpoint_due:
                 self.save_checkpoint()
             if self.stop_requested:
-                # a signal arrived: stop at this step boundary, with every finished step logged
-                if pending:
-                    self._flush(buf, pending, bar, images_per_step)
                 raise KeyboardInterrupt(self.stop_requested)
         if pending:
-            s, c = self._flush(buf, pending, bar, images_per_step)
-            loss_sum, loss_count = loss_sum + s, loss_count + c
-        return loss_sum, loss_count
+            self._add_epoch_loss(*self._flush(buf, pending, bar, images_per_step))
+        return tuple(self.epoch_loss)
+
+    def _add_epoch_loss(self, total: float, count: int) -> None:
+        self.epoch_loss = [self.epoch_loss[0] + total, self.epoch_loss[1] + count]
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One optimisation step (forward, loss, backward, optimizer, scaler) on a batch already

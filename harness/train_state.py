@@ -65,7 +65,8 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 def save(path: str, *, face_model, optimizer, scheduler, scaler, epoch: int, step_in_epoch: int,
          global_step: int, best_accuracy: Optional[float], history: dict, device=None,
-         head_full: Optional[dict] = None, timing: Optional[dict] = None) -> None:
+         head_full: Optional[dict] = None, timing: Optional[dict] = None,
+         epoch_loss: Optional[list] = None) -> None:
     """``head_full``: a sharded head's world-size independent state (Partial FC's
     ``full_state``), stored instead of this rank's shard; the centres' per-row optimiser
     state lives in it, so it is left out of ``optimizer``.  ``timing``: the per-step
@@ -93,6 +94,7 @@ def save(path: str, *, face_model, optimizer, scheduler, scaler, epoch: int, ste
         "history": history,
         "rng": rng_state(device),
         "timing": timing or {},
+        "epoch_loss": epoch_loss or [0.0, 0],
     }, path)
 
 
@@ -103,6 +105,30 @@ def load(path: str, map_location="cpu") -> dict:
 
         raise ArcbenchError("not an arcbench training checkpoint", path)
     return state
+
+
+def _rank_rng_path(run_dir: str, rank: int) -> str:
+    return os.path.join(run_dir, "checkpoints", f"rng.rank{rank}.pt")
+
+
+def save_rank_rng(run_dir: str, rank: int, global_step: int, device=None) -> None:
+    """A rank other than 0 keeps its own RNG streams beside rank 0's checkpoint (same node only)."""
+    os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+    atomic.torch_save({"format": FORMAT, "global_step": int(global_step), "rng": rng_state(device)},
+                      _rank_rng_path(run_dir, rank))
+
+
+def load_rank_rng(run_dir: Optional[str], rank: int, global_step: int) -> Optional[dict]:
+    """This rank's RNG state saved at ``global_step``, or None (rank 0, another node, or a stale file)."""
+    if not run_dir or rank == 0:
+        return None
+    path = _rank_rng_path(run_dir, rank)
+    if not os.path.exists(path):
+        return None
+    state = load_file(path)
+    if not isinstance(state, dict) or state.get("global_step") != int(global_step):
+        return None
+    return state["rng"]
 
 
 def latest(run_dir: str) -> Optional[str]:

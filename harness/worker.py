@@ -100,6 +100,7 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
             rec.update_summary(train_set=train_set, eval_set=getattr(vset, "name", None),
                                synthetic=bool(rec.summary.get("synthetic") or getattr(data, "synthetic", False)))
         trainer = Trainer(cfg, device, data, vset, rec, rank=rank, world_size=world_size, log=_say)
+        trainer.run_dir = run_dir or None  # ranks > 0 keep their own RNG streams there
         previous_handlers = _stop_on_signals(trainer)
         from . import train_state
 
@@ -123,6 +124,8 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
             rec.log((), {k: v for k, v in results.items() if isinstance(v, (int, float)) and v is not None})
         return rec.summary if rec else results
     except KeyboardInterrupt:
+        if not rec and trainer is not None and ready and not getattr(trainer, "hard_stop", False):
+            trainer.save_checkpoint()  # ranks > 0: their own RNG streams, beside rank 0's checkpoint
         if rec:
             # never overwrite a good checkpoint with a half-built or mid-step state
             if trainer is not None and ready and not getattr(trainer, "hard_stop", False):

@@ -266,3 +266,23 @@ def test_a_resumed_run_summarises_the_whole_run_and_a_completed_run_is_never_rew
     s3 = json.loads((rd / "summary.json").read_text())
     assert s3["status"] == "completed" and s3["steps"] == 18 and s3["samples"] == 18 * 8
     assert len(s3["segments"]) == 3 and s3["segments"][:2] == segs
+
+
+@pytest.mark.slow
+def test_the_embedded_default_run_is_deterministic(tmp_path):
+    """The README's figures come from `arcbench run` on the embedded set: a shortened run of that
+    exact configuration gives identical per-step losses and accuracy twice, so a figure that moves
+    is a code change, not drift."""
+    def once(out):
+        result = CliRunner().invoke(main, ["run", "--max-steps", "3", "--log-interval", "1", "--quiet",
+                                           "--out", str(out)])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        rd = only_run_dir(out)
+        cfg = json.loads((rd / "config.json").read_text())
+        return step_losses(rd), json.loads((rd / "summary.json").read_text()), cfg
+
+    losses_a, summary_a, cfg = once(tmp_path / "a")
+    losses_b, summary_b, _ = once(tmp_path / "b")
+    assert cfg["backbone"] == "mobilefacenet" and cfg["train_data"].endswith("train") and cfg["seed"] == 0
+    assert len(losses_a) == 3 and losses_a == losses_b
+    assert summary_a["lfw_accuracy"] == summary_b["lfw_accuracy"] is not None

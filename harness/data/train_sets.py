@@ -67,12 +67,18 @@ class TrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.reader) if self.reader is not None else len(self.paths)
 
-    def _flip(self) -> bool:
-        # torch RNG: DataLoader seeds it per worker, so flips are reproducible for a seed.
-        return self.augment and bool(torch.randint(0, 2, (1,)).item())
+    #: seeds the augmentation; :class:`TrainLoader` sets it to the run's seed
+    flip_seed = 0
 
-    def __getitem__(self, i: int):
-        flip = self._flip()
+    def _flip(self, epoch: int, i: int) -> bool:
+        # a function of (seed, epoch, sample), not of any process's RNG state: the same sample
+        # flips the same way with or without loader workers, and after a resume
+        return self.augment and augment_bit(self.flip_seed, epoch, i)
+
+    def __getitem__(self, key):
+        """``key``: a sample index, or ``(epoch, index)`` as :class:`TrainLoader`'s sampler yields."""
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        flip = self._flip(epoch, i)
         if self.reader is not None:
             key = self.reader.keys[i]
             where = f"{self.reader.rec_path}#{key}"
@@ -98,6 +104,36 @@ class TrainSet(Dataset):
 
     def __repr__(self) -> str:
         return f"TrainSet(name={self.name!r}, images={len(self)}, num_classes={self.num_classes})"
+
+
+def augment_bit(seed: int, epoch: int, index: int) -> bool:
+    """One pseudo-random bit from ``(seed, epoch, index)`` (splitmix64 finaliser): cheap,
+    stateless, and identical in every process."""
+    mask = (1 << 64) - 1
+    z = (int(seed) * 0x9E3779B97F4A7C15 + int(epoch) * 0xBF58476D1CE4E5B9 + int(index) * 0x94D049BB133111EB) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return bool((z ^ (z >> 31)) & 1)
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(epoch, index)`` so each sample's augmentation depends on the epoch too,
+    decided in the main process (persistent workers never see ``set_epoch``)."""
+
+    def __init__(self, sampler: DistributedSampler):
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((epoch, i) for i in self.sampler)
 
 
 def _check_mode(mode: str) -> None:
@@ -222,8 +258,11 @@ class TrainLoader:
         self.epoch = 0
         if len(dataset) < world_size:
             raise ArcbenchError(f"{len(dataset)} training images cannot be split over {world_size} ranks")
-        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                                          seed=seed, drop_last=False)
+        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                          drop_last=False)
+        if isinstance(dataset, TrainSet):  # its augmentation takes (epoch, index) keys
+            self.sampler = _EpochSampler(self.sampler)
+            dataset.flip_seed = int(seed)
         if drop_last and len(self.sampler) < self.batch_size:
             raise ArcbenchError(f"batch size {batch_size} is larger than this rank's {len(self.sampler)} "
                                 f"training images; lower the batch size")
