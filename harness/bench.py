@@ -23,6 +23,7 @@ import os
 import time
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from .config import RunConfig
@@ -193,7 +194,9 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
 
 
 def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, mode: str,
-              warmup: int, steps: int) -> dict:
+              warmup: int, steps: int, fresh_process: bool = False) -> dict:
+    """One grid point as a short run; ``fresh_process`` runs even one process through the launcher,
+    so repeats share no warm caches, allocator state or compiled kernels."""
     from . import runner
 
     cfg = base.replace(precision=precision, batch_size=batch_size * nproc, nproc=nproc, mode="bench",
@@ -214,7 +217,7 @@ def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, m
         rec.close()
         return summary
     try:
-        run_dir, summary = runner.execute(cfg)
+        run_dir, summary = runner.execute(cfg, fresh_process=fresh_process)
     except runner.RunFailed as exc:
         return {"status": "failed", "reason": str(exc), "precision": precision, "nproc": nproc,
                 "batch_size": batch_size * nproc}
@@ -224,8 +227,12 @@ def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, m
 
 def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], nprocs: List[int],
           mode: str = "train", warmup: int = 5, steps: int = 20, log=None,
-          num_classes: Optional[List[int]] = None, sample_rates: Optional[List[float]] = None) -> List[dict]:
+          num_classes: Optional[List[int]] = None, sample_rates: Optional[List[float]] = None,
+          repeat: int = 1) -> List[dict]:
     """Run the grid and return one row per point, with the derived ratios filled in.
+
+    ``repeat`` > 1 measures each point that many times, each in a fresh process, and
+    reports the median over repeats with the spread (as MLPerf reports its results).
 
     ``num_classes`` (synthetic data) and ``sample_rates`` (Partial FC) are axes too;
     None: ``base.synthetic_classes`` and ``base.sample_rate``."""
@@ -247,13 +254,12 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
         plan = {}
         if mode == "train" and base.train_data == "synthetic":
             plan = head_plan(base.backbone, base.head, c, r, n, bs, device)
-        if plan.get("fit_error"):
-            if log:
-                log(f"  skipped: {plan['fit_error']}")
+        if plan.get("fit_error"):  # the command prints the one line with the table
             s = {"status": SKIPPED, "reason": plan["fit_error"], "synthetic": True}
         else:
-            s = run_point(point, precision=prec, batch_size=bs, nproc=n, mode=mode, warmup=warmup, steps=steps)
-        row = {k: s.get(k) for k in ROW_KEYS}
+            s = over_repeats([run_point(point, precision=prec, batch_size=bs, nproc=n, mode=mode, warmup=warmup,
+                                        steps=steps, fresh_process=repeat > 1) for _ in range(max(1, repeat))])
+        row = {k: s.get(k) for k in ROW_KEYS + REPEAT_KEYS}
         row.update(device=device.name, backbone=base.backbone, mode=mode, precision=prec, nproc=n,
                    batch_size=bs * n, per_process_batch=bs, data=base.train_data,
                    head=base.head if mode == "train" else None,
@@ -271,6 +277,31 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
                 mfu=row["mfu"], mfu_note=row["mfu_note"], flops_per_image=row["flops_per_image"],
                 precision_label=row["precision"])
     return rows
+
+
+REPEAT_KEYS = ("repeats", "throughput_repeats", "throughput_spread", "throughput_min", "throughput_max",
+               "repeat_run_ids")
+
+
+def over_repeats(summaries: List[dict]) -> dict:
+    """The median repeat's summary, with every repeat's throughput and their spread.
+
+    ``throughput_spread`` = (max - min) / median over the repeats; a repeat that did not
+    complete makes the point failed (its reason is kept)."""
+    if len(summaries) == 1:
+        return summaries[0]
+    bad = [s for s in summaries if s.get("status") != "completed"]
+    if bad:
+        return {**bad[0], "repeats": len(summaries)}
+    by_speed = sorted(summaries, key=lambda s: s.get("throughput_median") or 0.0)
+    values = [s.get("throughput_median") or 0.0 for s in by_speed]
+    median = float(np.median(values))
+    middle = by_speed[len(by_speed) // 2]
+    return {**middle, "throughput_median": median, "repeats": len(summaries),
+            "throughput_repeats": [s.get("throughput_median") for s in summaries],
+            "throughput_min": values[0], "throughput_max": values[-1],
+            "throughput_spread": (values[-1] - values[0]) / median if median else None,
+            "repeat_run_ids": [s.get("run_id") for s in summaries]}
 
 
 def derive(rows: List[dict], device, base: RunConfig) -> None:

@@ -17,9 +17,28 @@ from .errors import ArcbenchError
 from .recorder import Recorder
 
 
+def _single_node_port(cfg: RunConfig) -> int:
+    """The rendezvous port: as given for several nodes; on one node a busy port (another run,
+    a bench repeat) is swapped for a free one, since no other node needs to know it."""
+    import socket
+
+    if cfg.nnodes > 1:
+        return cfg.master_port
+    with socket.socket() as s:
+        try:
+            s.bind((cfg.master_addr, cfg.master_port))
+            return cfg.master_port
+        except OSError:
+            pass
+    with socket.socket() as s:
+        s.bind((cfg.master_addr, 0))
+        return s.getsockname()[1]
+
+
 def launch_config(cfg: RunConfig, monitor_interval: float = 0.5):
     from torch.distributed.launcher.api import LaunchConfig
 
+    cfg = cfg.replace(master_port=_single_node_port(cfg))
     endpoint = f"{cfg.master_addr}:{cfg.master_port}"
     return LaunchConfig(
         min_nodes=cfg.nnodes, max_nodes=cfg.nnodes, nproc_per_node=cfg.nproc,

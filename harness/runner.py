@@ -188,8 +188,11 @@ def _remove_stale_temporaries(run_dir: str) -> None:
                     pass
 
 
-def execute(cfg: RunConfig, resume: Optional[str] = None, log=print) -> Tuple[str, dict]:
-    """Run training (or eval) end to end; returns ``(run_dir, summary)``."""
+def execute(cfg: RunConfig, resume: Optional[str] = None, log=print,
+            fresh_process: bool = False) -> Tuple[str, dict]:
+    """Run training (or eval) end to end; returns ``(run_dir, summary)``.
+
+    ``fresh_process``: even one process is started through the launcher (``bench --repeat``)."""
     try:
         cfg, run_dir, device = prepare(cfg, resume)
     except BaseException:
@@ -201,7 +204,7 @@ def execute(cfg: RunConfig, resume: Optional[str] = None, log=print) -> Tuple[st
     try:
         if run_dir and lock is None:
             lock = RunLock(run_dir).acquire()
-        return _execute(cfg, run_dir, device, resume, log)
+        return _execute(cfg, run_dir, device, resume, log, fresh_process)
     except (KeyboardInterrupt, RunFailed) as exc:
         exc.run_dir = run_dir  # the command line prints the exact resume command
         raise
@@ -210,14 +213,15 @@ def execute(cfg: RunConfig, resume: Optional[str] = None, log=print) -> Tuple[st
             lock.release()
 
 
-def _execute(cfg: RunConfig, run_dir: str, device, resume: Optional[str], log) -> Tuple[str, dict]:
+def _execute(cfg: RunConfig, run_dir: str, device, resume: Optional[str], log,
+             fresh_process: bool = False) -> Tuple[str, dict]:
     if run_dir and not cfg.quiet:
         log(f"arcbench: run directory {run_dir}")
     start = time.time()
     try:
         if cfg.mode == "eval":
             summary = evaluate_only(cfg, run_dir, device)
-        elif cfg.world_size == 1:
+        elif cfg.world_size == 1 and not fresh_process:
             from .worker import worker_main
 
             summary = worker_main(cfg.to_dict(), run_dir, bool(resume), rank=0, local_rank=0, world_size=1)

@@ -122,3 +122,37 @@ def test_fp32_rows_on_tf32_gpus_use_the_tf32_peak_and_say_so(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     assert torch.backends.cuda.matmul.allow_tf32 is False  # torch's default
     assert gpu.precision_label("fp32") == "fp32" and gpu.peak_flops(torch.float32) == 67e12
+
+
+def test_repeat_runs_each_point_in_fresh_processes_and_reports_median_and_spread(tmp_path, monkeypatch):
+    import numpy as np
+
+    from arcbench import launcher
+
+    launched = []
+    real = launcher.launch
+    monkeypatch.setattr(launcher, "launch", lambda cfg, *a, **k: launched.append(cfg.nproc) or real(cfg, *a, **k))
+    (row,) = bench(tmp_path, "--precision", "fp32", "--batch-size", "4", "--repeat", "2")
+    assert launched == [1, 1]  # each repeat a process of its own, through the launcher
+    assert row["status"] == "completed" and row["repeats"] == 2
+    values = row["throughput_repeats"]
+    assert len(values) == 2 and all(v > 0 for v in values)
+    assert row["throughput_median"] == pytest.approx(float(np.median(values)))
+    assert row["throughput_spread"] == pytest.approx((max(values) - min(values)) / np.median(values))
+    assert len(set(row["repeat_run_ids"])) == 2  # one run directory per repeat
+    for run_id in row["repeat_run_ids"]:
+        s = json.loads((tmp_path / "runs" / run_id / "summary.json").read_text())
+        assert s["status"] == "completed" and s["card_per_rank"] == [0]
+
+
+def test_over_repeats_with_planted_figures():
+    from arcbench.bench import over_repeats
+
+    runs = [{"status": "completed", "throughput_median": t, "run_id": f"r{i}", "latency_p50": 1 / t}
+            for i, t in enumerate((100.0, 80.0, 120.0, 90.0, 110.0))]
+    out = over_repeats(runs)
+    assert out["throughput_median"] == 100.0 and out["repeats"] == 5
+    assert out["throughput_spread"] == pytest.approx((120 - 80) / 100)
+    assert out["latency_p50"] == pytest.approx(1 / 100)  # the median repeat's own figures
+    failed = over_repeats(runs[:2] + [{"status": "failed", "reason": "boom"}])
+    assert failed["status"] == "failed" and failed["reason"] == "boom"

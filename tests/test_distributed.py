@@ -73,3 +73,17 @@ def test_two_nodes_on_localhost_complete_a_short_run(tmp_path):
     assert s["status"] == "completed" and s["nnodes"] == 2
     assert s["samples_per_rank"] == [24, 24]
     assert not out1.exists() or not any(out1.iterdir())
+
+
+def test_a_busy_port_is_swapped_on_one_node_but_kept_across_nodes():
+    from arcbench.config import RunConfig
+    from arcbench.launcher import _single_node_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        one = RunConfig(master_addr="127.0.0.1", master_port=port, nproc=2)
+        assert _single_node_port(one) != port
+        assert _single_node_port(one.replace(nnodes=2)) == port  # every node must name the same port
+    assert _single_node_port(one) == port  # free again: kept as given

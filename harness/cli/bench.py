@@ -42,10 +42,13 @@ def _csv(kind):
 @click.option("--sample-rate", default=None, callback=lambda c, p, v: None if v is None else _csv(float)(c, p, v),
               help="Comma-separated Partial FC sample rates, e.g. 1.0,0.1 (implies --head partial_fc). "
                    "A point whose head cannot fit the memory is skipped with one line saying why.")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Measure each grid point N times, each in a fresh process; rows report the median over "
+                   "repeats and the spread ((max - min) / median), as MLPerf reports its results.")
 @click.option("--out", default="runs", show_default=True, help="Each grid point is saved as a run under OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
 def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, steps, data, mode, compile,
-              workers, classes, sample_rate, out, as_json):
+              workers, classes, sample_rate, repeat, out, as_json):
     """Measure speed over a grid of precision x batch size x processes.
 
     Every point runs WARMUP steps, then STEPS timed steps with the device synchronised
@@ -85,7 +88,7 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
                      workers=workers, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
     log = None if as_json else (lambda m: click.echo(m, err=True))
     rows = bench(base, precisions=precision, batch_sizes=batch_size, nprocs=nproc, mode=mode,
-                 warmup=warmup, steps=steps, log=log, num_classes=classes, sample_rates=rates)
+                 warmup=warmup, steps=steps, log=log, num_classes=classes, sample_rates=rates, repeat=repeat)
     if as_json:
         echo_json(rows)
         return
@@ -95,6 +98,7 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
             "backbone": r["backbone"], "mode": r["mode"], "precision": r["precision"], "nproc": r["nproc"],
             "batch": r["batch_size"], **_class_columns(r, classes, rates),
             "img/s": _f(r.get("throughput_median"), ".1f"),
+            **({"spread": _f(r.get("throughput_spread"), ".1%")} if repeat > 1 else {}),
             "p50 ms": _f(r.get("latency_p50") and r["latency_p50"] * 1e3, ".1f"),
             "p99 ms": _f(r.get("latency_p99") and r["latency_p99"] * 1e3, ".1f"),
             "data wait": _f(r.get("data_wait_fraction"), ".1%"),
