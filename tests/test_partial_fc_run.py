@@ -283,6 +283,7 @@ def test_two_million_classes_train_at_two_processes_within_memory(tmp_path):
     if avail is not None and avail < 9e9:
         pytest.skip(f"needs ~9 GB of free host memory, {avail / 1e9:.1f} GB available")
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(HERE) + os.pathsep + env.get("PYTHONPATH", "")  # plugins loaded by earlier tests
     env.pop("ARCBENCH_DEBUG", None)
     p = subprocess.run([sys.executable, "-m", "arcbench", "bench", "--device", "cpu", "--backbone", "mobilefacenet",
                         "--num-classes", "2000000", "--sample-rate", "0.1", "--nproc", "2", "--batch-size", "8",
