@@ -75,6 +75,8 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         raise ArcbenchError("--batch-size and --nproc must be positive")
     if not classes or any(c <= 0 for c in classes):
         raise ArcbenchError("--num-classes must be positive")
+    if mode == "eval" and (len(classes) > 1 or sample_rate):
+        raise ArcbenchError("--num-classes and --sample-rate are axes of --mode train (eval runs the backbone only)")
     if data != "synthetic" and len(classes) > 1:
         raise ArcbenchError("--num-classes is an axis for synthetic data; real data has its own classes")
     head = head or ("partial_fc" if sample_rate else "arcface")
