@@ -300,3 +300,28 @@ def test_two_million_classes_train_at_two_processes_within_memory(tmp_path):
     assert row["flops_per_image"] > 3 * 2 * 128 * 200_000
     summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
     assert summary["samples_per_rank"] == [24, 24]  # 3 steps x 8 images on each process
+
+
+def test_an_interrupt_at_several_processes_keeps_the_last_checkpoint_without_gathering(monkeypatch):
+    """Only rank 0 checkpoints while an interrupt unwinds; gathering the centres there would wait
+    for ranks that are not in the gather. It must return at once and say so; at a step boundary
+    (no interrupt) every rank gathers."""
+    from types import SimpleNamespace
+
+    from arcbench.plugins.heads import partial_fc
+    from arcbench.train import Trainer
+
+    calls = []
+    monkeypatch.setattr(partial_fc, "full_state", lambda head, opt: calls.append("gather") or None)
+    said = []
+    fake = SimpleNamespace(face=SimpleNamespace(head_sharded=True, head=None), world_size=2, is_main=True,
+                           cfg=SimpleNamespace(quiet=False), log=said.append, optimizer=None, rec=None,
+                           run_dir=None)
+    try:
+        raise KeyboardInterrupt("signal 2")
+    except KeyboardInterrupt:
+        Trainer.save_checkpoint(fake)
+    assert calls == [] and len(said) == 1 and "the last one is kept" in said[0]
+    fake.is_main = False  # a step boundary: every rank takes part in the gather
+    Trainer.save_checkpoint(fake)
+    assert calls == ["gather"]
