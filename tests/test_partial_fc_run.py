@@ -100,6 +100,7 @@ def test_one_process_trains_with_the_heads_own_loss_and_clipping(tmp_path):
                                   "--sample-rate", "0.5", "--grad-clip", "0.5", "--quiet", "--out", str(tmp_path),
                                   "--run-id", "one"])
     assert r.exit_code == 0, r.output
+    assert "classes / sample rate     11 / 0.5 (head 0.00 MiB per process)" in r.output
     s = json.loads((tmp_path / "one" / "summary.json").read_text())
     assert s["status"] == "completed" and s["head"] == "partial_fc"
     assert (s["num_classes"], s["sample_rate"]) == (C, 0.5)

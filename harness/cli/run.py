@@ -322,6 +322,10 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
          f"{s['lfw_accuracy']:.4f} ± {s.get('lfw_accuracy_std') or 0:.4f} (best {_fmt(s.get('best_lfw_accuracy'), '.4f')})"),
         ("wall time", f"{_fmt(s.get('wall_time'), '.1f')} s"),
     ]
+    if s.get("head") == "partial_fc" and s.get("head_memory") is not None:
+        mib = s["head_memory"] / 2**20
+        rows.insert(3, ("classes / sample rate", f"{_fmt(s.get('num_classes'), ',')} / {_fmt(s.get('sample_rate'), 'g')}"
+                        f" (head {mib:.{2 if mib < 10 else 0}f} MiB per process)"))
     if s.get("bad_images"):
         rows.append(("bad images skipped", s["bad_images"]))
     width = max(len(k) for k, _ in rows)
