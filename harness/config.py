@@ -24,6 +24,10 @@ DEFAULT_LR = {"sgd": 1e-2, "adamw": 1e-3}
 #: epochs when --epochs is not given: the reference recipe's 50; 3 for the embedded synthetic set
 DEFAULT_EPOCHS = 50
 EMBEDDED_EPOCHS = 3
+#: SGD lr (batch 64) for the embedded synthetic set when --lr is not given.  Its 3 epochs under the
+#: reference schedule are one warm-up epoch (0.1 lr), one at lr and one at min_lr: at 1e-2 that
+#: learns too little; at 0.1 it reaches 0.935 held-out accuracy (README)
+EMBEDDED_LR = 0.1
 
 
 @dataclass

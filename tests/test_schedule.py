@@ -120,8 +120,10 @@ def test_defaults_are_the_reference_recipe():
     for cfg in (_parse([]), _parse(SEED_FLAGS), RunConfig()):
         assert cfg.lr_schedule == "reference" and cfg.eval_precision == "fp32"
         assert cfg.to_dict()["lr_schedule"] == "reference"
-    plain = _parse([])
+    plain = _parse(["--train-data", "x"])
     assert plain.lr == 1e-2 and plain.optimizer == "sgd" and plain.margin_m is None
+    assert _parse(SEED_FLAGS).lr == 1e-2 and _parse(["--lr", "0.02"]).lr == 0.02
+    assert _parse([]).lr == 0.1  # the embedded synthetic set's own lr (3 epochs), see README
     assert _parse(["--optimizer", "adamw"]).lr == 1e-3 and RunConfig(optimizer="adamw").lr == 1e-3
     assert _parse(["--train-data", "x"]).epochs == RunConfig().epochs == 50
     assert _parse([]).epochs == 3  # the embedded synthetic set
