@@ -76,6 +76,11 @@ def lr_factor(cfg: RunConfig, total_steps: int, steps_per_epoch: int):
     return schedule_factor(cfg, total_steps, steps_per_epoch)
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
 def host_peak_rss() -> int:
     """Peak resident memory of this process in bytes (the CPU 'device memory') since the last
     :func:`reset_host_peak` (Linux's VmHWM), or since the process started."""
@@ -178,6 +183,7 @@ class Trainer:
         self.samples = 0
         #: steps run by this process: warm-up is excluded per process start (a resume is cold again)
         self.steps_this_process = 0
+        self._started = time.perf_counter()  # for the ETA lines; run() restarts it
         #: set by a signal handler; the loop stops cleanly at the next step boundary
         self.stop_requested = ""
         #: True inside the step loop, where a first signal waits for the step boundary
@@ -266,6 +272,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def run(self) -> dict:
         cfg = self.cfg
+        self._started = time.perf_counter()
         self.start_step = self.global_step  # where this segment starts (after a restore)
         while self.epoch < cfg.epochs and self.global_step < self.total_steps:
             self.train_epoch()
@@ -311,6 +318,16 @@ class Trainer:
             self.rec.log((self.epoch + 1,), {"train.loss": epoch_loss})
         self.epoch += 1
         self.step_in_epoch = 0
+        self._eta(f"epoch {self.epoch}/{self.cfg.epochs} done (loss {epoch_loss:.4f})")
+
+    def _eta(self, what: str) -> None:
+        """Without a progress bar (output to a file or a pipe) say where the run is, with an ETA."""
+        if not self.is_main or self.cfg.quiet or sys.stdout.isatty() or not self.steps_this_process:
+            return
+        elapsed = time.perf_counter() - self._started
+        left = max(0, self.total_steps - self.global_step) * elapsed / self.steps_this_process
+        self.log(f"arcbench: {what} at step {self.global_step}/{self.total_steps}, {_duration(elapsed)} in; "
+                 f"about {_duration(left)} to go")
 
     def _steps(self, it, steps: int, bar):
         """The hot loop over this epoch's remaining steps; returns ``(loss sum, losses read)``."""
@@ -339,6 +356,8 @@ class Trainer:
             self.global_step += 1
             self.step_in_epoch += 1
             self.steps_this_process += 1
+            if self.steps_this_process == 1:
+                self._eta("first step done")
             self.samples += images.shape[0]
             if self.steps_this_process > cfg.timing_warmup:
                 self.data_times.append(t1 - t0)

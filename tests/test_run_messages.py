@@ -142,3 +142,22 @@ def test_ctrl_c_is_not_echoed_as_caret_c_while_the_bar_is_drawn(monkeypatch):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_piped_output_says_where_the_run_is_with_an_eta(tmp_path):
+    """Not a terminal: a line after the first step and at each epoch's end, with an ETA for the whole run."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "arcbench", "run", "--device", "cpu", "--train-data", "synthetic",
+                        "--synthetic-classes", "10", "--synthetic-steps", "3", "--epochs", "2", "--batch-size", "4",
+                        "--backbone", "mobilenetv1", "--log-interval", "50", "--out", str(tmp_path / "runs")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("arcbench: ") and "to go" in ln]
+    assert len(lines) == 3, p.stdout
+    assert lines[0].startswith("arcbench: first step done at step 1/6, ")
+    assert lines[1].startswith("arcbench: epoch 1/2 done (loss ") and " at step 3/6, " in lines[1]
+    assert lines[2].startswith("arcbench: epoch 2/2 done") and lines[2].endswith("about 0 s to go")
+    first_log = p.stdout.index(lines[0])
+    assert first_log < p.stdout.index("DLLL")  # before the first interval's log line
