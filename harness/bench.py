@@ -112,14 +112,10 @@ def memory_per_process(device, nproc: int) -> Tuple[Optional[int], str]:
 
 
 def host_available_memory() -> Optional[int]:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    from .device import proc_kib
+
+    kib = proc_kib("/proc/meminfo", "MemAvailable:")
+    return None if kib is None else kib * 1024
 
 
 def head_plan(backbone: str, head: str, num_classes: int, sample_rate: float, nproc: int,

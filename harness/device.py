@@ -255,6 +255,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def proc_kib(path: str, field: str) -> Optional[int]:
+    """A ``kB`` figure from a Linux ``/proc`` file (``VmHWM:``, ``MemAvailable:`` ...), or None."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def env_int(name: str, default: int) -> int:
     try:
         return int(os.environ.get(name, default))

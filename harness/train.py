@@ -20,6 +20,7 @@ from torch import nn
 
 from . import train_state
 from .config import RunConfig
+from .device import proc_kib
 from .errors import ArcbenchError
 from .recorder import Recorder
 from .stats import step_stats
@@ -84,13 +85,9 @@ def _duration(seconds: float) -> str:
 def host_peak_rss() -> int:
     """Peak resident memory of this process in bytes (the CPU 'device memory') since the last
     :func:`reset_host_peak` (Linux's VmHWM), or since the process started."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    peak = proc_kib("/proc/self/status", "VmHWM:")
+    if peak is not None:
+        return peak * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
@@ -104,17 +101,6 @@ def reset_host_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-class _Composed(nn.Module):
-    """A DDP-wrapped backbone followed by the (sharded) head, outside DDP."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module):
-        super().__init__()
-        self.backbone, self.head = backbone, head
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images), labels)
 
 
 def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
@@ -166,7 +152,7 @@ class Trainer:
                     # each rank keeps its own shard of the centres: only the backbone is data-parallel
                     ddp = DDP(self.face.backbone, device_ids=device.ddp_device_ids(), broadcast_buffers=False,
                               gradient_as_bucket_view=True)
-                    self.model = _Composed(ddp, self.face.head)
+                    self.model = FaceModel(ddp, self.face.head)  # the head stays outside DDP
                 else:
                     self.model = DDP(self.face, device_ids=device.ddp_device_ids(), broadcast_buffers=False,
                                      gradient_as_bucket_view=True)
