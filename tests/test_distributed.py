@@ -13,15 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from netutil import free_port
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from netutil import free_port
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def arcbench(args, tmp_path, timeout=240, extra_env=None):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from netutil import free_port
 import torch
 import torch.nn.functional as F
 
@@ -240,12 +240,6 @@ def worker(rank, world, port, outdir, scenarios):
 
 
 # ----------------------------------------------------------------- launcher
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def launch(world, outdir: Path, scenarios, timeout=120):
     outdir.mkdir(parents=True, exist_ok=True)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from netutil import free_port
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
@@ -30,12 +30,6 @@ from arcbench.plugins.heads.partial_fc import num_sample
 
 HERE = Path(__file__).resolve().parent
 C, DIM, S = 11, 32, 16.0  # classes (divide by neither 2 nor 3), the tiny backbone's embedding, its scale
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def arcbench(*args, timeout=240):

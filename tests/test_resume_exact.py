@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from netutil import free_port
 import torch
 from click.testing import CliRunner
 
@@ -150,12 +150,6 @@ def test_interrupt_and_resume_with_two_loader_workers_is_bit_identical(faces, tm
     assert epoch_losses(a) == epoch_losses(b)
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli(*args, timeout=240):
