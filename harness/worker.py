@@ -124,12 +124,11 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
             rec.log((), {k: v for k, v in results.items() if isinstance(v, (int, float)) and v is not None})
         return rec.summary if rec else results
     except KeyboardInterrupt:
-        if not rec and trainer is not None and ready and not getattr(trainer, "hard_stop", False):
-            trainer.save_checkpoint()  # ranks > 0: their own RNG streams, beside rank 0's checkpoint
+        # never overwrite a good checkpoint with a half-built or mid-step state; rank 0 writes the
+        # checkpoint, the other ranks their own RNG streams beside it
+        if trainer is not None and ready and not getattr(trainer, "hard_stop", False):
+            trainer.save_checkpoint()
         if rec:
-            # never overwrite a good checkpoint with a half-built or mid-step state
-            if trainer is not None and ready and not getattr(trainer, "hard_stop", False):
-                trainer.save_checkpoint()
             rec.update_summary(status="interrupted", reason="interrupted by signal; resume with --resume",
                                **(_partial(trainer)))
         raise
