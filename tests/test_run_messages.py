@@ -149,10 +149,13 @@ def test_piped_output_says_where_the_run_is_with_an_eta(tmp_path):
     import subprocess
     import sys
 
+    from arcbench.plugins import PLUGIN_MODULES_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != PLUGIN_MODULES_ENV}  # no --plugin left by other tests
     p = subprocess.run([sys.executable, "-m", "arcbench", "run", "--device", "cpu", "--train-data", "synthetic",
                         "--synthetic-classes", "10", "--synthetic-steps", "3", "--epochs", "2", "--batch-size", "4",
                         "--backbone", "mobilenetv1", "--log-interval", "50", "--out", str(tmp_path / "runs")],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("arcbench: ") and "to go" in ln]
     assert len(lines) == 3, p.stdout
