@@ -23,3 +23,33 @@ def _quiet_threads(monkeypatch):
     # Keep tests deterministic and polite on 2-core CI machines.
     monkeypatch.setenv("ARCBENCH_TEST", "1")
     yield
+
+
+@pytest.fixture(scope="session")
+def faces(tmp_path_factory):
+    """A tiny generated face set: 8 identities x 6 images (6 steps an epoch at batch 8), 20 held-out
+    identities; ``testutil.data_args(faces)`` gives the run flags.  Modules with other needs override it."""
+    from arcbench.data.synth import generate
+
+    root = tmp_path_factory.mktemp("faces")
+    generate(root, identities=8, images_per_identity=6, verify_identities=20, verify_images=2, pairs=2, workers=0)
+    return root
+
+
+@pytest.fixture()
+def tiny(monkeypatch):
+    """The third-party-style ``tinyplugin`` loaded (also for launched workers), reset, then unloaded."""
+    from arcbench import plugins
+
+    here = str(Path(__file__).resolve().parent)
+    monkeypatch.syspath_prepend(here)
+    monkeypatch.setenv("PYTHONPATH", here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.delenv(plugins.PLUGIN_MODULES_ENV, raising=False)
+    import tinyplugin
+
+    plugins.load_plugin_module("tinyplugin")
+    tinyplugin.INTERRUPT_AT = None
+    tinyplugin.reset_calls()
+    yield tinyplugin
+    tinyplugin.INTERRUPT_AT = None
+    plugins.unregister_plugin("tinyplugin")

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from netutil import free_port
+
+from testutil import free_port
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.slow

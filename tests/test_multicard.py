@@ -20,7 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from netutil import free_port
+
+from testutil import free_port
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.slow

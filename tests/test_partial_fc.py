@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from netutil import free_port
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +24,7 @@ from arcbench.plugins.heads import partial_fc as pfc
 from arcbench.plugins.heads.partial_fc import (PartialFC, full_state, head_fit_error, head_forward_flops,
                                                head_memory_bytes, head_memory_message, head_step_bytes,
                                                load_full_state, num_sample, shard_range)
+from testutil import free_port
 
 D, S = 8, 16.0
 MARGINS = ("arcface", "cosface", "combined")

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from netutil import free_port
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
@@ -27,6 +26,8 @@ from arcbench.cli import main
 from arcbench.config import RunConfig
 from arcbench.errors import ArcbenchError
 from arcbench.plugins.heads.partial_fc import num_sample
+
+from testutil import free_port
 
 HERE = Path(__file__).resolve().parent
 C, DIM, S = 11, 32, 16.0  # classes (divide by neither 2 nor 3), the tiny backbone's embedding, its scale

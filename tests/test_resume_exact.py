@@ -16,40 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
-from netutil import free_port
 import torch
 from click.testing import CliRunner
 
 from arcbench.cli import main
 
+from testutil import data_args, free_port, only_run_dir
+
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory):
-    """8 identities x 6 images: 6 steps an epoch at batch 8."""
-    from arcbench.data.synth import generate
-
-    root = tmp_path_factory.mktemp("faces")
-    generate(root, identities=8, images_per_identity=6, verify_identities=20, verify_images=2, pairs=2, workers=0)
-    return root
-
-
-@pytest.fixture(autouse=True)
-def _tiny(monkeypatch):
-    from arcbench import plugins
-
-    monkeypatch.syspath_prepend(str(HERE))
-    monkeypatch.setenv("PYTHONPATH", str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    monkeypatch.delenv(plugins.PLUGIN_MODULES_ENV, raising=False)
-    import tinyplugin
-
-    plugins.load_plugin_module("tinyplugin")
-    tinyplugin.INTERRUPT_AT = None
-    tinyplugin.reset_calls()
-    yield
-    tinyplugin.INTERRUPT_AT = None
-    plugins.unregister_plugin("tinyplugin")
+pytestmark = pytest.mark.usefixtures("tiny")
 
 
 def run(args, expect=0):
@@ -57,17 +34,6 @@ def run(args, expect=0):
                                        "--eval-batch-size", "16"] + args)
     assert result.exit_code == expect, result.output + repr(result.exception)
     return result
-
-
-def data_args(faces):
-    return ["--train-data", str(faces / "train"), "--annotation", str(faces / "cls_train.txt"),
-            "--val-data", str(faces / "verify"), "--val-pairs", str(faces / "pairs.txt")]
-
-
-def only_run_dir(out: Path) -> Path:
-    dirs = [p for p in out.iterdir() if p.is_dir()]
-    assert len(dirs) == 1, dirs
-    return dirs[0]
 
 
 def records(run_dir: Path):

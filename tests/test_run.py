@@ -16,16 +16,9 @@ from click.testing import CliRunner
 
 from arcbench.cli import main
 
+from testutil import data_args, only_run_dir
+
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture(scope="session")
-def faces(tmp_path_factory):
-    from arcbench.data.synth import generate
-
-    root = tmp_path_factory.mktemp("faces")
-    generate(root, identities=8, images_per_identity=6, verify_identities=20, verify_images=2, pairs=2, workers=0)
-    return root
 
 
 @pytest.fixture(autouse=True)
@@ -54,22 +47,11 @@ def more_faces(tmp_path_factory):
     return root
 
 
-def data_args(faces):
-    return ["--train-data", str(faces / "train"), "--annotation", str(faces / "cls_train.txt"),
-            "--val-data", str(faces / "verify"), "--val-pairs", str(faces / "pairs.txt")]
-
-
 def run(args, expect=0):
     result = CliRunner().invoke(main, ["--plugin", "tinyplugin", "run", "--device", "cpu", "--workers", "0",
                                        "--eval-batch-size", "16", "--quiet"] + args)
     assert result.exit_code == expect, result.output + repr(result.exception)
     return result
-
-
-def only_run_dir(out: Path) -> Path:
-    dirs = [p for p in out.iterdir() if p.is_dir()]
-    assert len(dirs) == 1, dirs
-    return dirs[0]
 
 
 def read_metrics(run_dir: Path):

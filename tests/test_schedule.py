@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +17,6 @@ from arcbench.config import RunConfig
 from arcbench.errors import ArcbenchError
 from arcbench.train import lr_factor
 
-HERE = Path(__file__).resolve().parent
 
 
 def formula_reference(e, E, lr, min_lr):
@@ -181,29 +178,6 @@ def test_training_flip_happens_before_the_letterbox(tmp_path):
 
 
 # ------------------------------------------------------------------ runs
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory):
-    from arcbench.data.synth import generate
-
-    root = tmp_path_factory.mktemp("faces")
-    generate(root, identities=8, images_per_identity=6, verify_identities=20, verify_images=2, pairs=2, workers=0)
-    return root
-
-
-@pytest.fixture()
-def tiny(monkeypatch):
-    from arcbench import plugins
-
-    monkeypatch.syspath_prepend(str(HERE))
-    monkeypatch.delenv(plugins.PLUGIN_MODULES_ENV, raising=False)
-    import tinyplugin
-
-    plugins.load_plugin_module("tinyplugin")
-    tinyplugin.INTERRUPT_AT = None
-    yield
-    plugins.unregister_plugin("tinyplugin")
-
-
 def _run(args, expect=0):
     result = CliRunner().invoke(main, ["--plugin", "tinyplugin", "run", "--device", "cpu", "--workers", "0",
                                        "--eval-batch-size", "16", "--quiet"] + args)

@@ -6,13 +6,14 @@ these tests skip, saying so, when that folder is missing.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from arcbench.cli import main
+
+from testutil import data_args
 
 HERE = Path(__file__).resolve().parent
 THIRDPARTY = HERE.parent.parent / "shared" / "thirdparty"
@@ -91,41 +92,11 @@ def test_without_the_library_only_dlll_is_written(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ runs
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory):
-    from arcbench.data.synth import generate
-
-    root = tmp_path_factory.mktemp("faces")
-    generate(root, identities=8, images_per_identity=6, verify_identities=20, verify_images=2, pairs=2, workers=0)
-    return root
-
-
-@pytest.fixture()
-def tiny(monkeypatch):
-    from arcbench import plugins
-
-    monkeypatch.syspath_prepend(str(HERE))
-    monkeypatch.delenv(plugins.PLUGIN_MODULES_ENV, raising=False)
-    import tinyplugin
-
-    plugins.load_plugin_module("tinyplugin")
-    tinyplugin.INTERRUPT_AT = None
-    tinyplugin.reset_calls()
-    yield tinyplugin
-    tinyplugin.INTERRUPT_AT = None
-    plugins.unregister_plugin("tinyplugin")
-
-
 def _run(args, expect=0):
     result = CliRunner().invoke(main, ["--plugin", "tinyplugin", "run", "--device", "cpu", "--workers", "0",
                                        "--eval-batch-size", "16"] + args)
     assert result.exit_code == expect, result.output + repr(result.exception)
     return result
-
-
-def _data(faces):
-    return ["--train-data", str(faces / "train"), "--annotation", str(faces / "cls_train.txt"),
-            "--val-data", str(faces / "verify"), "--val-pairs", str(faces / "pairs.txt")]
 
 
 def _dlll(run_dir):
@@ -137,7 +108,7 @@ def test_recorded_resumed_and_reported_run_keeps_every_tcap_record(faces, tmp_pa
 
     out = tmp_path / "runs"
     common = ["--backbone", "tiny", "--epochs", "2", "--batch-size", "8", "--log-interval", "4", "--quiet",
-              *_data(faces)]
+              *data_args(faces)]
     tiny.INTERRUPT_AT = 9  # SIGINT in step 9: the run stops there, then resumes
     _run([*common, "--out", str(out)], expect=130)
     rd = next(out.iterdir())
@@ -170,7 +141,7 @@ def test_recorded_resumed_and_reported_run_keeps_every_tcap_record(faces, tmp_pa
 
 
 def test_stdout_lines_only_without_a_progress_bar(faces, tmp_path, tiny, tcap, monkeypatch):
-    common = ["--backbone", "tiny", "--epochs", "1", "--batch-size", "8", "--log-interval", "2", *_data(faces)]
+    common = ["--backbone", "tiny", "--epochs", "1", "--batch-size", "8", "--log-interval", "2", *data_args(faces)]
     plain = _run([*common, "--out", str(tmp_path / "a")]).output
     lines = [line for line in plain.splitlines() if line.startswith("TCAPPDLL")]
     assert len(lines) == 3  # 6 steps, one line per log interval
