@@ -160,7 +160,7 @@ def embed_set(model: torch.nn.Module, device, vset: VerificationSet, *, batch_si
 
         bar = tqdm(total=share, unit="img", desc=f"eval {vset.name}", leave=False, file=sys.stderr)
     fast = inference_model(model, channels_last, fold_bn)
-    rows, order = [], []
+    rows = []
     try:
         with _eval_mode(fast, channels_last), torch.inference_mode():
             start = device.timestamp()
@@ -168,16 +168,10 @@ def embed_set(model: torch.nn.Module, device, vset: VerificationSet, *, batch_si
                 if channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 rows.append(embed_batch(fast, batch, device, flip=flip, amp=amp))
-                order.append(idx)
                 if bar is not None:
                     bar.update(len(idx))
             local = torch.cat(rows) if rows else None
-            if world > 1:
-                shares = collectives.all_gather_rows("eval.embeddings", local)
-                order = [torch.tensor(sum(batches[r::world], []), dtype=torch.long) for r in range(world)]
-            else:
-                shares = [local] if local is not None else []
-                order = [torch.cat(order)] if order else []
+            shares = collectives.all_gather_rows("eval.embeddings", local) if world > 1 else [local]
             seconds = device.timestamp() - start
     finally:
         if bar is not None:
@@ -185,10 +179,12 @@ def embed_set(model: torch.nn.Module, device, vset: VerificationSet, *, batch_si
     if rank != 0:
         return None, seconds
     out: Optional[torch.Tensor] = None
-    for idx, part in zip(order, shares):
+    for r, part in enumerate(shares):  # rank r embedded batches r, r + world, ... in that order
+        if part is None or not len(part):
+            continue
         if out is None:
             out = torch.empty((n, part.shape[1]), dtype=torch.float32)
-        out[idx] = part
+        out[torch.tensor(sum(batches[r::world], []), dtype=torch.long)] = part
     return out.numpy(), seconds
 
 
