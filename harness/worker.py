@@ -1,6 +1,7 @@
 """What each training process runs: data, trainer, and rank 0's recording."""
 from __future__ import annotations
 
+import math
 import os
 import traceback
 from typing import Optional
@@ -42,15 +43,16 @@ def _global_figures(results: dict, world_size: int) -> dict:
 
     keys = ("throughput_median", "throughput_mean", "compute_ips")
     card = results.pop("card", None)
-    t = torch.tensor([float(results.get(k) or 0.0) for k in keys]
+    nan = float("nan")  # a rank with no timed step (all warm-up) has no figure; the sum then has none
+    t = torch.tensor([nan if results.get(k) is None else float(results[k]) for k in keys]
                      + [float(-1 if card is None else card), float(results.get("samples", 0))], dtype=torch.float64)
     rows = torch.stack(collectives.all_gather("run.figures", t))
-    if world_size > 1:
-        for i, k in enumerate(keys):
-            results[k] = float(rows[:, i].sum())
+    for i, k in enumerate(keys):
+        total = float(rows[:, i].sum())
+        results[k] = None if math.isnan(total) else total
     results["samples_per_rank"] = [int(v) for v in rows[:, -1].tolist()]
     results["samples"] = sum(results["samples_per_rank"])  # the whole run: steps x global batch
-    results["throughput_per_rank"] = [float(v) for v in rows[:, 0].tolist()]
+    results["throughput_per_rank"] = [None if math.isnan(v) else float(v) for v in rows[:, 0].tolist()]
     results["card_per_rank"] = [None if v < 0 else int(v) for v in rows[:, -2].tolist()]
     return results
 

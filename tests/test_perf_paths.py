@@ -150,3 +150,25 @@ def test_launcher_blames_the_root_cause_not_a_tccl_echo():
         1: SimpleNamespace(exitcode=1, timestamp=2, message="ArcbenchError: images/x.jpg: not an image"),
     })
     assert _failure_reason(exc).startswith("worker rank 1 exit code 1: ArcbenchError: images/x.jpg")
+
+
+def test_a_rank_with_only_warm_up_steps_gives_no_throughput_not_zero(monkeypatch):
+    """Summed over ranks, a figure some rank lacks is unknown: reported as None, never as 0.0 img/s."""
+    import torch
+
+    from arcbench import collectives
+    from arcbench.worker import _global_figures
+
+    def gather(name, t):  # rank 0 as given; rank 1 timed 30 img/s
+        other = t.clone()
+        other[0:3] = torch.tensor([30.0, 31.0, 40.0], dtype=t.dtype)
+        other[3] = 1
+        return [t, other]
+
+    monkeypatch.setattr(collectives, "all_gather", gather)
+    warm_only = _global_figures({"samples": 32, "card": 0}, 2)
+    assert warm_only["throughput_median"] is None and warm_only["throughput_per_rank"] == [None, 30.0]
+    timed = _global_figures({"samples": 32, "card": 0, "throughput_median": 20.0, "throughput_mean": 21.0,
+                             "compute_ips": 25.0}, 2)
+    assert (timed["throughput_median"], timed["compute_ips"]) == (50.0, 65.0)
+    assert timed["card_per_rank"] == [0, 1] and timed["samples"] == 64
