@@ -112,18 +112,20 @@ def test_image_folder_run_with_verification_each_epoch_on_two_cards(tmp_path, fa
     out = tmp_path / "runs"
     p, _ = arcbench(["run", "--device", "fakecard", "--backbone", "tiny", "--train-data", str(faces / "train"),
                      "--val-data", str(faces / "verify"), "--val-pairs", str(faces / "pairs.txt"),
-                     "--epochs", "2", "--eval-every", "1", "--batch-size", "8", "--nproc", "2", "--workers", "0",
+                     "--epochs", "4", "--eval-every", "1", "--batch-size", "8", "--nproc", "2", "--workers", "0",
                      "--eval-batch-size", "16", "--quiet", "--out", str(out),
                      "--master-port", str(free_port())], tmp_path)
     assert p.returncode == 0, p.stdout
     assert_each_rank_on_its_card(tmp_path)
     s = json.loads((the_run(out) / "summary.json").read_text())
-    assert s["status"] == "completed" and s["epochs"] == 2 and s["lfw_accuracy"] is not None
+    assert s["status"] == "completed" and s["epochs"] == 4 and s["lfw_accuracy"] is not None
+    # 32 images, 16 a rank: 2 steps an epoch, 8 in all, 3 timed after the 5 warm-up steps
+    assert s["timed_steps"] == 3 and min(s["throughput_per_rank"]) > 0
     assert s["throughput_median"] == pytest.approx(sum(s["throughput_per_rank"]))
     seqs = collective_sequences(tmp_path)
     assert seqs["rank0"] == seqs["rank1"]
     gathers = [name for op, name in seqs["rank0"] if name == "eval.embeddings"]
-    assert len(gathers) == 2  # one sharded verification per epoch, on both ranks
+    assert len(gathers) == 4  # one sharded verification per epoch, on both ranks
 
 
 def test_two_process_bench_keeps_each_rank_on_its_card(tmp_path):
