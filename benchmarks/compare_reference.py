@@ -94,13 +94,13 @@ def fmt_ratio(r: dict) -> str:
 def make_trainer(batch: int, steps: int, *, record: bool, compile: bool = False, run_dir=None,
                  progress: bool = False, classes: int = 1000, seed: int = 0):
     """An arcbench Trainer over SyntheticBatches; each ``train_epoch()`` runs ``steps`` steps."""
-    from arcbench import plugins
+    from arcbench import registry
     from arcbench.config import RunConfig
     from arcbench.data.train_sets import SyntheticBatches
     from arcbench.recorder import Recorder
     from arcbench.train import Trainer
 
-    device = plugins.require_device("cpu")
+    device = registry.require_device("cpu")
     cfg = RunConfig(device="cpu", backbone="mobilefacenet", batch_size=batch, train_data="synthetic",
                     synthetic_classes=classes, synthetic_steps=steps, epochs=10 ** 6, eval_every=0,
                     checkpoint_every=0, compile=compile, record=record, quiet=not record, timing_warmup=0,
@@ -275,11 +275,11 @@ def eval_model():
 
 
 def section_eval(args, out: dict, paths: list) -> None:
-    from arcbench import plugins
+    from arcbench import registry
     from arcbench.evaluate import default_workers, embed_set, evaluate
     from arcbench.verification import VerificationSet
 
-    device = plugins.require_device("cpu")
+    device = registry.require_device("cpu")
     n, batch = len(paths), args.eval_batch
     workers = default_workers(n, batch)
     model, what = eval_model()
@@ -315,7 +315,7 @@ def section_eval(args, out: dict, paths: list) -> None:
 
 
 def section_pipeline(args, out: dict, paths: list) -> None:
-    from arcbench import plugins
+    from arcbench import registry
     from arcbench.config import RunConfig
     from arcbench.data.train_sets import TrainLoader, TrainSet, default_workers
     from arcbench.train import Trainer
@@ -342,7 +342,7 @@ def section_pipeline(args, out: dict, paths: list) -> None:
         del it, loader
     out["pipeline"] = {"decode_img_s_by_workers": rates, "batch": batch}
 
-    device = plugins.require_device("cpu")
+    device = registry.require_device("cpu")
     cfg = RunConfig(device="cpu", backbone="mobilefacenet", batch_size=batch, epochs=1, eval_every=0,
                     checkpoint_every=0, quiet=True, record=False, timing_warmup=1, max_steps=args.pipeline_steps,
                     train_data=str(Path(paths[0]).parents[1]))

@@ -64,12 +64,12 @@ def short(request) -> bool:
 @pytest.fixture(scope="session")
 def device(request):
     """The arcbench Device under test, or skip with the plugin's reason."""
-    from arcbench import plugins
+    from arcbench import registry
     from arcbench.errors import ArcbenchError
 
     name = request.config.getoption("arcbench_device")
     try:
-        dev = plugins.get_device(name)
+        dev = registry.get_device(name)
     except ArcbenchError as exc:
         pytest.exit(f"--arcbench-device: {exc}", returncode=4)
     ok, reason = dev.is_available()

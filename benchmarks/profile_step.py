@@ -42,7 +42,7 @@ def group_of(name: str) -> str:
 
 
 def make(what: str, backbone: str, batch: int):
-    from arcbench import plugins
+    from arcbench import registry
     from arcbench.config import RunConfig
     from arcbench.data.train_sets import SyntheticBatches
     from arcbench.evaluate import inference_model
@@ -52,7 +52,7 @@ def make(what: str, backbone: str, batch: int):
     x = torch.rand(batch, 3, 112, 112) * 2 - 1
     y = torch.randint(0, 1000, (batch,))
     if what == "train":
-        dev = plugins.require_device("cpu")
+        dev = registry.require_device("cpu")
         cfg = RunConfig(device="cpu", backbone=backbone, batch_size=batch, train_data="synthetic",
                         synthetic_classes=1000, synthetic_steps=1, epochs=1, quiet=True, record=False)
         tr = Trainer(cfg, dev, SyntheticBatches(batch, 1000, 1), recorder=None, log=lambda *a: None)
@@ -71,7 +71,7 @@ def make(what: str, backbone: str, batch: int):
             opt.step()
             loss.item()
         return step
-    model = plugins.create_backbone(backbone).eval()
+    model = registry.create_backbone(backbone).eval()
     if what == "eval":
         def fwd():
             with torch.no_grad():

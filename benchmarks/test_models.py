@@ -39,7 +39,7 @@ def _images(batch: int, tdev, channels_last: bool) -> torch.Tensor:
 @pytest.mark.parametrize("backbone", list(FORWARD))
 def test_forward(timed, device, tdev, short, backbone):
     """Embedding forward (eval mode, inference_mode, channels_last as arcbench evaluates)."""
-    from arcbench.plugins import create_backbone
+    from arcbench.registry import create_backbone
 
     batch = _batch(short, FORWARD[backbone], backbone)
     model = create_backbone(backbone).to(tdev).eval().to(memory_format=torch.channels_last)
@@ -58,7 +58,7 @@ def test_forward(timed, device, tdev, short, backbone):
 def test_embed_model(timed, device, tdev, short, backbone):
     """The model arcbench.evaluate actually runs (conv+BN folded copy, channels_last)."""
     from arcbench.evaluate import inference_model
-    from arcbench.plugins import create_backbone
+    from arcbench.registry import create_backbone
 
     batch = _batch(short, FORWARD[backbone], backbone)
     model = create_backbone(backbone).to(tdev).eval()
@@ -108,7 +108,7 @@ def test_head_fwd_bwd(timed, device, tdev, short, head):
     """Margin head forward + backward (embeddings -> scaled logits -> cross entropy -> grads)."""
     import torch.nn.functional as F
 
-    from arcbench.plugins import create_head
+    from arcbench.registry import create_head
 
     batch, dim, classes = (16, 128, 1000) if short else (64, 512, 5000)
     h = create_head(head, dim, classes, s=64.0).to(tdev)

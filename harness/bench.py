@@ -51,7 +51,7 @@ def head_flops_per_image(backbone: str, head: str, num_classes: int, sample_rate
                          nproc: int = 1) -> int:
     """Forward FLOPs per image of the margin head's cosine matmul, summed over the processes:
     ``2 x D x C`` for a full head, ``2 x D x`` the sampled centres for Partial FC."""
-    from .plugins import get_backbone
+    from .registry import get_backbone
     from .plugins.heads.partial_fc import head_flops_per_image as pfc_flops
 
     dim = get_backbone(backbone).embedding_size
@@ -74,7 +74,7 @@ def step_flops(backbone: str, head: str, batch: int, mode: str, num_classes: int
     but 4.67 GFLOPs "forward+backward" per image), which would inflate MFU ~3.5x.
     """
     from .flops import count_flops
-    from .plugins import create_backbone
+    from .registry import create_backbone
 
     probe = 2
     model = create_backbone(backbone).eval()
@@ -126,7 +126,7 @@ def head_plan(backbone: str, head: str, num_classes: int, sample_rate: float, np
     (Partial FC) or of the whole replicated head; ``step_memory_planned`` adds one step's
     sampled copies and ``[batch, centres]`` logit buffers; ``fit_error``: one line when
     that exceeds :data:`FIT_FRACTION` of :func:`memory_per_process`, else None."""
-    from .plugins import get_backbone
+    from .registry import get_backbone
     from .plugins.heads.partial_fc import head_memory_bytes, head_memory_message, head_step_bytes
 
     dim = get_backbone(backbone).embedding_size
@@ -147,7 +147,7 @@ def head_plan(backbone: str, head: str, num_classes: int, sample_rate: float, np
 def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
     """Embedding throughput/latency at one batch size (forward only, synthetic or real images),
     with the model exactly as :func:`arcbench.evaluate.evaluate` prepares it."""
-    from .plugins import create_backbone
+    from .registry import create_backbone
     from .stats import step_stats
     from .worker import open_train_data
 
@@ -232,9 +232,9 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
 
     ``num_classes`` (synthetic data) and ``sample_rates`` (Partial FC) are axes too;
     None: ``base.synthetic_classes`` and ``base.sample_rate``."""
-    from . import plugins
+    from . import registry
 
-    device = plugins.require_device(base.device)
+    device = registry.require_device(base.device)
     device.bind(0)  # the parent measures eval points and FLOPs itself; workers bind their own cards
     rows = []
     classes = list(num_classes or [base.synthetic_classes])

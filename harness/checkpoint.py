@@ -132,7 +132,7 @@ def load_backbone_weights(model: torch.nn.Module, path) -> None:
 
 def load_backbone(name: str, weights=None, **kwargs) -> torch.nn.Module:
     """Create a registered backbone and (optionally) load weights into it."""
-    from .plugins import create_backbone
+    from .registry import create_backbone
 
     model = create_backbone(name, **kwargs)
     if weights:

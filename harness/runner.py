@@ -76,7 +76,7 @@ def base_summary(cfg: RunConfig, run_dir: str, device) -> dict:
 
 def prepare(cfg: RunConfig, resume: Optional[str] = None) -> Tuple[RunConfig, str, object]:
     """Validate, resolve data and create (or reopen) the run directory."""
-    from . import plugins
+    from . import registry
 
     if resume:
         if not os.path.isdir(resume):
@@ -98,10 +98,10 @@ def prepare(cfg: RunConfig, resume: Optional[str] = None) -> Tuple[RunConfig, st
         raise ArcbenchError("evaluation (--do_eval True) needs --model_path/--weights")
     if cfg.mode == "eval" and not (cfg.val_data or cfg.val_bin):
         raise ArcbenchError("evaluation needs --val-data with --val-pairs, or --val-bin")
-    device = plugins.require_device(cfg.device)
+    device = registry.require_device(cfg.device)
     cfg = cfg.replace(device=device.name)
-    plugins.get_backbone(cfg.backbone)
-    plugins.get_head(cfg.head)
+    registry.get_backbone(cfg.backbone)
+    registry.get_head(cfg.head)
     cards = device.device_count()
     if cfg.nproc > max(1, cards):
         raise ArcbenchError(f"--nproc {cfg.nproc}: {cfg.nproc} processes but {cards} {device.name} "

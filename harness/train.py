@@ -105,7 +105,7 @@ def reset_host_peak() -> bool:
 
 def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
     """Backbone and head from the registries; s defaults to the backbone's margin scale."""
-    from .plugins import get_backbone, create_head
+    from .registry import get_backbone, create_head
 
     spec = get_backbone(cfg.backbone)
     backbone = spec.create()

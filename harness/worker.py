@@ -60,7 +60,7 @@ def _global_figures(results: dict, world_size: int) -> dict:
 def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] = None,
                 local_rank: Optional[int] = None, world_size: Optional[int] = None) -> dict:
     """Entry point of one process (in-process for 1 process, else under elastic_launch)."""
-    from . import plugins
+    from . import registry
     from .runner import install_sigterm
 
     cfg = RunConfig.from_dict(cfg_dict)
@@ -76,7 +76,7 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
     is_main = rank == 0 and bool(run_dir)
     rec = Recorder(run_dir, enabled=cfg.record) if is_main else None
-    device = plugins.require_device(cfg.device)
+    device = registry.require_device(cfg.device)
     install_sigterm()
     trainer = None
     ready = False

@@ -39,17 +39,17 @@ def faces(tmp_path_factory):
 @pytest.fixture()
 def tiny(monkeypatch):
     """The third-party-style ``tinyplugin`` loaded (also for launched workers), reset, then unloaded."""
-    from arcbench import plugins
+    from arcbench import plugin_manager
 
     here = str(Path(__file__).resolve().parent)
     monkeypatch.syspath_prepend(here)
     monkeypatch.setenv("PYTHONPATH", here + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    monkeypatch.delenv(plugins.PLUGIN_MODULES_ENV, raising=False)
+    monkeypatch.delenv(plugin_manager.PLUGIN_MODULES_ENV, raising=False)
     import tinyplugin
 
-    plugins.load_plugin_module("tinyplugin")
+    plugin_manager.load_plugin_module("tinyplugin")
     tinyplugin.INTERRUPT_AT = None
     tinyplugin.reset_calls()
     yield tinyplugin
     tinyplugin.INTERRUPT_AT = None
-    plugins.unregister_plugin("tinyplugin")
+    plugin_manager.unregister_plugin("tinyplugin")

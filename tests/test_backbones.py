@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from arcbench import plugins
+from arcbench import registry
 from arcbench.checkpoint import load_backbone
 from arcbench.cli import main
 from arcbench.embed import embed_batch
@@ -24,7 +24,7 @@ RUN_FOR_REAL = {"mobilefacenet", "mobilenetv1", "iresnet18"}
 def _meta(name, **kwargs):
     """Build on the meta device: shapes and parameter counts without allocating or computing."""
     with torch.device("meta"):
-        return plugins.create_backbone(name, **kwargs)
+        return registry.create_backbone(name, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +36,13 @@ def ref_model(reference_dir):
 
 @pytest.mark.parametrize("name", sorted(EMBEDDING))
 def test_every_backbone_maps_a_batch_to_embeddings(name):
-    spec = plugins.get_backbone(name)
+    spec = registry.get_backbone(name)
     assert spec.embedding_size == EMBEDDING[name]
     assert spec.margin_scale == (32.0 if name == "mobilefacenet" else 64.0)
     if name in RUN_FOR_REAL:
         torch.manual_seed(0)
         # train mode: untrained running statistics would saturate ReLU6 in eval mode
-        model = plugins.create_backbone(name).train()
+        model = registry.create_backbone(name).train()
         with torch.no_grad():
             out = model(torch.randn(2, 3, 112, 112))
         assert torch.isfinite(out).all()
@@ -54,7 +54,7 @@ def test_every_backbone_maps_a_batch_to_embeddings(name):
 
 
 def test_registry_lists_all_builtin_backbones():
-    assert set(EMBEDDING) <= set(plugins.backbones())
+    assert set(EMBEDDING) <= set(registry.backbones())
 
 
 def test_factories_take_embedding_size_and_dropout_and_reject_unknown_kwargs():
@@ -64,7 +64,7 @@ def test_factories_take_embedding_size_and_dropout_and_reject_unknown_kwargs():
     assert _meta("mobilefacenet", embedding_size=64, dropout=0.1).last_bn.num_features == 64
     for name in ("mobilefacenet", "mobilenetv1", "iresnet18"):
         with pytest.raises(TypeError, match="bogus"):
-            plugins.create_backbone(name, bogus=1)
+            registry.create_backbone(name, bogus=1)
 
 
 def test_channels_last_and_bf16_autocast_keep_the_embedding(ref_model):
@@ -88,7 +88,7 @@ def test_channels_last_and_bf16_autocast_keep_the_embedding(ref_model):
 
 def test_iresnet18_trains_a_step_under_autocast_in_channels_last():
     torch.manual_seed(0)
-    model = plugins.create_backbone("iresnet18").to(memory_format=torch.channels_last).train()
+    model = registry.create_backbone("iresnet18").to(memory_format=torch.channels_last).train()
     x = torch.randn(2, 3, 112, 112).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
@@ -150,7 +150,7 @@ def test_iresnet_depths():
 def test_mobilefacenet_state_dict_matches_reference_key_for_key(reference_dir):
     ref = torch.load(reference_dir / "arcface_mobilefacenet.pth", map_location="cpu", weights_only=True)
     ref = {k[len("arcface."):]: tuple(v.shape) for k, v in ref.items()}
-    own = {k: tuple(v.shape) for k, v in plugins.create_backbone("mobilefacenet").state_dict().items()}
+    own = {k: tuple(v.shape) for k, v in registry.create_backbone("mobilefacenet").state_dict().items()}
     assert own == ref
     assert len(own) == 333
 
@@ -173,7 +173,7 @@ def test_reference_weights_separate_real_faces(reference_dir, ref_model):
 @pytest.fixture()
 def small_state():
     torch.manual_seed(3)
-    model = plugins.create_backbone("mobilefacenet")
+    model = registry.create_backbone("mobilefacenet")
     with torch.no_grad():  # make the BN statistics distinguishable from a fresh model's
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

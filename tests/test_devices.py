@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from arcbench import plugins
+from arcbench import registry
 from arcbench.cli import main
 from arcbench.errors import ArcbenchError
 from arcbench.plugins.devices.cuda import CUDADevice, peak_flops_for
@@ -25,7 +25,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # ------------------------------------------------------------------ cpu
 
 def test_cpu_autocast_runs_a_matmul_in_bfloat16():
-    cpu = plugins.get_device("cpu")
+    cpu = registry.get_device("cpu")
     a, b = torch.randn(8, 16), torch.randn(16, 4)
     with cpu.autocast(True):
         low = a @ b
@@ -36,7 +36,7 @@ def test_cpu_autocast_runs_a_matmul_in_bfloat16():
 
 
 def test_cpu_grad_scaler_is_disabled_and_transparent():
-    cpu = plugins.get_device("cpu")
+    cpu = registry.get_device("cpu")
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = cpu.grad_scaler(True)
@@ -51,7 +51,7 @@ def test_cpu_grad_scaler_is_disabled_and_transparent():
 
 
 def test_cpu_contract():
-    cpu = plugins.get_device("cpu")
+    cpu = registry.get_device("cpu")
     assert cpu.is_available() == (True, "")
     cpu.bind(3)  # host processes share the CPU: binding places nothing elsewhere
     assert (cpu.dist_backend, cpu.amp_dtype, cpu.torch_device()) == ("gloo", torch.bfloat16, torch.device("cpu"))
@@ -98,7 +98,7 @@ def test_sdaa_without_the_sdk_is_unavailable_not_a_crash(monkeypatch):
 def test_sdaa_without_the_sdk_through_registry_and_cli(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_sdaa", None)
     with pytest.raises(ArcbenchError) as info:
-        plugins.require_device("sdaa")
+        registry.require_device("sdaa")
     assert str(info.value) == "device 'sdaa' is unavailable: torch_sdaa is not installed"
     rows = {r["name"]: r for r in json.loads(CliRunner().invoke(main, ["devices", "--json"]).stdout)}
     assert rows["sdaa"]["available"] is False
@@ -114,18 +114,18 @@ def test_sdaa_without_the_sdk_through_registry_and_cli(monkeypatch):
     ({"cpu"}, "cpu"),
 ])
 def test_auto_prefers_sdaa_then_cuda_then_cpu(monkeypatch, up, expected):
-    registry = plugins.devices()
+    found = registry.devices()
     for name in ("sdaa", "cuda", "cpu"):
         state = (True, "") if name in up else (False, "unavailable: switched off by the test")
-        monkeypatch.setattr(registry[name], "is_available", lambda state=state: state)
-    assert plugins.get_device("auto").name == expected
+        monkeypatch.setattr(found[name], "is_available", lambda state=state: state)
+    assert registry.get_device("auto").name == expected
 
 
 def test_auto_with_nothing_available(monkeypatch):
-    for dev in plugins.devices().values():
+    for dev in registry.devices().values():
         monkeypatch.setattr(dev, "is_available", lambda: (False, "unavailable: test"))
     with pytest.raises(ArcbenchError, match="no device is available"):
-        plugins.get_device("auto")
+        registry.get_device("auto")
 
 
 # ------------------------------------------------------------------ cuda
@@ -155,7 +155,7 @@ def test_cuda_without_a_gpu():
 
 @needs_cuda
 def test_cuda_contract_on_a_gpu():
-    cuda = plugins.get_device("cuda")
+    cuda = registry.get_device("cuda")
     assert cuda.is_available() == (True, "")
     cuda.bind(0)
     a = torch.randn(64, 64, device=cuda.torch_device())

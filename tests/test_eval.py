@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image, ImageOps
 
-from arcbench import plugins
+from arcbench import registry
 from arcbench.cli import main
 from arcbench.embed import embed_batch
 from arcbench.evaluate import evaluate, printable, save_scores
@@ -82,7 +82,7 @@ def lfw(tmp_path):
 
 @pytest.fixture
 def cpu():
-    return plugins.require_device("cpu")
+    return registry.require_device("cpu")
 
 
 def test_evaluate_embeds_each_image_once_and_restores_the_model(lfw, cpu):
@@ -171,7 +171,7 @@ def run(monkeypatch):
 def untrained_weights(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("w") / "mfn.pth"
-    torch.save(plugins.create_backbone("mobilefacenet").state_dict(), path)
+    torch.save(registry.create_backbone("mobilefacenet").state_dict(), path)
     return path
 
 

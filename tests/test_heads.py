@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arcbench import plugins
+from arcbench import registry
 
 N, D, C = 12, 16, 10
 
@@ -16,7 +16,7 @@ N, D, C = 12, 16, 10
 def batch():
     """Random embeddings; the first four point almost opposite their class centre (theta near pi)."""
     g = torch.Generator().manual_seed(0)
-    head = plugins.create_head("arcface", D, C)
+    head = registry.create_head("arcface", D, C)
     with torch.no_grad():
         head.weight.copy_(torch.randn(C, D, generator=g))
     labels = torch.randint(0, C, (N,), generator=g)
@@ -38,7 +38,7 @@ def _expected(emb, labels, weight, s, target_fn):
 
 
 def _make(name, weight, **kwargs):
-    head = plugins.create_head(name, D, C, **kwargs)
+    head = registry.create_head(name, D, C, **kwargs)
     with torch.no_grad():
         head.weight.copy_(weight)
     return head
@@ -142,11 +142,11 @@ def test_margin_is_computed_in_float32_under_bf16_autocast(batch, name):
 
 
 def test_heads_registry_and_kwargs():
-    assert {"arcface", "cosface", "combined"} <= set(plugins.heads())
-    head = plugins.create_head("arcface", 8, 4, s=32.0, m=0.3)
+    assert {"arcface", "cosface", "combined"} <= set(registry.heads())
+    head = registry.create_head("arcface", 8, 4, s=32.0, m=0.3)
     assert (head.s, head.m, head.weight.shape) == (32.0, 0.3, (4, 8))
     assert "s=32.0" in repr(head)
     with pytest.raises(TypeError, match="margin"):
-        plugins.create_head("arcface", 8, 4, margin=0.5)
+        registry.create_head("arcface", 8, 4, margin=0.5)
     with pytest.raises(TypeError, match="m1"):
-        plugins.create_head("cosface", 8, 4, m1=1.0)
+        registry.create_head("cosface", 8, 4, m1=1.0)

@@ -187,17 +187,17 @@ def test_bench_resets_peak_memory_between_grid_points(tmp_path):
     """batch 2 measured after batch 48 reports batch 2's peak, not the one left over from batch 48."""
     from click.testing import CliRunner
 
-    from arcbench import plugins
+    from arcbench import plugin_manager
     from arcbench.cli import main
 
-    plugins.load_plugin_module("fakecards")
+    plugin_manager.load_plugin_module("fakecards")
     try:
         result = CliRunner().invoke(main, ["bench", "--device", "fakecard", "--backbone", "tiny_mem",
                                            "--precision", "fp32", "--batch-size", "48,2", "--warmup", "1",
                                            "--steps", "2", "--classes", "10", "--out", str(tmp_path / "runs"),
                                            "--json"])
     finally:
-        plugins.unregister_plugin("fakecards")
+        plugin_manager.unregister_plugin("fakecards")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout[result.stdout.index("["):])
     peaks = {row["batch_size"]: row["peak_memory"] for row in rows}
@@ -210,18 +210,18 @@ def _sharded_eval_rank(rank, world, port, faces, out):
     import numpy as np
     import torch
 
-    from arcbench import collectives, plugins
+    from arcbench import collectives, registry
     from arcbench.evaluate import evaluate
     from arcbench.verification import load_verification
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    device = plugins.require_device("cpu")
+    device = registry.require_device("cpu")
     device.bind(rank)
     collectives.setup(device, rank, world, timeout=120, wait=60)
     try:
         torch.manual_seed(0)
-        model = plugins.create_backbone("mobilefacenet")
+        model = registry.create_backbone("mobilefacenet")
         vset = load_verification(val_data=str(faces / "verify"), val_pairs=str(faces / "pairs.txt"))
         result = evaluate(model, device, vset, batch_size=16, workers=0, progress=False, sharded=True)
         if rank == 0:
@@ -239,16 +239,16 @@ def test_sharded_verification_equals_one_process_to_the_last_digit(tmp_path, fac
     import torch
     import torch.multiprocessing as mp
 
-    from arcbench import plugins
+    from arcbench import registry
     from arcbench.evaluate import evaluate
     from arcbench.verification import load_verification
 
     out = tmp_path / "sharded.npy"
     mp.spawn(_sharded_eval_rank, args=(world, free_port(), faces, out), nprocs=world, join=True)
     torch.manual_seed(0)
-    model = plugins.create_backbone("mobilefacenet")
+    model = registry.create_backbone("mobilefacenet")
     vset = load_verification(val_data=str(faces / "verify"), val_pairs=str(faces / "pairs.txt"))
-    device = plugins.require_device("cpu")
+    device = registry.require_device("cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -3,7 +3,7 @@
 The multi-process cases run this file as a script: ``python test_partial_fc.py
 worker RANK WORLD PORT OUTDIR`` starts one gloo rank on 127.0.0.1, runs every
 scenario and saves what it computed; the tests compare that, in this process,
-with the ordinary head (``plugins.create_head(margin, ...)`` + ``F.cross_entropy``)
+with the ordinary head (``registry.create_head(margin, ...)`` + ``F.cross_entropy``)
 on the whole global batch.  One launch per world size (2 and 3) keeps it fast.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arcbench import plugins
+from arcbench import registry
 from arcbench.plugins.heads import partial_fc as pfc
 from arcbench.plugins.heads.partial_fc import (PartialFC, full_state, head_fit_error, head_forward_flops,
                                                head_memory_bytes, head_memory_message, head_step_bytes,
@@ -288,7 +288,7 @@ def runs(tmp_path_factory):
 
 def reference(margin, weight, x, y, **kwargs):
     """Loss and gradients (embeddings, centres) of the ordinary single-process head."""
-    head = plugins.create_head(margin, D, weight.shape[0], s=S, **kwargs)
+    head = registry.create_head(margin, D, weight.shape[0], s=S, **kwargs)
     with torch.no_grad():
         head.weight.copy_(weight)
     x = x.clone().requires_grad_()
@@ -327,7 +327,7 @@ def test_backbone_gradient_after_ddp_averaging_equals_full_batch(runs, world):
     results = runs[world]
     _, y, _ = global_batch(EXACT_C, world, seed=2)
     backbone = make_backbone()
-    head = plugins.create_head("arcface", D, EXACT_C, s=S)
+    head = registry.create_head("arcface", D, EXACT_C, s=S)
     with torch.no_grad():
         head.weight.copy_(PartialFC(D, EXACT_C, seed=3).weight)
     loss = F.cross_entropy(head(backbone(backbone_inputs(len(y))), y), y)
@@ -449,8 +449,8 @@ def test_checkpoint_saved_at_two_processes_loads_at_three(runs):
                                            ("cosface", {"m": 0.35}), ("combined", {"m1": 0.9, "m2": 0.4, "m3": 0.1})])
 def test_single_process_is_exactly_the_ordinary_head(margin, kwargs):
     g = torch.Generator().manual_seed(0)
-    ordinary = plugins.create_head(margin, D, 10, s=64.0, **kwargs)
-    head = plugins.create_head("partial_fc", D, 10, s=64.0, margin=margin, **kwargs)
+    ordinary = registry.create_head(margin, D, 10, s=64.0, **kwargs)
+    head = registry.create_head("partial_fc", D, 10, s=64.0, margin=margin, **kwargs)
     assert head.computes_loss and head.world_size == 1
     with torch.no_grad():
         head.weight.copy_(ordinary.weight)
@@ -518,10 +518,10 @@ def test_init_is_independent_of_sharding():
 
 
 def test_registered_and_validates_arguments():
-    spec = plugins.get_head("partial_fc")
+    spec = registry.get_head("partial_fc")
     head = spec.create(D, 10, margin="cosface", sample_rate=0.5)
     assert head.margin == "cosface" and head.m == 0.35 and head.num_sample == 5
-    assert plugins.create_head("partial_fc", D, 10, margin="combined", m=0.3).m2 == 0.3
+    assert registry.create_head("partial_fc", D, 10, margin="combined", m=0.3).m2 == 0.3
     with pytest.raises(ValueError, match="unknown margin"):
         PartialFC(D, 10, margin="sphereface")
     with pytest.raises(ValueError, match="sample_rate"):

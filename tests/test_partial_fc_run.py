@@ -112,7 +112,7 @@ def _step3_reference(saved: dict, world: int, per_process: int) -> float:
     """The global loss of the first step after loading ``saved`` at ``world`` processes, computed
     in this one process: each rank's synthetic batch through the backbone (batch norm per rank,
     as under DDP), then the full-softmax ArcFace loss over the whole [C, D] centres (r = 1)."""
-    from arcbench import plugins
+    from arcbench import registry
     from arcbench.data.train_sets import SyntheticBatches
 
     import tinyplugin
@@ -120,7 +120,7 @@ def _step3_reference(saved: dict, world: int, per_process: int) -> float:
     backbone = tinyplugin.Tiny(embedding_size=DIM)
     backbone.load_state_dict(saved["backbone"])
     backbone.train()
-    head = plugins.create_head("arcface", DIM, C, s=S)
+    head = registry.create_head("arcface", DIM, C, s=S)
     with torch.no_grad():
         head.weight.copy_(saved["head_full"]["weight"])
     xs, ys = [], []
@@ -242,11 +242,11 @@ def test_bench_skips_a_head_that_does_not_fit_with_one_line(tmp_path, monkeypatc
 
 def test_memory_per_process_on_the_cpu_shares_the_hosts_available_memory(monkeypatch):
     from arcbench import bench as bench_mod
-    from arcbench import plugins
+    from arcbench import registry
 
     assert bench_mod.host_available_memory() is None or bench_mod.host_available_memory() > 0
     monkeypatch.setattr(bench_mod, "host_available_memory", lambda: 16 * 10 ** 9)
-    cpu = plugins.get_device("cpu")
+    cpu = registry.get_device("cpu")
     assert bench_mod.memory_per_process(cpu, 1) == (16 * 10 ** 9, "the host has 16.0 GB available")
     assert bench_mod.memory_per_process(cpu, 2) == (8 * 10 ** 9, "the host has 16.0 GB available, 8.0 GB per process")
     monkeypatch.setattr(bench_mod, "host_available_memory", lambda: None)
@@ -254,7 +254,7 @@ def test_memory_per_process_on_the_cpu_shares_the_hosts_available_memory(monkeyp
 
 
 def test_bench_head_plan_message_for_a_2m_class_full_head(monkeypatch):
-    from arcbench import plugins
+    from arcbench import registry
     from arcbench.bench import head_plan
 
     monkeypatch.setattr("arcbench.bench.memory_per_process",
@@ -265,7 +265,7 @@ def test_bench_head_plan_message_for_a_2m_class_full_head(monkeypatch):
     assert plan["fit_error"].endswith("the device has 16.0 GB")
     assert plan["head_memory_planned"] == 3 * 2_000_000 * 512 * 4
     assert sharded["fit_error"] is None and sharded["head_memory_planned"] == 3 * 250_000 * 512 * 4
-    assert plugins.get_backbone("iresnet50").embedding_size == 512
+    assert registry.get_backbone("iresnet50").embedding_size == 512
 
 
 @pytest.mark.slow

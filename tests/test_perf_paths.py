@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from arcbench.evaluate import inference_model
-from arcbench.plugins import create_backbone
+from arcbench.registry import create_backbone
 from arcbench.preprocess import load_tensor, open_image
 
 
@@ -100,12 +100,12 @@ def test_train_flops_are_three_forwards():
 
 
 def test_train_step_is_one_optimisation_step():
-    from arcbench import plugins
+    from arcbench import registry
     from arcbench.config import RunConfig
     from arcbench.data.train_sets import SyntheticBatches
     from arcbench.train import Trainer
 
-    dev = plugins.require_device("cpu")
+    dev = registry.require_device("cpu")
     cfg = RunConfig(device="cpu", backbone="mobilefacenet", batch_size=4, train_data="synthetic",
                     synthetic_classes=10, synthetic_steps=1, epochs=1, quiet=True, record=False)
     data = SyntheticBatches(4, num_classes=10, steps_per_epoch=1)
@@ -118,14 +118,14 @@ def test_train_step_is_one_optimisation_step():
 
 def test_warm_up_is_excluded_per_process_start_not_per_global_step():
     """A resumed run starts cold again: its first steps are warm-up even at global step 100."""
-    from arcbench import plugins
+    from arcbench import plugin_manager, registry
     from arcbench.config import RunConfig
     from arcbench.data.train_sets import SyntheticBatches
     from arcbench.train import Trainer
 
-    plugins.load_plugin_module("tinyplugin")
+    plugin_manager.load_plugin_module("tinyplugin")
     try:
-        dev = plugins.require_device("cpu")
+        dev = registry.require_device("cpu")
         cfg = RunConfig(device="cpu", backbone="tiny", batch_size=4, train_data="synthetic", synthetic_classes=10,
                         synthetic_steps=6, epochs=100, quiet=True, record=False, timing_warmup=2)
         tr = Trainer(cfg, dev, SyntheticBatches(4, num_classes=10, steps_per_epoch=6), recorder=None,
@@ -136,7 +136,7 @@ def test_warm_up_is_excluded_per_process_start_not_per_global_step():
         tr.train_epoch()
         assert len(tr.compute_times) == 10  # warm-up only once per process
     finally:
-        plugins.unregister_plugin("tinyplugin")
+        plugin_manager.unregister_plugin("tinyplugin")
 
 
 def test_launcher_blames_the_root_cause_not_a_tccl_echo():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from arcbench import __version__, hookimpl, plugins
+from arcbench import __version__, hookimpl, plugin_manager, registry
 from arcbench.cli import main
 from arcbench.errors import ArcbenchError, UnknownNameError
 
@@ -61,10 +61,10 @@ def fresh(monkeypatch):
     """Plugin state rebuilt before and after the test, so nothing leaks into other tests."""
     monkeypatch.delenv("ARCBENCH_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("ARCBENCH_DEBUG", raising=False)
-    plugins.reset()
+    plugin_manager.reset()
     yield
     sys.modules.pop(DEMO_MODULE, None)
-    plugins.reset()
+    plugin_manager.reset()
 
 
 def _install(tmp_path, monkeypatch, source=DEMO_SOURCE, module=DEMO_MODULE, dist=DEMO_DIST, version="1.2.3"):
@@ -75,7 +75,7 @@ def _install(tmp_path, monkeypatch, source=DEMO_SOURCE, module=DEMO_MODULE, dist
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[arcbench]\ndemo = {module}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    plugins.reset()
+    plugin_manager.reset()
 
 
 def _cli(*args):
@@ -88,40 +88,30 @@ def test_plugins_json_lists_builtins_with_hooks(fresh):
     result = _cli("plugins", "--json")
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)}
-    assert set(plugins.BUILTIN_PLUGINS) <= set(rows)
-    hooks = {n: rows[n]["hooks"] for n in plugins.BUILTIN_PLUGINS}
+    assert set(plugin_manager.BUILTIN_PLUGINS) <= set(rows)
+    hooks = {n: rows[n]["hooks"] for n in plugin_manager.BUILTIN_PLUGINS}
     assert hooks["arcbench.plugins.devices.sdaa"] == ["register_devices"]
     assert hooks["arcbench.plugins.backbones.iresnet"] == ["register_backbones"]
     assert hooks["arcbench.plugins.heads.margins"] == ["register_heads"]
-    for name in plugins.BUILTIN_PLUGINS:
+    for name in plugin_manager.BUILTIN_PLUGINS:
         assert rows[name]["builtin"] is True and rows[name]["version"] == __version__
-
-
-def test_registries_survive_the_subpackage_imports(fresh):
-    # ``arcbench.plugins.backbones`` is also a subpackage; the registry function must win.
-    import arcbench.plugins.backbones.iresnet  # noqa: F401
-
-    assert callable(plugins.backbones) and callable(plugins.devices) and callable(plugins.heads)
-    assert {"cpu", "cuda", "sdaa"} <= set(plugins.devices())
-    assert {"arcface", "cosface", "combined"} <= set(plugins.heads())
-    assert plugins.get_backbone("iresnet50").plugin == "arcbench.plugins.backbones.iresnet"
 
 
 # ------------------------------------------------------------------ entry points
 
 def test_entry_point_plugin_is_discovered_and_usable(fresh, tmp_path, monkeypatch):
     _install(tmp_path, monkeypatch)
-    rows = {r["name"]: r for r in plugins.list_plugins()}
+    rows = {r["name"]: r for r in plugin_manager.list_plugins()}
     demo = rows["demo"]
     assert demo == {"name": "demo", "hooks": ["register_backbones", "register_devices"], "version": "1.2.3",
                     "distribution": DEMO_DIST, "builtin": False}
 
-    dev = plugins.get_device("demo")
+    dev = registry.get_device("demo")
     assert dev.is_available() == (True, "") and dev.plugin == "demo"
     assert dev.info()["device_name"] == "Demo Accelerator"
-    spec = plugins.get_backbone("demo-net")
+    spec = registry.get_backbone("demo-net")
     assert (spec.embedding_size, spec.margin_scale, spec.plugin) == (16, 30.0, "demo")
-    out = plugins.create_backbone("demo-net")(torch.zeros(2, 3, 112, 112))
+    out = registry.create_backbone("demo-net")(torch.zeros(2, 3, 112, 112))
     assert out.shape == (2, 16)
 
     result = _cli("plugins", "--json")
@@ -139,26 +129,26 @@ def test_entry_point_plugin_is_discovered_and_usable(fresh, tmp_path, monkeypatc
 def test_arcbench_load_plugins_filters_entry_points(fresh, tmp_path, monkeypatch, allow, loads):
     _install(tmp_path, monkeypatch)
     monkeypatch.setenv("ARCBENCH_LOAD_PLUGINS", allow)
-    plugins.reset()
-    names = {r["name"] for r in plugins.list_plugins()}
+    plugin_manager.reset()
+    names = {r["name"] for r in plugin_manager.list_plugins()}
     assert ("demo" in names) is loads
     assert (DEMO_MODULE in sys.modules) is loads  # filtered plugins are not even imported
-    assert set(plugins.BUILTIN_PLUGINS) <= names
-    assert "cpu" in plugins.devices() and "mobilefacenet" in plugins.backbones()
-    assert ("demo" in plugins.devices()) is loads
+    assert set(plugin_manager.BUILTIN_PLUGINS) <= names
+    assert "cpu" in registry.devices() and "mobilefacenet" in registry.backbones()
+    assert ("demo" in registry.devices()) is loads
 
 
 def test_broken_entry_point_is_a_clear_error(fresh, tmp_path, monkeypatch):
     _install(tmp_path, monkeypatch, source="raise RuntimeError('missing driver library')\n")
     with pytest.raises(ArcbenchError, match=r"plugin 'demo' \(arcbench_demo_plugin\) failed to import: "
                                             r"RuntimeError: missing driver library"):
-        plugins.devices()
+        registry.devices()
     result = _cli("plugins")
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0 and "missing driver library" in result.output
     monkeypatch.setenv("ARCBENCH_LOAD_PLUGINS", "")
-    plugins.reset()
-    assert "cpu" in plugins.devices()  # the escape hatch works
+    plugin_manager.reset()
+    assert "cpu" in registry.devices()  # the escape hatch works
 
 
 # ------------------------------------------------------------------ direct registration
@@ -193,18 +183,18 @@ class ClassPlugin:
 
 
 def test_register_plugin_with_a_class(fresh):
-    plugins.register_plugin(ClassPlugin, "class-plugin")
-    head = plugins.create_head("toy", 8, 5, s=2.0)
+    plugin_manager.register_plugin(ClassPlugin, "class-plugin")
+    head = registry.create_head("toy", 8, 5, s=2.0)
     assert head(torch.ones(3, 8), torch.zeros(3, dtype=torch.long)).shape == (3, 5)
-    assert plugins.get_head("toy").description == "a plain linear classifier"
-    assert plugins.get_device("cpu-twin").plugin == "class-plugin"
-    row = {r["name"]: r for r in plugins.list_plugins()}["class-plugin"]
+    assert registry.get_head("toy").description == "a plain linear classifier"
+    assert registry.get_device("cpu-twin").plugin == "class-plugin"
+    row = {r["name"]: r for r in plugin_manager.list_plugins()}["class-plugin"]
     assert row["hooks"] == ["register_devices", "register_heads"] and row["version"] == "0.0.7"
     with pytest.raises(ArcbenchError, match="already registered"):
-        plugins.register_plugin(ClassPlugin, "class-plugin")
-    plugins.unregister_plugin("class-plugin")
+        plugin_manager.register_plugin(ClassPlugin, "class-plugin")
+    plugin_manager.unregister_plugin("class-plugin")
     with pytest.raises(UnknownNameError):
-        plugins.get_head("toy")
+        registry.get_head("toy")
 
 
 def test_register_plugin_with_a_module(fresh):
@@ -216,8 +206,8 @@ def test_register_plugin_with_a_module(fresh):
             torch.nn.Flatten(), torch.nn.Linear(3 * 112 * 112, embedding_size)), embedding_size=8)
 
     mod.register_backbones = register_backbones
-    plugins.register_plugin(mod, "inline")
-    assert plugins.create_backbone("linear-net")(torch.zeros(2, 3, 112, 112)).shape == (2, 8)
+    plugin_manager.register_plugin(mod, "inline")
+    assert registry.create_backbone("linear-net")(torch.zeros(2, 3, 112, 112)).shape == (2, 8)
     result = _cli("backbones", "--json", "linear-net")
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
@@ -230,17 +220,17 @@ def test_a_bad_registration_names_the_plugin(fresh):
         def register_backbones(self, register):
             register("sloppy", torch.nn.Identity, embedding_size=4, colour="red")
 
-    plugins.register_plugin(Sloppy(), "sloppy-plugin")
+    plugin_manager.register_plugin(Sloppy(), "sloppy-plugin")
     with pytest.raises(ArcbenchError, match="plugin 'sloppy-plugin': bad register_backbones registration"):
-        plugins.backbones()
+        registry.backbones()
 
 
 # ------------------------------------------------------------------ unknown names
 
 @pytest.mark.parametrize("kind, getter, known", [
-    ("device", plugins.get_device, {"auto", "cpu", "cuda", "sdaa"}),
-    ("backbone", plugins.get_backbone, {"mobilefacenet", "iresnet50"}),
-    ("head", plugins.get_head, {"arcface", "cosface", "combined"}),
+    ("device", registry.get_device, {"auto", "cpu", "cuda", "sdaa"}),
+    ("backbone", registry.get_backbone, {"mobilefacenet", "iresnet50"}),
+    ("head", registry.get_head, {"arcface", "cosface", "combined"}),
 ])
 def test_unknown_names_list_the_known_ones(fresh, kind, getter, known):
     with pytest.raises(UnknownNameError) as info:

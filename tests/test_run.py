@@ -23,19 +23,19 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(autouse=True)
 def _plugin_path(monkeypatch):
-    from arcbench import plugins
+    from arcbench import plugin_manager
 
     monkeypatch.syspath_prepend(str(HERE))
     monkeypatch.setenv("PYTHONPATH", str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.delenv("ARCBENCH_DEBUG", raising=False)
-    monkeypatch.delenv(plugins.PLUGIN_MODULES_ENV, raising=False)  # restored (unset) after the test
+    monkeypatch.delenv(plugin_manager.PLUGIN_MODULES_ENV, raising=False)  # restored (unset) after the test
     import tinyplugin
 
-    plugins.load_plugin_module("tinyplugin")
+    plugin_manager.load_plugin_module("tinyplugin")
     tinyplugin.INTERRUPT_AT = None
     tinyplugin.reset_calls()
     yield
-    plugins.unregister_plugin("tinyplugin")
+    plugin_manager.unregister_plugin("tinyplugin")
 
 
 @pytest.fixture(scope="session")
@@ -185,7 +185,7 @@ def test_trained_model_verifies_better_than_untrained_and_eval_mode_records_it(m
     faces = more_faces
     from arcbench.checkpoint import load_backbone
     from arcbench.evaluate import evaluate
-    from arcbench.plugins import get_device
+    from arcbench.registry import get_device
     from arcbench.verification import load_verification
 
     torch.manual_seed(0)

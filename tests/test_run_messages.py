@@ -149,7 +149,7 @@ def test_piped_output_says_where_the_run_is_with_an_eta(tmp_path):
     import subprocess
     import sys
 
-    from arcbench.plugins import PLUGIN_MODULES_ENV
+    from arcbench.plugin_manager import PLUGIN_MODULES_ENV
 
     env = {k: v for k, v in os.environ.items() if k != PLUGIN_MODULES_ENV}  # no --plugin left by other tests
     p = subprocess.run([sys.executable, "-m", "arcbench", "run", "--device", "cpu", "--train-data", "synthetic",

@@ -150,7 +150,7 @@ def test_margins_apply_per_head_or_are_refused():
 
 
 def test_iresnet_trains_with_the_reference_dropout():
-    from arcbench.plugins import get_backbone
+    from arcbench.registry import get_backbone
 
     with torch.device("meta"):
         net = get_backbone("iresnet18").create()

@@ -21,7 +21,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from arcbench import plugins
+from arcbench import plugin_manager, registry
 from arcbench.cli import main
 from arcbench.errors import ArcbenchError
 from arcbench.plugins.devices.sdaa import SDAADevice
@@ -53,7 +53,7 @@ def standin(monkeypatch):
 
     yield load
     _forget_sdk()
-    plugins.get_device("sdaa").index = None
+    registry.get_device("sdaa").index = None
 
 
 def names(sdk):
@@ -165,9 +165,9 @@ def _train(tmp_path, *extra):
 
 @pytest.fixture()
 def tiny():
-    plugins.load_plugin_module("tinyplugin")
+    plugin_manager.load_plugin_module("tinyplugin")
     yield
-    plugins.unregister_plugin("tinyplugin")
+    plugin_manager.unregister_plugin("tinyplugin")
 
 
 def test_a_short_sdaa_run_uses_the_sdk_amp_syncs_before_every_timer_and_keeps_rng(standin, tiny, tmp_path,

@@ -76,10 +76,10 @@ def main(ctx, debug, plugin_modules):
     ctx.obj["debug"] = debug
     if debug:
         os.environ["ARCBENCH_DEBUG"] = "1"  # worker processes inherit it
-    from .. import plugins
+    from .. import plugin_manager
 
     for mod in plugin_modules:
-        plugins.load_plugin_module(mod)
+        plugin_manager.load_plugin_module(mod)
 
 
 def echo_json(obj) -> None:

@@ -68,15 +68,15 @@ def eval_cmd(backbone, weights, val_data, val_pairs, val_bin, flip, batch_size, 
       arcbench eval --weights arcface_mobilefacenet.pth --val-data lfw --val-pairs lfw_pair.txt
       arcbench eval --backbone iresnet50 --weights ms1mv2.pth --val-bin lfw.bin --flip --json
     """
-    from .. import plugins
+    from .. import registry
     from ..checkpoint import load_backbone
     from ..evaluate import evaluate, printable, save_scores as write_scores
     from ..verification import load_verification
 
     vset = load_verification(val_data=val_data, val_pairs=val_pairs, val_bin=val_bin, strict=strict)
-    dev = plugins.require_device(device)
+    dev = registry.require_device(device)
     dev.bind(0)  # one process: the first visible card
-    spec = plugins.get_backbone(backbone)
+    spec = registry.get_backbone(backbone)
     model = load_backbone(backbone, weights).to(dev.torch_device())
     result = evaluate(model, dev, vset, batch_size=batch_size, flip=flip, amp=amp, workers=workers,
                       progress=progress and not as_json, thresholds=thresholds, input_size=spec.input_size)

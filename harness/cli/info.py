@@ -4,14 +4,14 @@ from __future__ import annotations
 import click
 
 from . import echo_json, echo_table, main
-from .. import plugins
+from .. import plugin_manager, registry
 
 
 @main.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def plugins_cmd(as_json):
     """List loaded plugins: name, hooks, version, built in or not."""
-    rows = plugins.list_plugins()
+    rows = plugin_manager.list_plugins()
     if as_json:
         echo_json(rows)
     else:
@@ -26,7 +26,7 @@ def devices_cmd(as_json):
 
     `--device auto` picks the first available of sdaa, cuda, cpu.
     """
-    rows = [dev.info() for dev in plugins.devices().values()]
+    rows = [dev.info() for dev in registry.devices().values()]
     if as_json:
         echo_json(rows)
     else:
@@ -68,7 +68,7 @@ def _natural(name: str):
 
 def backbone_rows(names=None, with_flops=True):
     rows = []
-    for name, spec in sorted(plugins.backbones().items(), key=lambda kv: _natural(kv[0])):
+    for name, spec in sorted(registry.backbones().items(), key=lambda kv: _natural(kv[0])):
         if names and name not in names:
             continue
         params, flops = _measure(spec, with_flops)
@@ -86,7 +86,7 @@ def backbones_cmd(as_json, no_flops, names):
     """List backbones: embedding size, parameter count, GFLOPs per 112x112 image."""
     from ..errors import UnknownNameError
 
-    known = plugins.backbones()
+    known = registry.backbones()
     for n in names:
         if n not in known:
             raise UnknownNameError("backbone", n, known)
@@ -102,5 +102,5 @@ def backbones_cmd(as_json, no_flops, names):
 def heads_cmd(as_json):
     """List margin heads."""
     rows = [{"name": n, "description": s.description, "plugin": s.plugin}
-            for n, s in sorted(plugins.heads().items())]
+            for n, s in sorted(registry.heads().items())]
     echo_json(rows) if as_json else echo_table(rows)

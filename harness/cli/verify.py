@@ -32,14 +32,14 @@ def verify_cmd(image_a, image_b, backbone, weights, threshold, device, flip, as_
     """
     import torch
 
-    from .. import plugins
+    from .. import registry
     from ..checkpoint import load_backbone
     from ..embed import embed_batch
     from ..preprocess import load_tensor
 
-    dev = plugins.require_device(device)
+    dev = registry.require_device(device)
     dev.bind(0)  # one process: the first visible card
-    spec = plugins.get_backbone(backbone)
+    spec = registry.get_backbone(backbone)
     # Decode the photos first: a typo in a file name should not wait for the weights to load.
     batch = torch.stack([load_tensor(image_a, spec.input_size), load_tensor(image_b, spec.input_size)])
     model = load_backbone(backbone, weights).to(dev.torch_device()).eval()

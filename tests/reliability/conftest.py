@@ -45,9 +45,9 @@ def _env(monkeypatch, tmp_path_factory, plugin_dir):
         monkeypatch.setenv(var, "")  # records the original, so teardown restores it even if code set it
         monkeypatch.delenv(var)
     yield
-    from arcbench import plugins
+    from arcbench import plugin_manager
 
-    plugins.unregister_plugin(PLUGIN)  # leave the plugin manager as other tests expect it
+    plugin_manager.unregister_plugin(PLUGIN)  # leave the plugin manager as other tests expect it
 
 
 @pytest.fixture(scope="session")
