@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import textwrap
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import click
@@ -188,12 +189,28 @@ def report(ctx, runs_dirs, fmt, columns_spec, out, group_by, tolerance, threshol
     Modes: the default report, --align RUN_A RUN_B, or --compare BASE NEW.
     Exit status: 0 ok; 1 a --check failed; 2 a usage or input error.
     """
-    from ..reports import align as align_mod
-    from ..reports import compare as compare_mod
-    from ..reports import htmlreport, importlog, render
+    _check_options(align, compare, tolerance, threshold, plot_path)
+    from ..reports import importlog
     from ..reports.reference import load_references
-    from ..reports.runs import load_runs
 
+    req = _Request(runs_dirs=runs_dirs, fmt=fmt, columns_spec=columns_spec, out=out, group_by=group_by,
+                   tolerance=tolerance, threshold=threshold, check=check, plot_path=plot_path,
+                   import_logs=import_logs, import_to=import_to, lang=lang,
+                   meta=importlog.parse_meta(import_meta), refs=load_references(references_path))
+    if columns_spec and (align or compare or fmt not in ("table", "csv", "json")):
+        raise ArcbenchError("--columns applies to the runs table in table, csv and json formats")
+    if align:
+        failed = _align_mode(req, *align)
+    elif compare:
+        failed = _compare_mode(req, *compare)
+    else:
+        failed = _runs_mode(req)
+    if failed:
+        ctx.exit(1)
+
+
+def _check_options(align, compare, tolerance: float, threshold: float, plot_path) -> None:
+    """Refuse option combinations that make no sense, before any run is read."""
     if align and compare:
         raise ArcbenchError("--align and --compare are separate modes; give one")
     if tolerance < 0:
@@ -202,136 +219,198 @@ def report(ctx, runs_dirs, fmt, columns_spec, out, group_by, tolerance, threshol
         raise ArcbenchError(f"--threshold must be >= 0, got {threshold:g}")
     if plot_path and not align:
         raise ArcbenchError("--plot applies to --align only")
-    meta = importlog.parse_meta(import_meta)
-    problems: List[str] = []
-    refs = load_references(references_path)
-    if columns_spec and (align or compare or fmt not in ("table", "csv", "json")):
-        raise ArcbenchError("--columns applies to the runs table in table, csv and json formats")
 
-    if align:
-        roots = _roots(runs_dirs, optional=True)
-        label_a, curve_a = _resolve_run(align[0], roots, meta, problems)
-        label_b, curve_b = _resolve_run(align[1], roots, meta, problems)
-        if label_a == label_b:
-            label_a, label_b = f"{label_a} (A)", f"{label_b} (B)"
-        result = align_mod.align(curve_a, curve_b, label_a, label_b)
-        png = align_mod.plot_png(result)
-        plot_path = os.path.abspath(plot_path or os.path.join(_generated_dir(roots),
+
+@dataclass
+class _Request:
+    """The parsed options, so each mode takes one argument instead of seventeen."""
+
+    runs_dirs: Tuple[str, ...]
+    fmt: str
+    columns_spec: Optional[str]
+    out: Optional[str]
+    group_by: Optional[str]
+    tolerance: float
+    threshold: float
+    check: bool
+    plot_path: Optional[str]
+    import_logs: Tuple[str, ...]
+    import_to: Optional[str]
+    lang: str
+    meta: dict
+    refs: object
+    problems: List[str] = field(default_factory=list)
+
+    def out_path(self, candidates) -> Optional[str]:
+        """--out, or for html (which is never printed to stdout) a file in the first existing candidate."""
+        if self.fmt == "html" and not self.out:
+            return os.path.join(_generated_dir(candidates), DEFAULT_HTML)
+        return self.out
+
+
+def _fail_check(message: str) -> bool:
+    click.echo(f"arcbench: check failed: {message}", err=True)
+    return True
+
+
+# --align
+
+def _align_mode(req: _Request, spec_a: str, spec_b: str) -> bool:
+    """--align RUN_A RUN_B: write the plot, emit the verdict; True when --check fails."""
+    from ..reports import align as align_mod
+
+    roots = _roots(req.runs_dirs, optional=True)
+    label_a, curve_a = _resolve_run(spec_a, roots, req.meta, req.problems)
+    label_b, curve_b = _resolve_run(spec_b, roots, req.meta, req.problems)
+    if label_a == label_b:
+        label_a, label_b = f"{label_a} (A)", f"{label_b} (B)"
+    result = align_mod.align(curve_a, curve_b, label_a, label_b)
+    png = align_mod.plot_png(result)
+    plot_path = os.path.abspath(req.plot_path or os.path.join(_generated_dir(roots),
                                                               align_mod.default_plot_name(label_a, label_b)))
-        if fmt == "html" and not out:
-            out = os.path.join(_generated_dir(roots), DEFAULT_HTML)
-        atomic.write_bytes(plot_path, png)
-        _share(plot_path)
-        _warn(problems)
-        if fmt == "json":
-            text = render.to_json({**result.to_dict(), "plot": plot_path})
-        elif fmt == "csv":
-            a = result.aligned.copy()
-            a["abs_error"] = (a["loss_a"] - a["loss_b"]).abs()
-            a["rel_error"] = a["abs_error"] / a["loss_b"].abs().where(a["loss_b"] != 0)
-            text = render.to_csv(a)
-        elif fmt == "md":
-            d = result.to_dict()
-            text = render.md_table(["metric", "value"], [[k, "-" if v is None else v] for k, v in d.items()]) \
-                + f"\n\n![loss alignment]({plot_path})\n"
-        elif fmt == "html":
-            import pandas as pd
+    out = req.out_path(roots)
+    atomic.write_bytes(plot_path, png)
+    _share(plot_path)
+    _warn(req.problems)
+    _emit(_align_text(result, req.fmt, plot_path, png), out)
+    if req.check and not result.passed:
+        return _fail_check(f"loss alignment {result.verdict}")
+    return False
 
-            d = pd.DataFrame([[k, "-" if v is None else v] for k, v in result.to_dict().items()],
-                             columns=["metric", "value"])
-            text = htmlreport.frame_page("arcbench loss alignment", d.astype(str), result.text(),
-                                         [("loss alignment", png)])
-        else:
-            text = result.text() + f"\nplot: {plot_path}\n"
-        _emit(text, out)
-        if check and not result.passed:
-            click.echo(f"arcbench: check failed: loss alignment {result.verdict}", err=True)
-            ctx.exit(1)
-        return
 
-    if compare:
-        base = _load_side(compare[0], refs, tolerance, meta, problems)
-        new = _load_side(compare[1], refs, tolerance, meta, problems)
-        result = compare_mod.compare(base, new, threshold, tolerance)
-        if fmt == "html" and not out:
-            out = os.path.join(_generated_dir([compare[1], compare[0]]), DEFAULT_HTML)
-        line = compare_mod.summary_line(result, threshold, tolerance)
-        _warn(problems)
-        if fmt == "json":
-            text = render.to_json({"base": compare[0], "new": compare[1], "threshold_pct": threshold,
-                                   "tolerance_points": tolerance, "summary": line,
-                                   "regressions": int(result["regression"].sum()),
-                                   "inconclusive": int(result["inconclusive"].sum()),
-                                   "configurations": render.jsonable(result)})
-        elif fmt == "csv":
-            text = render.to_csv(result)
-        elif fmt == "md":
-            text = f"# arcbench compare\n\nBASE `{compare[0]}` vs NEW `{compare[1]}`: {line}\n\n" \
-                   + (render.md_frame(result) if len(result) else "(no runs)") + "\n"
-        elif fmt == "html":
-            text = htmlreport.frame_page("arcbench compare", render.display(result),
-                                         f"BASE {compare[0]} vs NEW {compare[1]}: {line}")
-        else:
-            shown = compare_mod.table(result)
-            width = _terminal_width()
-            text = (render.fit_table(shown, list(shown.columns), width, drop=compare_mod.TABLE_DROP_ORDER,
-                                     rows_are="configuration(s)", more="--format csv or json has every column")
-                    if len(result) else "(no runs)") + "\n" + textwrap.fill(line, width) + "\n"
-        _emit(text, out)
-        if check and result["regression"].any():
-            click.echo(f"arcbench: check failed: {line}", err=True)
-            ctx.exit(1)
-        return
+def _align_text(result, fmt: str, plot_path: str, png: bytes) -> str:
+    from ..reports import htmlreport, render
 
-    roots = _roots(runs_dirs, optional=bool(import_logs))
+    if fmt == "json":
+        return render.to_json({**result.to_dict(), "plot": plot_path})
+    if fmt == "csv":
+        a = result.aligned.copy()
+        a["abs_error"] = (a["loss_a"] - a["loss_b"]).abs()
+        a["rel_error"] = a["abs_error"] / a["loss_b"].abs().where(a["loss_b"] != 0)
+        return render.to_csv(a)
+    metrics = [[k, "-" if v is None else v] for k, v in result.to_dict().items()]
+    if fmt == "md":
+        return render.md_table(["metric", "value"], metrics) + f"\n\n![loss alignment]({plot_path})\n"
+    if fmt == "html":
+        import pandas as pd
+
+        d = pd.DataFrame(metrics, columns=["metric", "value"])
+        return htmlreport.frame_page("arcbench loss alignment", d.astype(str), result.text(),
+                                     [("loss alignment", png)])
+    return result.text() + f"\nplot: {plot_path}\n"
+
+
+# --compare
+
+def _compare_mode(req: _Request, base_spec: str, new_spec: str) -> bool:
+    """--compare BASE NEW: one row per configuration; True when --check finds a regression."""
+    from ..reports import compare as compare_mod
+
+    base = _load_side(base_spec, req.refs, req.tolerance, req.meta, req.problems)
+    new = _load_side(new_spec, req.refs, req.tolerance, req.meta, req.problems)
+    result = compare_mod.compare(base, new, req.threshold, req.tolerance)
+    out = req.out_path([new_spec, base_spec])
+    line = compare_mod.summary_line(result, req.threshold, req.tolerance)
+    _warn(req.problems)
+    _emit(_compare_text(result, req, base_spec, new_spec, line), out)
+    if req.check and result["regression"].any():
+        return _fail_check(line)
+    return False
+
+
+def _compare_text(result, req: _Request, base_spec: str, new_spec: str, line: str) -> str:
+    from ..reports import compare as compare_mod
+    from ..reports import htmlreport, render
+
+    if req.fmt == "json":
+        return render.to_json({"base": base_spec, "new": new_spec, "threshold_pct": req.threshold,
+                               "tolerance_points": req.tolerance, "summary": line,
+                               "regressions": int(result["regression"].sum()),
+                               "inconclusive": int(result["inconclusive"].sum()),
+                               "configurations": render.jsonable(result)})
+    if req.fmt == "csv":
+        return render.to_csv(result)
+    if req.fmt == "md":
+        return f"# arcbench compare\n\nBASE `{base_spec}` vs NEW `{new_spec}`: {line}\n\n" \
+               + (render.md_frame(result) if len(result) else "(no runs)") + "\n"
+    if req.fmt == "html":
+        return htmlreport.frame_page("arcbench compare", render.display(result),
+                                     f"BASE {base_spec} vs NEW {new_spec}: {line}")
+    shown = compare_mod.table(result)
+    width = _terminal_width()
+    return (render.fit_table(shown, list(shown.columns), width, drop=compare_mod.TABLE_DROP_ORDER,
+                             rows_are="configuration(s)", more="--format csv or json has every column")
+            if len(result) else "(no runs)") + "\n" + textwrap.fill(line, width) + "\n"
+
+
+# the default report
+
+def _runs_mode(req: _Request) -> bool:
+    """The runs table (or its groups) in the chosen format; True when --check finds a FAIL."""
+    from ..reports import render
+
+    roots = _roots(req.runs_dirs, optional=bool(req.import_logs))
+    df = _load_report_runs(req, roots)
+    groups = render.group_runs(df, req.group_by.split(",")) if req.group_by else None
+    cols = _columns(req.columns_spec, groups if groups is not None else df)
+    out = req.out_path(roots + ([req.import_to] if req.import_to else []))
+    text = _runs_text(req, df, groups, cols, roots + list(req.import_logs))
+    _warn(req.problems)
+    _emit(text, out)
+    return _check_runs(df) if req.check else False
+
+
+def _load_report_runs(req: _Request, roots: List[str]):
+    """The runs under ``roots`` plus the --import-log ones (written as run dirs first with --import-to)."""
+    from ..reports import importlog
+    from ..reports.runs import load_runs
+
     extra_rows, materialised = [], []
-    for path in import_logs:
-        imp = importlog.import_log(path, meta, problems)
-        if import_to:
-            materialised.append(importlog.materialise(imp, import_to))
+    for path in req.import_logs:
+        imp = importlog.import_log(path, req.meta, req.problems)
+        if req.import_to:
+            materialised.append(importlog.materialise(imp, req.import_to))
         else:
             extra_rows.append(imp.row)
-    df = load_runs(roots + materialised, problems, refs, tolerance, extra_rows=extra_rows)
+    df = load_runs(roots + materialised, req.problems, req.refs, req.tolerance, extra_rows=extra_rows)
     if not len(df):
-        problems.append(f"no run dirs (folders with summary.json or config.json) under {', '.join(roots) or '-'}")
-    groups = render.group_runs(df, group_by.split(",")) if group_by else None
-    cols = _columns(columns_spec, groups if groups is not None else df)
-    if fmt == "html" and not out:
-        out = os.path.join(_generated_dir(roots + ([import_to] if import_to else [])), DEFAULT_HTML)
+        req.problems.append(f"no run dirs (folders with summary.json or config.json) under {', '.join(roots) or '-'}")
+    return df
 
-    if fmt == "html":
-        text = htmlreport.build_html(df, problems=problems, roots=roots + list(import_logs), references=refs,
-                                     tolerance=tolerance, groups=groups, lang=lang)
-    elif fmt == "json":
+
+def _runs_text(req: _Request, df, groups, cols: Optional[List[str]], sources: List[str]) -> str:
+    from ..reports import htmlreport, render
+
+    frame = groups if groups is not None else df
+    if req.fmt == "html":
+        return htmlreport.build_html(df, problems=req.problems, roots=sources, references=req.refs,
+                                     tolerance=req.tolerance, groups=groups, lang=req.lang)
+    if req.fmt == "json":
         body = {"runs": render.jsonable(df if cols is None or groups is not None else df[cols]),
-                "problems": problems}
+                "problems": req.problems}
         if groups is not None:
             body["groups"] = render.jsonable(groups if cols is None else groups[cols])
-        text = render.to_json(body)
-    elif fmt == "csv":
-        frame = groups if groups is not None else df
-        text = render.to_csv(frame if cols is None else frame[cols])
-    elif fmt == "md":
-        if groups is not None:
-            text = "# arcbench report (grouped)\n\n" + render.md_frame(groups) + "\n"
-        else:
-            text = render.markdown(df, lang=lang, note=f"{len(df)} run(s) from {', '.join(roots + list(import_logs))}; "
-                                                    f"reference tolerance {tolerance:g} points.")
-    else:
-        if groups is not None:
-            text = render.fit_table(groups, cols or list(groups.columns), _terminal_width())
-        elif columns_spec and columns_spec.strip().lower() == "all":
-            text = render.fit_table(df, cols, None)
-        else:
-            text = render.fit_table(df, cols, _terminal_width(), drop=() if cols else render.TABLE_DROP_ORDER)
-    _warn(problems)
-    _emit(text, out)
+        return render.to_json(body)
+    if req.fmt == "csv":
+        return render.to_csv(frame if cols is None else frame[cols])
+    if req.fmt == "md" and groups is not None:
+        return "# arcbench report (grouped)\n\n" + render.md_frame(groups) + "\n"
+    if req.fmt == "md":
+        return render.markdown(df, lang=req.lang, note=f"{len(df)} run(s) from {', '.join(sources)}; "
+                                                       f"reference tolerance {req.tolerance:g} points.")
+    if groups is not None:
+        return render.fit_table(groups, cols or list(groups.columns), _terminal_width())
+    if req.columns_spec and req.columns_spec.strip().lower() == "all":
+        return render.fit_table(df, cols, None)
+    return render.fit_table(df, cols, _terminal_width(), drop=() if cols else render.TABLE_DROP_ORDER)
 
-    if check:
-        checks = df["reference_check"].astype("object") if len(df) else []
-        failed = [str(r) for r, c in zip(df["run_id"], checks) if c == "FAIL"] if len(df) else []
-        if failed:
-            click.echo(f"arcbench: check failed: {len(failed)} run(s) below reference: {', '.join(failed)}", err=True)
-            ctx.exit(1)
-        n_pass = sum(1 for c in checks if c == "PASS")
-        click.echo(f"arcbench: check passed: {n_pass} PASS, 0 FAIL", err=True)
+
+def _check_runs(df) -> bool:
+    """--check on the runs: a FAIL anywhere fails; otherwise say how many passed."""
+    checks = df["reference_check"].astype("object") if len(df) else []
+    failed = [str(r) for r, c in zip(df["run_id"], checks) if c == "FAIL"] if len(df) else []
+    if failed:
+        return _fail_check(f"{len(failed)} run(s) below reference: {', '.join(failed)}")
+    n_pass = sum(1 for c in checks if c == "PASS")
+    click.echo(f"arcbench: check passed: {n_pass} PASS, 0 FAIL", err=True)
+    return False
