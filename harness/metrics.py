@@ -24,13 +24,16 @@ VAL_GRID = np.arange(0, 4, 0.001)
 ROC_POINTS = 1000
 
 
-def fold_ids(n: int, folds=None, n_folds: int = 10) -> np.ndarray:
-    """Fold id per pair, relabelled 0..k-1; without ``folds``, contiguous KFold-sized blocks."""
-    if folds is None:
-        k = max(1, min(n_folds, n))
-        sizes = np.full(k, n // k, dtype=np.int64)
-        sizes[: n % k] += 1
-        return np.repeat(np.arange(k, dtype=np.int64), sizes)
+def contiguous_folds(n: int, n_folds: int = 10) -> np.ndarray:
+    """Fold id per item, contiguous blocks sized like sklearn's unshuffled KFold (the reference's split)."""
+    k = max(1, min(n_folds, n))
+    sizes = np.full(k, n // k, dtype=np.int64)
+    sizes[: n % k] += 1
+    return np.repeat(np.arange(k, dtype=np.int64), sizes)
+
+
+def _relabel_folds(folds, n: int) -> np.ndarray:
+    """Given fold labels (any values, any sizes) as ids 0..k-1."""
     folds = np.asarray(folds).ravel()
     if len(folds) != n:
         raise ValueError(f"folds has {len(folds)} entries for {n} pairs")
@@ -159,7 +162,7 @@ def verification_metrics(distances, issame, folds=None, n_folds: int = 10,
         custom = np.sort(np.asarray(thresholds, dtype=np.float64).ravel())
         if len(custom) == 0:
             raise ValueError("empty threshold list")
-    fid = fold_ids(len(d), folds, n_folds)
+    fid = contiguous_folds(len(d), n_folds) if folds is None else _relabel_folds(folds, len(d))
     k = int(fid.max()) + 1
 
     fold_acc = np.zeros(k)

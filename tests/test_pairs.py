@@ -8,8 +8,9 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from arcbench.data.pairs import contiguous_folds, image_path, load_pairs, parse_pairs, resolve_pairs
+from arcbench.data.pairs import image_path, load_pairs, parse_pairs, resolve_pairs
 from arcbench.errors import ArcbenchError
+from arcbench.metrics import contiguous_folds
 from arcbench.verification import load_verification
 
 

@@ -19,7 +19,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import ArcbenchError
-from .pairs import contiguous_folds
+from ..metrics import contiguous_folds
+from .verification_set import VerificationSet, default_name
 
 
 class _Refused(Exception):
@@ -129,10 +130,9 @@ def read_bin(path) -> Tuple[List[bytes], np.ndarray]:
     return out, np.asarray(flags, dtype=bool)
 
 
-def load_bin(path, name: Optional[str] = None, n_folds: int = 10):
-    """A :class:`~arcbench.verification.VerificationSet` from a .bin; byte-identical images are embedded once."""
-    from ..verification import VerificationSet, default_name
-
+def load_bin(path, name: Optional[str] = None, n_folds: int = 10) -> VerificationSet:
+    """A :class:`~arcbench.data.verification_set.VerificationSet` from a .bin; byte-identical
+    images are embedded once."""
     path = os.fspath(path)
     images, issame = read_bin(path)
     index: Dict[bytes, int] = {}

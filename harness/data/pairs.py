@@ -24,9 +24,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..errors import ArcbenchError
+from ..metrics import contiguous_folds
 from . import nonnegative_int
-
-DEFAULT_FOLDS = 10
+from .verification_set import VerificationSet, default_name
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,6 @@ class PairsFile:
 
     def __len__(self) -> int:
         return len(self.pairs)
-
-
-def contiguous_folds(n: int, n_folds: int = DEFAULT_FOLDS) -> np.ndarray:
-    """Fold id per item, contiguous blocks sized like sklearn's unshuffled KFold."""
-    k = max(1, min(n_folds, n))
-    sizes = np.full(k, n // k, dtype=np.int64)
-    sizes[: n % k] += 1
-    return np.repeat(np.arange(k, dtype=np.int64), sizes)
 
 
 def _name(token: str, path: str, line: int) -> str:
@@ -153,15 +145,13 @@ def image_path(root, name: str, idx: int, ext: str = "jpg") -> str:
 
 
 def resolve_pairs(parsed: PairsFile, root, strict: bool = False, name: Optional[str] = None,
-                  ext: str = "jpg"):
-    """Turn parsed pairs into a :class:`~arcbench.verification.VerificationSet`.
+                  ext: str = "jpg") -> VerificationSet:
+    """Turn parsed pairs into a :class:`~arcbench.data.verification_set.VerificationSet`.
 
     Each distinct image path appears once in ``images`` however many pairs use
     it.  A pair with a missing image is skipped and counted, or with ``strict``
     is an error naming the image and the pairs-file line.
     """
-    from ..verification import VerificationSet, default_name
-
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise ArcbenchError("image folder not found (expected <root>/<name>/<name>_0001.jpg)", root)
@@ -208,6 +198,6 @@ def resolve_pairs(parsed: PairsFile, root, strict: bool = False, name: Optional[
     )
 
 
-def load_pairs(root, pairs_path, strict: bool = False, name: Optional[str] = None):
+def load_pairs(root, pairs_path, strict: bool = False, name: Optional[str] = None) -> VerificationSet:
     """Parse and resolve in one go."""
     return resolve_pairs(parse_pairs(pairs_path), root, strict=strict, name=name)
