@@ -174,6 +174,30 @@ def _weights(run_dir, summary, config) -> Optional[str]:
 def load_run(run_dir, problems: Optional[list] = None) -> Optional[dict]:
     """One run dir as a row dict, or None (with a message in ``problems``) when unusable."""
     problems = [] if problems is None else problems
+    files = _read_run_files(run_dir, problems)
+    if files is None:
+        return None
+    summary, config, system = files
+    sysdev = system.get("device") if isinstance(system.get("device"), dict) else {}
+    parsed = _log_if_needed(run_dir, summary, problems)
+    row = _merged_row(run_dir, summary, config, system, sysdev, parsed)
+    _add_data_sets(row, summary, config)
+    row["weights"] = _weights(run_dir, summary, config)
+    row["bad_log_lines"] = (len(parsed.bad) + parsed.other) if parsed is not None else None
+    if parsed is not None and parsed.bad:
+        line, why = parsed.bad[0]
+        problems.append(f"{parsed.path}:{line}: {len(parsed.bad)} unreadable line(s) skipped (first: {why})")
+    row["source"] = "run"
+    row["path"] = os.fspath(run_dir)
+    _add_throughput_context(row, summary, config, sysdev)
+    for k, v in summary.items():  # anything else the recorder wrote rides along as an extra column
+        if k not in row and k not in ("train_set", "eval_set") and (v is None or isinstance(v, (str, int, float, bool))):
+            row[k] = v
+    return row
+
+
+def _read_run_files(run_dir, problems: list) -> Optional[Tuple[dict, dict, dict]]:
+    """summary, config and system JSON ({} when absent); None when the run's own numbers are unreadable."""
     summary, s_err = read_json(os.path.join(run_dir, "summary.json"))
     config, c_err = read_json(os.path.join(run_dir, "config.json"))
     system, y_err = read_json(os.path.join(run_dir, "system.json"))
@@ -186,18 +210,24 @@ def load_run(run_dir, problems: Optional[list] = None) -> Optional[dict]:
     for err in (c_err, y_err):
         if err:
             problems.append(f"{err}; ignored")
-    summary, config, system = summary or {}, config or {}, system or {}
-    sysdev = system.get("device") if isinstance(system.get("device"), dict) else {}
+    return summary or {}, config or {}, system or {}
 
-    parsed = None
-    need_log = not summary or not (_present(summary.get("throughput_median")) or _present(summary.get("lfw_accuracy")))
-    if need_log:
-        try:
-            parsed = read_metrics(run_dir)
-        except ArcbenchError as exc:
-            problems.append(str(exc))
+
+def _log_if_needed(run_dir, summary: dict, problems: list) -> Optional[ParsedLog]:
+    """metrics.jsonl, parsed only when the summary lacks the headline numbers (the log can be large)."""
+    if summary and (_present(summary.get("throughput_median")) or _present(summary.get("lfw_accuracy"))):
+        return None
+    try:
+        return read_metrics(run_dir)
+    except ArcbenchError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def _merged_row(run_dir, summary: dict, config: dict, system: dict, sysdev: dict,
+                parsed: Optional[ParsedLog]) -> dict:
+    """The row from summary, then config, then what the log implies, with identity and precision filled in."""
     derived = curves.derive_summary(parsed) if parsed is not None else {}
-
     row = {k: summary.get(k) for k in _SUMMARY_KEYS}
     for k in _CONFIG_KEYS:
         row[k] = _first(row.get(k), config.get(k))
@@ -220,7 +250,12 @@ def load_run(run_dir, problems: Optional[list] = None) -> Optional[dict]:
         row["amp"] = str(row["precision"]).lower() != "fp32"
     elif _present(row["amp"]) and not _present(row["precision"]):
         row["precision"] = "amp" if truthy(row["amp"]) else "fp32"
+    return row
 
+
+def _add_data_sets(row: dict, summary: dict, config: dict) -> None:
+    """Train and eval set, raw and canonical (to match references), whether they are generated, and
+    accuracies as fractions."""
     train_raw = _first(summary.get("train_set"), _basename(config.get("train_data")))
     if not _present(train_raw) and config and str(config.get("mode", "train")) in ("train", "bench") \
             and "train_data" in config:
@@ -233,14 +268,10 @@ def load_run(run_dir, problems: Optional[list] = None) -> Optional[dict]:
         row["synthetic"] = ("synthetic" in names) if (train_raw or eval_raw) else None
     for k in ("lfw_accuracy", "best_lfw_accuracy"):
         row[k] = curves.as_fraction(row.get(k))
-    row["weights"] = _weights(run_dir, summary, config)
-    row["bad_log_lines"] = (len(parsed.bad) + parsed.other) if parsed is not None else None
-    if parsed is not None and parsed.bad:
-        line, why = parsed.bad[0]
-        problems.append(f"{parsed.path}:{line}: {len(parsed.bad)} unreadable line(s) skipped (first: {why})")
-    row["source"] = "run"
-    row["path"] = os.fspath(run_dir)
-    # what else changes a throughput figure (``report --compare`` matches on these when present)
+
+
+def _add_throughput_context(row: dict, summary: dict, config: dict, sysdev: dict) -> None:
+    """What else changes a throughput figure (``report --compare`` matches on these when present)."""
     row["compile"] = _first(summary.get("compile"), config.get("compile"))
     row["num_classes"] = _first(summary.get("num_classes"), config.get("num_classes"),
                                 config.get("synthetic_classes") if config.get("train_data") == "synthetic" else None)
@@ -248,10 +279,6 @@ def load_run(run_dir, problems: Optional[list] = None) -> Optional[dict]:
     row["timing_warmup"] = _first(summary.get("timing_warmup"), config.get("timing_warmup"))
     amp_on = truthy(row["amp"]) if _present(row["amp"]) else None
     row["amp_dtype"] = _first(summary.get("amp_dtype"), sysdev.get("amp_dtype") if amp_on else None)
-    for k, v in summary.items():  # anything else the recorder wrote rides along as an extra column
-        if k not in row and k not in ("train_set", "eval_set") and (v is None or isinstance(v, (str, int, float, bool))):
-            row[k] = v
-    return row
 
 
 def frame(rows: Sequence[dict]) -> pd.DataFrame:
