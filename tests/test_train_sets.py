@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from arcbench.data import synth
-from arcbench.data.train_sets import SyntheticBatches, TrainSet, make_loader, open_train_set
+from arcbench.data.synthetic_batches import SyntheticBatches
+from arcbench.data.train_sets import TrainSet, make_loader, open_train_set
 from arcbench.errors import ArcbenchError
 
 
@@ -161,3 +162,34 @@ def test_synthetic_batches():
     assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() < 7
     assert images.min() >= -1 and images.max() <= 1
     assert make_loader(sb, batch_size=3) is sb
+
+
+class _Cpu:
+    torch_type = "cpu"
+
+    def torch_device(self):
+        return torch.device("cpu")
+
+
+def test_run_data_makes_images_at_the_backbone_input_size(tiny_set):
+    from arcbench.config import RunConfig
+    from arcbench.data.run_data import open_train_data, open_verification
+
+    cfg = RunConfig(train_data="synthetic", batch_size=2, synthetic_classes=3, synthetic_steps=1)
+    images, _ = next(iter(open_train_data(cfg, _Cpu(), 0, 1, input_size=64)))
+    assert tuple(images.shape) == (2, 3, 64, 64)
+    cfg = RunConfig(train_data=str(tiny_set), batch_size=4, workers=0)
+    images, labels = next(iter(open_train_data(cfg, _Cpu(), 0, 1, input_size=64)))
+    assert tuple(images.shape) == (4, 3, 64, 64) and len(labels) == 4
+    assert open_verification(cfg) is None
+
+
+def test_run_data_names_a_generated_verification_set(tmp_path):
+    from arcbench.config import RunConfig
+    from arcbench.data.run_data import open_verification
+
+    synth.generate(tmp_path, identities=1, images_per_identity=1, verify_identities=20, verify_images=2,
+                   pairs=1, workers=0)
+    cfg = RunConfig(val_data=str(tmp_path / "verify"), val_pairs=str(tmp_path / "pairs.txt"))
+    vset = open_verification(cfg)
+    assert vset.name == "synthetic-faces (held-out identities)" and len(vset) == 20
