@@ -13,19 +13,41 @@ from typing import Dict, Optional, Sequence, Tuple
 from .atomic import write_bytes
 
 
-def _figure(figsize=(6.0, 4.5)):
+def figure(figsize=(6.0, 4.5), dpi: int = 100):
+    """A Figure on its own Agg canvas: no pyplot registry to leak or close, no global backend switch."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize, dpi=100)
+    fig = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig, path) -> None:
+def style_axes(ax, title: Optional[str] = None, xlabel: Optional[str] = None, ylabel: Optional[str] = None,
+               title_size: Optional[float] = None, grid: str = "both") -> None:
+    """Title, axis labels and the light grid every arcbench chart uses (None leaves a part as it is)."""
+    if title is not None:
+        ax.set_title(title, **({} if title_size is None else {"fontsize": title_size}))
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    ax.grid(axis=grid, alpha=0.3)
+
+
+def png_bytes(fig, fit: str = "crop") -> bytes:
+    """The figure as PNG. ``crop``: the image is cut to what is drawn (run plots, any size);
+    ``layout``: the axes are re-spaced inside the figure's own size (report charts keep theirs)."""
+    if fit == "layout":
+        fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    write_bytes(path, buf.getvalue())
+    fig.savefig(buf, format="png", bbox_inches="tight" if fit == "crop" else None)
+    return buf.getvalue()
+
+
+def save_png(fig, path) -> None:
+    """Write a cropped PNG atomically (missing directories are created), so a reader never sees half a file."""
+    write_bytes(path, png_bytes(fig))
 
 
 def _value_text(v: float) -> str:
@@ -40,7 +62,7 @@ def lines_figure(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], tit
     would be one dot on a meaningless axis: each value is written out instead,
     labelled with its series and x (``verification accuracy: 0.8990 (epoch 3)``).
     """
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot(1, 1, 1)
     items = [(label, list(xs), list(ys)) for label, (xs, ys) in series.items()]
     if items and all(len(xs) == 1 and len(ys) == 1 for _label, xs, ys in items):
@@ -59,10 +81,7 @@ def lines_figure(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], tit
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
+    style_axes(ax, title, xlabel, ylabel)
     if series:
         ax.legend(loc="best")
     return fig
@@ -74,22 +93,19 @@ def plot_lines(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], path,
 
     A single measurement per series is drawn as a labelled value, not a one-point curve.
     """
-    _save(lines_figure(series, title, xlabel, ylabel, logx, logy), path)
+    save_png(lines_figure(series, title, xlabel, ylabel, logx, logy), path)
 
 
 def plot_roc(fpr: Sequence[float], tpr: Sequence[float], path, title: Optional[str] = None,
              auc: Optional[float] = None) -> None:
     """ROC curve (TPR against FPR) with the chance diagonal."""
     label = "ROC" if auc is None else f"ROC (AUC {auc:.4f})"
-    fig = _figure((5.0, 5.0))
+    fig = figure((5.0, 5.0))
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(list(fpr), list(tpr), label=label)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="chance")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title or "ROC")
-    ax.grid(True, alpha=0.3)
+    style_axes(ax, title or "ROC", "false positive rate", "true positive rate")
     ax.legend(loc="lower right")
-    _save(fig, path)
+    save_png(fig, path)

@@ -20,7 +20,6 @@ turned into its per-epoch running mean first; the result names the series compar
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ import pandas as pd
 
 from .. import atomic
 from ..errors import ArcbenchError
+from ..plots import figure, png_bytes, style_axes
 from .curves import SERIES_PER_STEP, SERIES_RUNNING_MEAN, running_mean
 
 MRE_LIMIT = 0.05
@@ -122,20 +122,15 @@ def align(a: pd.DataFrame, b: pd.DataFrame, label_a: str = "RUN_A", label_b: str
 
 def plot_png(result: AlignResult) -> bytes:
     """Both curves and their relative error as a PNG (Agg canvas; no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 5.5), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = figure((8, 5.5))
     ax, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     x = result.aligned["step"]
     ax.plot(x, result.aligned["loss_b"], label=f"B (baseline): {result.label_b}", color="#1f77b4", lw=1.4)
     ax.plot(x, result.aligned["loss_a"], label=f"A: {result.label_a}", color="#d62728", lw=1.0, alpha=0.85)
-    ax.set_ylabel("train.loss")
     ax.legend(loc="upper right", fontsize=8)
     mre = "n/a" if math.isnan(result.mre) else f"{result.mre:.2%}"
-    ax.set_title(f"loss alignment: {result.verdict}  (MRE {mre}, MAE {result.mae:.3g})", fontsize=10)
-    ax.grid(alpha=0.3)
+    style_axes(ax, f"loss alignment: {result.verdict}  (MRE {mre}, MAE {result.mae:.3g})", ylabel="train.loss",
+               title_size=10)
     vb = result.aligned["loss_b"].to_numpy(dtype="float64")
     va = result.aligned["loss_a"].to_numpy(dtype="float64")
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -143,13 +138,8 @@ def plot_png(result: AlignResult) -> bytes:
     ax2.plot(x, rel * 100, color="#555555", lw=0.8)
     ax2.axhline(MRE_LIMIT * 100, color="#d62728", ls="--", lw=0.8)
     ax2.set_ylim(bottom=0)
-    ax2.set_ylabel("|a-b|/|b| %")
-    ax2.set_xlabel("aligned step" if result.mode == "step" else "position")
-    ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    style_axes(ax2, xlabel="aligned step" if result.mode == "step" else "position", ylabel="|a-b|/|b| %")
+    return png_bytes(fig, fit="layout")
 
 
 def write_plot(result: AlignResult, path) -> None:

@@ -5,30 +5,37 @@ report can say why a chart is missing instead of showing an empty frame.
 """
 from __future__ import annotations
 
-import io
 import math
 from typing import Optional
 
 import pandas as pd
+
+from ..plots import figure, png_bytes, style_axes
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22", "#17becf"]
 
 
 def _figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=96)
-    FigureCanvasAgg(fig)
-    return fig
+    return figure((w, h), dpi=96)
 
 
 def _png(fig) -> bytes:
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    """Charts keep their size (the page lays them out), so the axes are re-spaced rather than cropped."""
+    return png_bytes(fig, fit="layout")
+
+
+def _bar_axes(ax, labels, ylabel: str, title: str, ymargin: float, label_size: Optional[float] = None) -> None:
+    """One tick per category, a small title, a y grid, and headroom above the bars for their value labels."""
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, **({} if label_size is None else {"fontsize": label_size}))
+    style_axes(ax, title, ylabel=ylabel, title_size=10, grid="y")
+    ax.margins(y=ymargin)
+
+
+def _label_bar(ax, bar, text: str, size: float) -> None:
+    ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                fontsize=size, xytext=(0, 2), textcoords="offset points")
 
 
 def _usable(df: pd.DataFrame, col: str) -> pd.DataFrame:
@@ -72,16 +79,10 @@ def throughput_by_device(df: pd.DataFrame) -> Optional[bytes]:
             bar = ax.bar(left + width * (j + 0.5), v, width, color=colour[s],
                          label=None if s in labelled else s)[0]
             labelled.add(s)
-            ax.annotate(f"{v:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                        va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
-    ax.set_xticks(range(len(backbones)))
-    ax.set_xticklabels(backbones)
-    ax.set_ylabel("images/s (median over runs)")
-    ax.set_title("Training throughput by backbone and device", fontsize=10)
+            _label_bar(ax, bar, f"{v:.0f}", 7)
+    _bar_axes(ax, backbones, "images/s (median over runs)", "Training throughput by backbone and device", 0.12)
     ax.legend(fontsize=8, title="device precision [x processes]", title_fontsize=8, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    ax.margins(y=0.12)
     return _png(fig)
 
 
@@ -97,15 +98,9 @@ def amp_speedup(df: pd.DataFrame) -> Optional[bytes]:
     colors = ["#2ca02c" if v >= 1 else "#d62728" for v in s.values]
     bars = ax.bar(range(len(s)), s.values, color=colors, width=0.6)
     for b, v in zip(bars, s.values):
-        ax.annotate(f"{v:.2f}x", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
-                    fontsize=8, xytext=(0, 2), textcoords="offset points")
+        _label_bar(ax, b, f"{v:.2f}x", 8)
     ax.axhline(1.0, color="#555555", lw=0.8, ls="--")
-    ax.set_xticks(range(len(s)))
-    ax.set_xticklabels(list(s.index), fontsize=8)
-    ax.set_ylabel("AMP / FP32 throughput")
-    ax.set_title("AMP speedup (device, backbone)", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    ax.margins(y=0.15)
+    _bar_axes(ax, list(s.index), "AMP / FP32 throughput", "AMP speedup (device, backbone)", 0.15, label_size=8)
     return _png(fig)
 
 
@@ -130,12 +125,10 @@ def scaling(df: pd.DataFrame) -> Optional[bytes]:
         ax.plot(s.index, s.values, marker="o", color=color, label=k)
         base_n, base_v = s.index[0], s.values[0]
         ax.plot(s.index, [base_v * n / base_n for n in s.index], ls="--", lw=0.8, color=color, alpha=0.6)
-    ax.set_xlabel("processes (nproc x nnodes)")
-    ax.set_ylabel("images/s")
+    style_axes(ax, "Scaling (dashed: ideal linear from the smallest run)", "processes (nproc x nnodes)",
+               "images/s", title_size=10)
     ax.set_xticks(sorted({int(c) for _k, s in groups for c in s.index}))
-    ax.set_title("Scaling (dashed: ideal linear from the smallest run)", fontsize=10)
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
     return _png(fig)
 
 
@@ -154,10 +147,8 @@ def run_curves(loss: pd.DataFrame, acc: pd.DataFrame, per_epoch_loss: bool = Fal
         i += 1
         x = loss["epoch"] if per_epoch_loss else loss["step"]
         ax.plot(x, loss["loss"], color="#1f77b4", lw=1.0, marker="o" if len(loss) < 30 else None, ms=3)
-        ax.set_xlabel("epoch" if per_epoch_loss else "step")
-        ax.set_ylabel("train.loss")
+        style_axes(ax, xlabel="epoch" if per_epoch_loss else "step", ylabel="train.loss")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
     if len(acc):
         ax = axes[i]
         ax.plot(acc["epoch"], acc["accuracy"] * 100, color="#2ca02c", marker="o", ms=3)
@@ -165,11 +156,9 @@ def run_curves(loss: pd.DataFrame, acc: pd.DataFrame, per_epoch_loss: bool = Fal
             std = acc["accuracy_std"].fillna(0) * 100
             ax.fill_between(acc["epoch"], acc["accuracy"] * 100 - std, acc["accuracy"] * 100 + std,
                             color="#2ca02c", alpha=0.15, lw=0)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("val accuracy %")
+        style_axes(ax, xlabel="epoch", ylabel="val accuracy %")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(acc) == 1:
             e0 = float(acc["epoch"].iloc[0])
             ax.set_xlim(e0 - 1, e0 + 1)
-        ax.grid(alpha=0.3)
     return _png(fig)
