@@ -134,6 +134,29 @@ def _num(x) -> Optional[float]:
     return None if math.isnan(x) else x
 
 
+def _threshold_mode(thresholds):
+    """``(mode, explicit thresholds sorted or None)`` from :func:`verification_metrics`' argument."""
+    if isinstance(thresholds, str):
+        if thresholds not in ("grid", "exact"):
+            raise ValueError(f"thresholds must be 'grid' or 'exact', not {thresholds!r}")
+        return thresholds, None
+    custom = np.sort(np.asarray(thresholds, dtype=np.float64).ravel())
+    if len(custom) == 0:
+        raise ValueError("empty threshold list")
+    return "custom", custom
+
+
+def _score_fold(dtr, ytr, dte, yte, acc_t, val_t, far_target: float):
+    """Thresholds chosen on the training folds, applied to the held-out one: ``(best, accuracy, VAL, FAR)``."""
+    i = int(np.argmax(accuracy_curve(dtr, ytr, acc_t)))  # first best, as the reference
+    best = acc_t[i]
+    accuracy = np.mean((dte < best) == yte)
+    neg = np.sort(dtr[~ytr])
+    far_curve = _count_below(neg, val_t) / float(max(len(neg), 1))
+    val, far = val_far(dte, yte, threshold_at_far(val_t, far_curve, far_target))
+    return best, accuracy, val, far
+
+
 def verification_metrics(distances, issame, folds=None, n_folds: int = 10,
                          thresholds: Union[str, Sequence[float]] = "grid", far_target: float = 1e-3,
                          roc_points: int = ROC_POINTS) -> dict:
@@ -153,15 +176,7 @@ def verification_metrics(distances, issame, folds=None, n_folds: int = 10,
     if len(d) == 0:
         raise ValueError("no pairs to evaluate")
     d = np.where(np.isnan(d), np.inf, d)  # a NaN embedding never matches
-    if isinstance(thresholds, str):
-        if thresholds not in ("grid", "exact"):
-            raise ValueError(f"thresholds must be 'grid' or 'exact', not {thresholds!r}")
-        mode = thresholds
-    else:
-        mode = "custom"
-        custom = np.sort(np.asarray(thresholds, dtype=np.float64).ravel())
-        if len(custom) == 0:
-            raise ValueError("empty threshold list")
+    mode, custom = _threshold_mode(thresholds)
     fid = contiguous_folds(len(d), n_folds) if folds is None else _relabel_folds(folds, len(d))
     k = int(fid.max()) + 1
 
@@ -179,13 +194,7 @@ def verification_metrics(distances, issame, folds=None, n_folds: int = 10,
             acc_t = val_t = exact_thresholds(dtr)
         else:
             acc_t = val_t = custom
-        i = int(np.argmax(accuracy_curve(dtr, ytr, acc_t)))  # first best, as the reference
-        best[f] = acc_t[i]
-        fold_acc[f] = np.mean((dte < best[f]) == yte)
-
-        neg = np.sort(dtr[~ytr])
-        far_curve = _count_below(neg, val_t) / float(max(len(neg), 1))
-        vals[f], fars[f] = val_far(dte, yte, threshold_at_far(val_t, far_curve, far_target))
+        best[f], fold_acc[f], vals[f], fars[f] = _score_fold(dtr, ytr, dte, yte, acc_t, val_t, far_target)
 
     fpr, tpr = roc_curve(d, y)
     has_both = bool(y.any() and (~y).any())
