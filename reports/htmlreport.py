@@ -19,7 +19,8 @@ import pandas as pd
 from .. import __version__
 from . import charts, curves
 from .dllog import parse_file
-from .render import _HEADERS, display, missing, result_rows, setup_rows
+from .modelzoo import HEADERS, result_rows, setup_rows
+from .render import display, missing
 from .runs import load_system
 
 MAX_EMBED_BYTES = 4 << 20  # a ROC image larger than this is linked by name, not embedded
@@ -258,7 +259,7 @@ def build_html(df: pd.DataFrame, *, problems: Iterable[str] = (), roots: Sequenc
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     meta = (f"Generated {e(now)} from {len(df)} run(s) in {e(', '.join(map(str, roots)) or '-')}; "
             f"reference tolerance {e(f'{tolerance:g}')} points.")
-    h = _HEADERS[lang]
+    h = HEADERS[lang]
     sections, nav = [], []
 
     def add(anchor, title_, inner):

@@ -1,10 +1,7 @@
-"""Text renderings of the runs DataFrame: ``table``, ``md``, ``csv``, ``json``.
+"""Text renderings of a runs DataFrame: the terminal ``table``, markdown tables, ``csv``, ``json``.
 
-``md`` reproduces the two tables of the SDAA model-zoo README (setup:
-Chip | Cards | Model | AMP | Batch size | Shape; results: Train set | Backbone |
-Weights | Test set | Input size | Accuracy) so figures paste straight in —
-English headers by default, the README's Chinese headers with ``lang="zh"`` —
-followed by the full runs table with the reference verdicts.
+The ``md`` report document (the model-zoo README tables, then every run) is
+:func:`arcbench.reports.modelzoo.markdown`.
 """
 from __future__ import annotations
 
@@ -43,18 +40,6 @@ SHRINKABLE = {"run_id": 14, "reason": 12, "path": 16, "device_name": 12, "train_
               "backbone": 10, "weights": 10, "reference_check": 17, "train_set_raw": 10, "eval_set_raw": 10,
               "verdict": 40}
 ELLIPSIS = "\u2026"
-#: the full runs table in md/html: every core column except the raw device name (shown in system info)
-FULL_COLUMNS = [c for c in COLUMNS if c != "device_name"]
-
-_HEADERS = {
-    "en": {"setup": ["Chip", "Cards", "Model", "AMP", "Batch size", "Shape"],
-           "results": ["Train set", "Backbone", "Weights", "Test set", "Input size", "Accuracy"],
-           "yes": "yes", "no": "no", "setup_title": "Setup", "results_title": "Results", "runs_title": "Runs"},
-    "zh": {"setup": ["芯片", "卡", "模型", "混合精度", "Batch size", "Shape"],
-           "results": ["训练数据集", "backbone", "权值文件名称", "测试数据集", "输入图片大小", "accuracy"],
-           "yes": "是", "no": "否", "setup_title": "训练配置", "results_title": "训练结果量化指标",
-           "runs_title": "全部运行"},
-}
 
 
 def missing(v) -> bool:
@@ -164,8 +149,16 @@ def cut(text: str, limit: int) -> str:
     return text[:head] + ELLIPSIS + (text[-tail:] if tail else "")
 
 
+def _heads(d: pd.DataFrame) -> List[str]:
+    return [TABLE_HEADERS.get(c, c) for c in d.columns]
+
+
+def _col_widths(d: pd.DataFrame, headers: Sequence[str]) -> List[int]:
+    return [max([len(h)] + [len(v) for v in d[c]]) for c, h in zip(d.columns, headers)]
+
+
 def _render(d: pd.DataFrame, headers: Sequence[str], numeric: Sequence[bool], gap: int = 2) -> List[str]:
-    widths = [max([len(h)] + [len(v) for v in d[c]]) for c, h in zip(d.columns, headers)]
+    widths = _col_widths(d, headers)
 
     def line(cells):
         parts = [(v.rjust(w) if num else v.ljust(w)) for v, w, num in zip(cells, widths, numeric)]
@@ -174,8 +167,9 @@ def _render(d: pd.DataFrame, headers: Sequence[str], numeric: Sequence[bool], ga
     return [line(headers)] + [line(row) for row in d.itertuples(index=False, name=None)]
 
 
-def _width(d: pd.DataFrame, headers: Sequence[str], gap: int = 2) -> int:
-    widths = [max([len(h)] + [len(v) for v in d[c]]) for c, h in zip(d.columns, headers)]
+def _width(d: pd.DataFrame, gap: int = 2) -> int:
+    """Characters one line of the table takes, with its terminal headers."""
+    widths = _col_widths(d, _heads(d))
     return sum(widths) + gap * max(0, len(widths) - 1)
 
 
@@ -210,25 +204,11 @@ def fit_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, width: 
             d[c] = [short_set_name(v) for v in d[c]]
     numeric = {c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in cols}
     hidden: List[str] = []
-
-    def heads():
-        return [TABLE_HEADERS.get(c, c) for c in d.columns]
-
     if width:
-        for c in drop:
-            if _width(d, heads()) <= width:
-                break
-            if c in d.columns and len(d.columns) > 1:
-                d = d.drop(columns=[c])
-                hidden.append(c)
-        _shrink(d, heads, width)
-        for c in (TABLE_LAST_RESORT if drop else ()):
-            if _width(d, heads()) <= width:
-                break
-            if c in d.columns and len(d.columns) > 1:
-                d = d.drop(columns=[c])
-                hidden.append(c)
-    lines = _render(d, heads(), [numeric[c] for c in d.columns])
+        d = _hide(d, drop, width, hidden)
+        _shrink(d, width)
+        d = _hide(d, TABLE_LAST_RESORT if drop else (), width, hidden)
+    lines = _render(d, _heads(d), [numeric[c] for c in d.columns])
     if hidden:
         import textwrap
 
@@ -237,16 +217,28 @@ def fit_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, width: 
     return "\n".join(lines)
 
 
-def _shrink(d: pd.DataFrame, heads: Callable, width: int) -> None:
+def _hide(d: pd.DataFrame, columns: Sequence[str], width: int, hidden: List[str]) -> pd.DataFrame:
+    """Drop ``columns`` in turn (never the last one left) while the table is wider than ``width``;
+    the dropped ones are added to ``hidden`` for the closing note."""
+    for c in columns:
+        if _width(d) <= width:
+            break
+        if c in d.columns and len(d.columns) > 1:
+            d = d.drop(columns=[c])
+            hidden.append(c)
+    return d
+
+
+def _shrink(d: pd.DataFrame, width: int) -> None:
     """Cut long text cells (in place) until the table fits or every text column is at its floor."""
-    while _width(d, heads()) > width:
+    while _width(d) > width:
         # cut the widest text column that is still above its floor, a little at a time
         cands = [(max(len(v) for v in d[c]), c) for c in d.columns if c in SHRINKABLE]
         cands = [(n, c) for n, c in cands if n > max(SHRINKABLE[c], len(TABLE_HEADERS.get(c, c)))]
         if not cands:
             break
         n, c = max(cands)
-        over = _width(d, heads()) - width
+        over = _width(d) - width
         floor = max(SHRINKABLE[c], len(TABLE_HEADERS.get(c, c)))
         d[c] = [cut(v, max(floor, n - max(1, min(over, 4)))) for v in d[c]]
 
@@ -266,62 +258,6 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence], centre: bool = Tru
 def md_frame(df: pd.DataFrame, columns: Optional[Sequence[str]] = None) -> str:
     d = display(df, columns)
     return md_table(list(d.columns), d.values.tolist(), centre=False)
-
-
-def _shape(v) -> int:
-    return 112 if missing(v) else int(v)
-
-
-def setup_rows(df: pd.DataFrame, lang: str = "en") -> List[list]:
-    """Distinct training setups, README style: ``SDAA | 1 | arcface | yes | 96 | 112*112``."""
-    h = _HEADERS[lang]
-    rows, seen = [], set()
-    for r in df.to_dict("records"):
-        if missing(r.get("device")):
-            continue
-        cards = (1 if missing(r.get("nproc")) else int(r["nproc"])) * (1 if missing(r.get("nnodes")) else int(r["nnodes"]))
-        amp = r.get("amp")
-        if missing(amp):
-            amp = None if missing(r.get("precision")) else str(r["precision"]).lower() != "fp32"
-        s = _shape(r.get("input_size"))
-        row = [str(r["device"]).upper(), cards, "arcface" if missing(r.get("head")) else r["head"],
-               "-" if amp is None else (h["yes"] if amp else h["no"]),
-               "-" if missing(r.get("batch_size")) else int(r["batch_size"]), f"{s}*{s}"]
-        key = tuple(str(x) for x in row)
-        if key not in seen:
-            seen.add(key)
-            rows.append(row)
-    return sorted(rows, key=lambda r: tuple(str(x).zfill(8) if isinstance(x, int) else str(x) for x in r))
-
-
-def result_rows(df: pd.DataFrame) -> List[list]:
-    """Runs with an accuracy, README style: ``CASIA-WebFace | mobilefacenet | w.pth | LFW | 112x112 | 98.48%``."""
-    rows = []
-    for r in df.to_dict("records"):
-        if missing(r.get("lfw_accuracy")):
-            continue
-        train = "-" if missing(r.get("train_set")) else str(r["train_set"])
-        if r.get("synthetic") is True and "synthetic" not in train.lower():
-            train += " (synthetic)"
-        s = _shape(r.get("input_size"))
-        rows.append([train, "-" if missing(r.get("backbone")) else r["backbone"],
-                     "-" if missing(r.get("weights")) else r["weights"],
-                     "-" if missing(r.get("eval_set")) else r["eval_set"], f"{s}x{s}",
-                     f"{float(r['lfw_accuracy']) * 100:.2f}%"])
-    return rows
-
-
-def markdown(df: pd.DataFrame, lang: str = "en", title: str = "arcbench report", note: str = "") -> str:
-    if lang not in _HEADERS:
-        raise ArcbenchError(f"unknown language {lang!r}; known: {', '.join(_HEADERS)}")
-    h = _HEADERS[lang]
-    parts = [f"# {title}", ""]
-    if note:
-        parts += [note, ""]
-    parts += [f"## {h['setup_title']}", "", md_table(h["setup"], setup_rows(df, lang)), "",
-              f"## {h['results_title']}", "", md_table(h["results"], result_rows(df)), "",
-              f"## {h['runs_title']}", "", md_frame(df, FULL_COLUMNS) if len(df) else "(no runs)", ""]
-    return "\n".join(parts)
 
 
 def jsonable(df: pd.DataFrame) -> List[dict]:

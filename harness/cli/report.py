@@ -379,7 +379,7 @@ def _load_report_runs(req: _Request, roots: List[str]):
 
 
 def _runs_text(req: _Request, df, groups, cols: Optional[List[str]], sources: List[str]) -> str:
-    from ..reports import htmlreport, render
+    from ..reports import htmlreport, modelzoo, render
 
     frame = groups if groups is not None else df
     if req.fmt == "html":
@@ -396,8 +396,8 @@ def _runs_text(req: _Request, df, groups, cols: Optional[List[str]], sources: Li
     if req.fmt == "md" and groups is not None:
         return "# arcbench report (grouped)\n\n" + render.md_frame(groups) + "\n"
     if req.fmt == "md":
-        return render.markdown(df, lang=req.lang, note=f"{len(df)} run(s) from {', '.join(sources)}; "
-                                                       f"reference tolerance {req.tolerance:g} points.")
+        note = f"{len(df)} run(s) from {', '.join(sources)}; reference tolerance {req.tolerance:g} points."
+        return modelzoo.markdown(df, lang=req.lang, note=note)
     if groups is not None:
         return render.fit_table(groups, cols or list(groups.columns), _terminal_width())
     if req.columns_spec and req.columns_spec.strip().lower() == "all":
