@@ -252,6 +252,19 @@ def _counts(df: pd.DataFrame) -> str:
         f'<span class="{cls}">{e(label)}: {n}</span>' for label, n, cls in items) + "</div>"
 
 
+def _run_figures(df: pd.DataFrame):
+    """Each run's loss/accuracy curves and ROC image as captioned ``<figure>``s (runs without one: none)."""
+    figs, rocs = [], []
+    for row in df.to_dict("records"):
+        loss, acc, per_epoch = _curves_for(row)
+        for out, png, what in ((figs, charts.run_curves(loss, acc, per_epoch_loss=per_epoch), "curves"),
+                               (rocs, _roc(row), "ROC")):
+            if png:
+                out.append(f"<figure>{img(png, what + ' of ' + str(row.get('run_id')), 'curve')}"
+                           f"<figcaption>{e(row.get('run_id'))}</figcaption></figure>")
+    return figs, rocs
+
+
 def build_html(df: pd.DataFrame, *, problems: Iterable[str] = (), roots: Sequence[str] = (),
                references: Optional[pd.DataFrame] = None, tolerance: float = 0.5,
                groups: Optional[pd.DataFrame] = None, lang: str = "en", title: str = "arcbench report") -> str:
@@ -290,17 +303,7 @@ def build_html(df: pd.DataFrame, *, problems: Iterable[str] = (), roots: Sequenc
     add("scaling", "Scaling", img(sc, "throughput against process count") or
         '<p class="note">Scaling needs runs of one configuration at two or more process counts.</p>')
 
-    figs, rocs = [], []
-    for row in df.to_dict("records"):
-        loss, acc, per_epoch = _curves_for(row)
-        png = charts.run_curves(loss, acc, per_epoch_loss=per_epoch)
-        if png:
-            figs.append(f"<figure>{img(png, 'curves of ' + str(row.get('run_id')), 'curve')}"
-                        f"<figcaption>{e(row.get('run_id'))}</figcaption></figure>")
-        roc = _roc(row)
-        if roc:
-            rocs.append(f"<figure>{img(roc, 'ROC of ' + str(row.get('run_id')), 'curve')}"
-                        f"<figcaption>{e(row.get('run_id'))}</figcaption></figure>")
+    figs, rocs = _run_figures(df)
     add("curves", "Loss and accuracy curves",
         f'<div class="grid">{"".join(figs)}</div>' if figs else '<p class="note">No run logged losses.</p>')
     add("roc", "ROC curves", f'<div class="grid">{"".join(rocs)}</div>' if rocs
