@@ -14,7 +14,6 @@ import os
 
 from .config import RunConfig
 from .errors import ArcbenchError
-from .recorder import Recorder
 
 
 def _single_node_port(cfg: RunConfig) -> int:
@@ -50,7 +49,18 @@ def launch_config(cfg: RunConfig, monitor_interval: float = 0.5):
     )
 
 
+class WorkersFailed(Exception):
+    """Some worker ended badly; ``reason`` names each failed rank, the likely root cause first.
+    ``interrupted``: every failed rank was stopped by a signal (Ctrl-C, SIGTERM), none broke."""
+
+    def __init__(self, reason: str, interrupted: bool = False):
+        super().__init__(reason)
+        self.reason, self.interrupted = reason, interrupted
+
+
 def launch(cfg: RunConfig, run_dir: str, resume: bool) -> dict:
+    """Start the workers and wait for them; returns the outcome of this node's first rank
+    (rank 0's on node 0).  The run directory is the runner's to record in, not this module's."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import elastic_launch
 
@@ -61,21 +71,19 @@ def launch(cfg: RunConfig, run_dir: str, resume: bool) -> dict:
     try:
         outputs = elastic_launch(launch_config(cfg), worker_main)(cfg.to_dict(), run_dir, resume)
     except ChildFailedError as exc:
-        reason = _failure_reason(exc)
-        if run_dir:
-            rec = Recorder(run_dir)
-            # rank 0 may have recorded only a consequence ("connection reset by peer"): the
-            # launcher sees every rank, so its reason (root cause first) replaces it.
-            if rec.summary.get("status") != "interrupted":
-                rec.update_summary(status="failed", reason=reason)
-            elif not rec.summary.get("reason"):
-                rec.update_summary(reason=reason)
-        return Recorder(run_dir).summary if run_dir else {"status": "failed", "reason": reason}
+        raise WorkersFailed(_failure_reason(exc), _all_interrupted(exc)) from None
     except Exception as exc:  # rendezvous failures and the like
-        if run_dir:
-            Recorder(run_dir).update_summary(status="failed", reason=f"launcher: {type(exc).__name__}: {exc}"[:500])
         raise ArcbenchError(f"distributed launch failed: {exc}") from exc
-    return outputs.get(0, {}) if isinstance(outputs, dict) else {}
+    if not isinstance(outputs, dict) or not outputs:
+        return {}
+    return outputs[min(outputs)]
+
+
+def _all_interrupted(exc) -> bool:
+    from .worker import INTERRUPTED_EXIT
+
+    codes = [failure.exitcode for failure in getattr(exc, "failures", {}).values()]
+    return bool(codes) and all(code in (INTERRUPTED_EXIT, -2, -15) for code in codes)
 
 
 def _quiet_torch_logs() -> None:
@@ -98,10 +106,14 @@ def _failure_reason(exc) -> str:
     """One line naming each failed rank and how it ended, the likely root cause first."""
     import signal
 
+    from .worker import INTERRUPTED_EXIT
+
     rows = []
     for rank, failure in getattr(exc, "failures", {}).items():
         code = failure.exitcode
-        if code is not None and code < 0:
+        if code == INTERRUPTED_EXIT:
+            what = "stopped by a signal"
+        elif code is not None and code < 0:
             try:
                 what = f"killed by {signal.Signals(-code).name}"
             except ValueError:
@@ -115,7 +127,7 @@ def _failure_reason(exc) -> str:
         if msg.startswith("To enable traceback") or msg.startswith("Signal "):
             msg = ""  # torch's filler when the process left no error file
         msg = msg.splitlines()[-1][:300] if msg else ""
-        secondary = bool(msg) and any(s in msg.lower() for s in _SECONDARY)
+        secondary = (bool(msg) and any(s in msg.lower() for s in _SECONDARY)) or code == INTERRUPTED_EXIT
         rows.append(((secondary, getattr(failure, "timestamp", 0) or 0, int(rank)),
                      f"worker rank {rank} {what}" + (f": {msg}" if msg else "")))
     rows.sort(key=lambda r: r[0])

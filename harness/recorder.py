@@ -1,4 +1,4 @@
-"""Run directories and DLLogger-format metrics.
+"""What rank 0 records in a run directory: DLLogger-format metrics and the summary file.
 
 Layout: ``<out>/<run_id>/{config.json, system.json, metrics.jsonl,
 summary.json, checkpoints/, plots/}``.  JSON files are replaced atomically;
@@ -13,12 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 import re
-import secrets
-import socket
-import subprocess
-import sys
 import time
 from typing import Optional
 
@@ -37,150 +32,6 @@ METRIC_META = {
     "val.lfw.accuracy_std": {"unit": "", "format": ":.4f"},
     "val.ips": {"unit": "images/s", "format": ":.1f"},
 }
-
-_SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def sanitize_run_id(run_id: str) -> str:
-    """Keep run ids to one safe path component: no separators, no '..'."""
-    clean = _SAFE_ID.sub("-", run_id).strip(".-")
-    if not clean:
-        raise ArcbenchError(f"invalid run id {run_id!r}")
-    return clean[:128]
-
-
-def new_run_id(backbone: str, device: str, mode: str = "train") -> str:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return sanitize_run_id(f"{stamp}-{mode}-{backbone}-{device}-{secrets.token_hex(2)}")
-
-
-def create_run_dir(out: str, run_id: Optional[str] = None, *, backbone: str = "run", device: str = "x",
-                   mode: str = "train") -> str:
-    """Make ``out/run_id`` exclusively (concurrent runs never share one) and prove it is writable."""
-    out = os.path.abspath(out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ArcbenchError("output path exists and is not a directory", out)
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise ArcbenchError(f"cannot create the output directory: {exc.strerror}", out) from None
-    for _ in range(20):
-        rid = sanitize_run_id(run_id) if run_id is not None else new_run_id(backbone, device, mode)
-        path = os.path.join(out, rid)
-        if os.path.dirname(os.path.abspath(path)) != out:
-            raise ArcbenchError(f"run id {run_id!r} escapes the output directory", out)
-        try:
-            os.makedirs(path)
-        except FileExistsError:
-            if run_id is not None:
-                raise ArcbenchError("run directory already exists (use --resume to continue it)", path) from None
-            continue
-        except OSError as exc:
-            raise ArcbenchError(f"cannot create the run directory: {exc.strerror}", path) from None
-        try:
-            check_writable(path)
-        except ArcbenchError:
-            try:
-                os.rmdir(path)  # leave no empty run behind
-            except OSError:
-                pass
-            raise
-        return path
-    raise ArcbenchError("could not pick a unique run id", out)
-
-
-def check_writable(path: str, need_bytes: int = 1 << 20) -> None:
-    """Fail before training starts if the run directory is unwritable or the disk is full."""
-    probe = os.path.join(path, ".write-probe")
-    try:
-        with open(probe, "wb") as fh:
-            fh.write(b"\0" * 4096)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.unlink(probe)
-        st = os.statvfs(path)
-        free = st.f_bavail * st.f_frsize
-    except OSError as exc:
-        raise ArcbenchError(f"output directory is not writable: {exc.strerror}", path) from None
-    if free < need_bytes:
-        raise ArcbenchError(f"output disk is full ({free} bytes free)", path)
-
-
-class RunLock:
-    """Holds ``run_dir/.lock`` while a process trains into the run directory.
-
-    A second ``--resume`` of a run that is still going fails at once instead of two
-    processes writing the same files.  The lock is a POSIX record lock (``lockf``): the
-    kernel drops it when the holder dies (even by ``kill -9``), so a crashed run never
-    stays locked, and -- unlike ``flock`` -- a forked child (a DataLoader worker) does not
-    share it, so workers that outlive an interrupt cannot keep a ``--resume`` out.  The
-    descriptor is close-on-exec.  Within one process a second holder is refused too.
-    No-op without ``fcntl``.
-    """
-
-    _held: set = set()  # run directories locked by this process (POSIX locks do not conflict in-process)
-
-    def __init__(self, run_dir: str):
-        self.run_dir = run_dir
-        self.fd: Optional[int] = None
-
-    def _in_use(self) -> ArcbenchError:
-        return ArcbenchError("the run directory is in use by another arcbench process "
-                             "(is that run still going?)", self.run_dir)
-
-    def acquire(self) -> "RunLock":
-        try:
-            import fcntl
-        except ImportError:
-            return self
-        key = os.path.realpath(self.run_dir)
-        if key in RunLock._held:
-            raise self._in_use()
-        fd = os.open(os.path.join(self.run_dir, ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-                     0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise self._in_use() from None
-        self.fd = fd
-        RunLock._held.add(key)
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the POSIX lock
-            self.fd = None
-            RunLock._held.discard(os.path.realpath(self.run_dir))
-
-
-def git_commit() -> Optional[str]:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def system_info(device, world_size: int = 1) -> dict:
-    import torch
-
-    from .device import cpu_model
-
-    return {
-        "device": device.describe(),
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "host": socket.gethostname(),
-        "world_size": world_size,
-        "git_commit": git_commit(),
-        "arcbench": __import__("arcbench").__version__,
-    }
-
 
 def _terminate_torn_line(path: str) -> None:
     """A run killed mid-write can leave half a line; end it so the next record starts on its own
@@ -369,3 +220,54 @@ class Recorder:
 
     def path(self, *parts) -> str:
         return os.path.join(self.run_dir, *parts)
+
+
+class TrainLog:
+    """Rank 0's metrics sink for the training loop: the per-step, per-epoch and verification
+    records (DLLL JSON lines, tcap_dllogger beside them), and the console line when no progress
+    bar shows.  The loop hands over plain numbers, already on the host."""
+
+    def __init__(self, rec: Optional[Recorder], *, steps_per_epoch: int, per_process_batch: int,
+                 world_size: int, say=print, quiet: bool = False):
+        self.rec, self.say, self.quiet = rec, say, quiet
+        self.steps_per_epoch = steps_per_epoch
+        self.per_process_batch = per_process_batch
+        self.global_batch = per_process_batch * world_size
+
+    def steps(self, pending: list, losses: list, bar=None) -> None:
+        """``pending``: ``(global_step, lr, data_time, compute_time)`` per step, ``losses`` beside it."""
+        # without a progress bar, the interval's last record is printed as well (tcap_dllogger's
+        # stdout backend when present, else the DLLL line below); with a bar, nothing is
+        echo = bar is None and not self.quiet
+        n = len(pending)
+        if self.rec:
+            for i, ((gstep, lr, dt, ct), loss) in enumerate(zip(pending, losses)):
+                ep, it = divmod(gstep, self.steps_per_epoch)
+                self.rec.log((ep + 1, it + 1), {
+                    "train.loss": loss, "train.lr": lr, "train.data_time": dt, "train.compute_time": ct,
+                    # train.ips: this rank's images/s (the model-zoo contract); total: all ranks
+                    "train.ips": self.per_process_batch / max(dt + ct, 1e-12),
+                    "train.total_ips": self.global_batch / max(dt + ct, 1e-12),
+                    "train.compute_ips": self.global_batch / max(ct, 1e-12)}, echo=echo and i == n - 1)
+            echo = echo and not self.rec.echoes
+        gstep, lr, dt, ct = pending[-1]
+        ips = self.global_batch / max(dt + ct, 1e-12)
+        if bar is not None:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", ips=f"{ips:.0f}", lr=f"{lr:.4g}")
+        elif echo:
+            ep, it = divmod(gstep, self.steps_per_epoch)
+            self.say(f"DLLL epoch {ep + 1} step {it + 1}/{self.steps_per_epoch} "
+                     f"train.loss {losses[-1]:.4f} train.total_ips {ips:.1f} train.lr {lr:.6f}")
+
+    def epoch(self, epoch: int, loss: float) -> None:
+        if self.rec:
+            self.rec.log((epoch,), {"train.loss": loss})
+
+    def verification(self, epoch: int, result: dict) -> None:
+        acc, std = float(result["accuracy"]), float(result["accuracy_std"])
+        if self.rec:
+            self.rec.log((epoch,), {"val.lfw.accuracy": acc, "val.lfw.accuracy_std": std,
+                                    "val.ips": float(result.get("images_per_second") or 0.0)})
+        if not self.quiet:
+            self.say(f"epoch {epoch}: verification accuracy {acc:.4f} ± {std:.4f} "
+                     f"on {result.get('name', 'pairs')} ({result.get('pairs_used')} pairs)")

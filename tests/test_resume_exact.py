@@ -154,12 +154,12 @@ def test_the_run_lock_is_not_kept_by_forked_children(tmp_path):
     """Loader workers are forked while the run holds its lock: after the run lets go (an
     interrupt), a --resume must get the lock even if such a child is still alive."""
     from arcbench.errors import ArcbenchError
-    from arcbench.recorder import RunLock
+    from arcbench.rundir import RunLock
 
     lock = RunLock(str(tmp_path)).acquire()
     with pytest.raises(ArcbenchError, match="in use"):
         RunLock(str(tmp_path)).acquire()  # a second holder in the same process
-    probe = [sys.executable, "-c", "import sys; from arcbench.recorder import RunLock; "
+    probe = [sys.executable, "-c", "import sys; from arcbench.rundir import RunLock; "
              "from arcbench.errors import ArcbenchError\ntry:\n RunLock(sys.argv[1]).acquire(); print('got')\n"
              "except ArcbenchError: print('in use')", str(tmp_path)]
     assert subprocess.run(probe, capture_output=True, text=True).stdout.strip() == "in use"

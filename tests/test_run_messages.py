@@ -42,7 +42,7 @@ def test_interrupted_message_names_the_run_and_wipes_the_echoed_ctrl_c():
 def test_ctrl_c_prints_the_exact_resume_command(tmp_path, monkeypatch):
     import arcbench.runner as runner
 
-    def interrupted(cfg, run_dir, device, resume, log, *rest):
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt("signal 2")
 
     monkeypatch.setattr(runner, "_execute", interrupted)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from arcbench.cli import main
 from arcbench.config import RunConfig
 from arcbench.errors import ArcbenchError
-from arcbench.train import lr_factor
+from arcbench.schedule import lr_factor
 
 
 
@@ -135,7 +135,7 @@ def test_defaults_are_the_reference_recipe():
 
 
 def test_margins_apply_per_head_or_are_refused():
-    from arcbench.train import build_face_model
+    from arcbench.build import build_face_model
 
     def head(**kw):
         return build_face_model(RunConfig(backbone="mobilefacenet", **kw), 10).head

@@ -22,7 +22,7 @@ from arcbench.data.index import read_annotation
 from arcbench.data.pairs import parse_pairs
 from arcbench.data.recordio import IR_HEADER, MAGIC, RecordReader
 from arcbench.errors import ArcbenchError
-from arcbench.recorder import sanitize_run_id
+from arcbench.rundir import sanitize_run_id
 
 #: ARCBENCH_FUZZ_EXAMPLES=5000 for a longer hunt
 FUZZ = settings(max_examples=int(os.environ.get("ARCBENCH_FUZZ_EXAMPLES", "150")), deadline=None,

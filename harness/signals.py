@@ -1,0 +1,72 @@
+"""Ctrl-C and SIGTERM during a run: stop at a step boundary, and give the handlers back.
+
+A first signal inside the step loop asks the loop to stop after the current
+step, so the checkpoint is a real step boundary; outside it (verification,
+waiting for other ranks) there is no step to finish, so it stops at once.  A
+second signal stops at once either way.  The handlers this replaced are put
+back afterwards, so a program that embeds arcbench gets its own SIGTERM back.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """What the signal handler tells the training loop."""
+
+    def __init__(self):
+        #: why a stop was asked for ("signal 2"); the loop stops at the next step boundary
+        self.reason = ""
+        #: True inside the step loop, where a first signal waits for the step boundary
+        self.in_steps = False
+        #: a second signal arrived mid-step: the state is no step boundary, keep the last checkpoint
+        self.hard = False
+
+    def __bool__(self) -> bool:
+        return bool(self.reason)
+
+    def handle(self, signum, frame=None) -> None:
+        if self.reason:
+            self.hard = True
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.reason = f"signal {signum}"
+        if not self.in_steps:
+            raise KeyboardInterrupt(self.reason)
+
+
+def _install(handler) -> dict:
+    """Set ``handler`` for SIGINT and SIGTERM; returns the handlers it replaced."""
+    previous = {}
+    for sig in _SIGNALS:
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread (embedded use)
+            pass
+    return previous
+
+
+def _put_back(previous: dict) -> None:
+    for sig, old in previous.items():
+        try:
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        except (ValueError, TypeError, OSError):
+            pass
+
+
+@contextlib.contextmanager
+def stop_on_signals(request: StopRequest):
+    """Route SIGINT/SIGTERM to ``request`` for the block; the earlier handlers come back after it."""
+    previous = _install(request.handle)
+    try:
+        yield request
+    finally:
+        _put_back(previous)
+
+
+def default_signals() -> None:
+    """A launched worker that is done: when the agent now stops it (another rank died), its
+    SIGTERM should end it quietly, not raise KeyboardInterrupt inside interpreter shutdown."""
+    _install(signal.SIG_DFL)
