@@ -15,6 +15,8 @@ from torch import nn
 
 from arcbench import hookimpl
 
+from ._init import init_conv_bn, normal_01
+
 LAYERS = {
     "iresnet18": (2, 2, 2, 2),
     "iresnet34": (3, 4, 6, 3),
@@ -65,12 +67,7 @@ class IResNet(nn.Module):
         # arcface_torch keeps the embedding BN's scale fixed at 1.
         nn.init.ones_(self.features.weight)
         self.features.weight.requires_grad = False
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0, 0.1)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self, normal_01)
 
     @staticmethod
     def _make_layer(inplanes: int, planes: int, blocks: int) -> nn.Sequential:

@@ -11,6 +11,8 @@ from torch import nn
 
 from arcbench import hookimpl
 
+from ._init import init_conv_bn
+
 
 class ConvBNPReLU(nn.Module):
     """conv (no bias) -> BN -> PReLU; keys ``conv``, ``bn``, ``prelu``."""
@@ -85,12 +87,7 @@ class MobileFaceNet(nn.Module):
         self.features = nn.Conv2d(512, embedding_size, 1, bias=False)
         self.last_bn = nn.BatchNorm2d(embedding_size)
         self.embedding_size = embedding_size
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self, lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"))
 
     def forward(self, x):
         x = self.conv2_dw(self.conv1(x))

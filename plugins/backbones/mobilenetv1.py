@@ -13,6 +13,8 @@ from torch import nn
 
 from arcbench import hookimpl
 
+from ._init import init_conv_bn, normal_01
+
 
 def _conv_bn(cin, cout, stride):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
@@ -47,12 +49,7 @@ class MobileNetV1(nn.Module):
         self.linear = nn.Linear(512 * self.spatial, embedding_size)
         self.features = nn.BatchNorm1d(embedding_size, eps=1e-05)
         self.embedding_size = embedding_size
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0, 0.1)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self, normal_01)
 
     def forward(self, x):
         x = self.stage3(self.stage2(self.stage1(x)))
