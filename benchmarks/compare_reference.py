@@ -96,7 +96,7 @@ def make_trainer(batch: int, steps: int, *, record: bool, compile: bool = False,
     """An arcbench Trainer over SyntheticBatches; each ``train_epoch()`` runs ``steps`` steps."""
     from arcbench import registry
     from arcbench.config import RunConfig
-    from arcbench.data.train_sets import SyntheticBatches
+    from arcbench.data.synthetic_batches import SyntheticBatches
     from arcbench.recorder import Recorder
     from arcbench.train import Trainer
 
@@ -214,7 +214,7 @@ def make_jpegs(folder: Path, n: int) -> list:
     """``n`` synthetic face JPEGs: half 96x112 aligned crops, half upscaled to 250x250 (LFW's size)."""
     from PIL import Image
 
-    from arcbench.data.synth import render_jpeg
+    from arcbench.data.synth_face import render_jpeg
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -277,12 +277,15 @@ def eval_model():
 def section_eval(args, out: dict, paths: list) -> None:
     from arcbench import registry
     from arcbench.evaluate import default_workers, embed_set, evaluate
-    from arcbench.verification import VerificationSet
+    from arcbench.data.verification_set import VerificationSet
 
     device = registry.require_device("cpu")
     n, batch = len(paths), args.eval_batch
     workers = default_workers(n, batch)
     model, what = eval_model()
+    spec = registry.get_backbone("mobilefacenet")
+    # as arcbench evaluates this backbone: at its input size, BatchNorms folded where the spec allows
+    as_spec = dict(input_size=spec.input_size, fold_bn=spec.fold_bn)
     rng = np.random.default_rng(0)
     pairs = rng.integers(0, n, (600, 2))
     vset = VerificationSet("bench", list(paths), pairs, rng.random(600) < 0.5, np.repeat(np.arange(10), 60))
@@ -290,7 +293,7 @@ def section_eval(args, out: dict, paths: list) -> None:
 
     def arc():
         t = time.perf_counter()
-        evaluate(model, device, vset, batch_size=batch, workers=workers, progress=False)
+        evaluate(model, device, vset, batch_size=batch, workers=workers, progress=False, **as_spec)
         return time.perf_counter() - t, n
 
     def plain():
@@ -298,7 +301,7 @@ def section_eval(args, out: dict, paths: list) -> None:
         plain_embed(model, paths, batch, workers)
         return time.perf_counter() - t, n
 
-    e_arc, _ = embed_set(model, device, vset, batch_size=batch, workers=workers, progress=False)
+    e_arc, _ = embed_set(model, device, vset, batch_size=batch, workers=workers, progress=False, **as_spec)
     e_plain = plain_embed(model, paths, batch, workers)
     diff = float(np.abs(e_arc - e_plain).max())
     cos = float((e_arc * e_plain).sum(1).min())

@@ -44,12 +44,14 @@ def group_of(name: str) -> str:
 def make(what: str, backbone: str, batch: int):
     from arcbench import registry
     from arcbench.config import RunConfig
-    from arcbench.data.train_sets import SyntheticBatches
+    from arcbench.data.synthetic_batches import SyntheticBatches
     from arcbench.evaluate import inference_model
-    from arcbench.train import Trainer, build_face_model
+    from arcbench.build import build_face_model
+    from arcbench.train import Trainer
 
     torch.manual_seed(0)
-    x = torch.rand(batch, 3, 112, 112) * 2 - 1
+    spec = registry.get_backbone(backbone)
+    x = torch.rand(batch, 3, spec.input_size, spec.input_size) * 2 - 1
     y = torch.randint(0, 1000, (batch,))
     if what == "train":
         dev = registry.require_device("cpu")
@@ -71,13 +73,13 @@ def make(what: str, backbone: str, batch: int):
             opt.step()
             loss.item()
         return step
-    model = registry.create_backbone(backbone).eval()
+    model = spec.create().eval()
     if what == "eval":
         def fwd():
             with torch.no_grad():
                 model(x)
         return fwd
-    fast = inference_model(model, channels_last=True)
+    fast = inference_model(model, channels_last=True, fold_bn=spec.fold_bn)
     xc = x.contiguous(memory_format=torch.channels_last)
 
     def fwd_fast():

@@ -29,9 +29,10 @@ def _batch(short: bool, sizes, what: str) -> int:
     return b
 
 
-def _images(batch: int, tdev, channels_last: bool) -> torch.Tensor:
+def _images(batch: int, size: int, tdev, channels_last: bool) -> torch.Tensor:
+    """``batch`` images of side ``size`` (the backbone spec's input_size)."""
     g = torch.Generator().manual_seed(0)
-    x = (torch.rand(batch, 3, 112, 112, generator=g) * 2 - 1).to(tdev)
+    x = (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(tdev)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -39,11 +40,12 @@ def _images(batch: int, tdev, channels_last: bool) -> torch.Tensor:
 @pytest.mark.parametrize("backbone", list(FORWARD))
 def test_forward(timed, device, tdev, short, backbone):
     """Embedding forward (eval mode, inference_mode, channels_last as arcbench evaluates)."""
-    from arcbench.registry import create_backbone
+    from arcbench.registry import get_backbone
 
     batch = _batch(short, FORWARD[backbone], backbone)
-    model = create_backbone(backbone).to(tdev).eval().to(memory_format=torch.channels_last)
-    x = _images(batch, tdev, True)
+    spec = get_backbone(backbone)
+    model = spec.create().to(tdev).eval().to(memory_format=torch.channels_last)
+    x = _images(batch, spec.input_size, tdev, True)
 
     def fwd():
         with torch.inference_mode():
@@ -58,12 +60,13 @@ def test_forward(timed, device, tdev, short, backbone):
 def test_embed_model(timed, device, tdev, short, backbone):
     """The model arcbench.evaluate actually runs (conv+BN folded copy, channels_last)."""
     from arcbench.evaluate import inference_model
-    from arcbench.registry import create_backbone
+    from arcbench.registry import get_backbone
 
     batch = _batch(short, FORWARD[backbone], backbone)
-    model = create_backbone(backbone).to(tdev).eval()
-    fast = inference_model(model, channels_last=True)
-    x = _images(batch, tdev, True)
+    spec = get_backbone(backbone)
+    model = spec.create().to(tdev).eval()
+    fast = inference_model(model, channels_last=True, fold_bn=spec.fold_bn)
+    x = _images(batch, spec.input_size, tdev, True)
 
     def fwd():
         with torch.inference_mode():
@@ -74,7 +77,7 @@ def test_embed_model(timed, device, tdev, short, backbone):
 
 def _trainer(device, backbone: str, batch: int, precision: str = "fp32"):
     from arcbench.config import RunConfig
-    from arcbench.data.train_sets import SyntheticBatches
+    from arcbench.data.synthetic_batches import SyntheticBatches
     from arcbench.train import Trainer
 
     cfg = RunConfig(device=device.name, backbone=backbone, batch_size=batch, precision=precision,

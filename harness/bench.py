@@ -73,18 +73,12 @@ def step_flops(backbone: str, head: str, batch: int, mode: str, num_classes: int
     convolution backward as if it were dense (MobileFaceNet: 0.44 GFLOPs forward
     but 4.67 GFLOPs "forward+backward" per image), which would inflate MFU ~3.5x.
     """
-    from .flops import count_flops
-    from .registry import create_backbone
+    from .flops import forward_flops
+    from .registry import get_backbone
 
     probe = 2
-    model = create_backbone(backbone).eval()
-    x = torch.randn(probe, 3, 112, 112)
-
-    def fn():
-        with torch.no_grad():
-            model(x)
-
-    flops = count_flops(fn)
+    spec = get_backbone(backbone)
+    flops = forward_flops(spec.create(), spec.input_size, batch=probe)
     if flops is None:
         return None
     if mode == "eval":
@@ -147,20 +141,20 @@ def head_plan(backbone: str, head: str, num_classes: int, sample_rate: float, np
 def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
     """Embedding throughput/latency at one batch size (forward only, synthetic or real images),
     with the model exactly as :func:`arcbench.evaluate.evaluate` prepares it."""
-    from .registry import create_backbone
-    from .stats import step_stats
-    from .worker import open_train_data
-
+    from .data.run_data import open_train_data
     from .evaluate import inference_model
+    from .registry import get_backbone
+    from .stats import step_stats
 
     tdev = device.torch_device()
-    # the module arcbench.evaluate runs: conv+BN folded copy for built-in backbones
-    model = inference_model(create_backbone(cfg.backbone).to(tdev).eval(), channels_last=cfg.channels_last)
+    spec = get_backbone(cfg.backbone)
+    # the module arcbench.evaluate runs: a conv+BN folded copy where the spec allows it
+    model = inference_model(spec.create().to(tdev).eval(), channels_last=cfg.channels_last, fold_bn=spec.fold_bn)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:
         model = torch.compile(model)
-    data = open_train_data(cfg.replace(synthetic_steps=warmup + steps), device, 0, 1)
+    data = open_train_data(cfg.replace(synthetic_steps=warmup + steps), device, 0, 1, input_size=spec.input_size)
     device.reset_peak_memory()
     dts, cts = [], []
     it = itertools.cycle(data) if cfg.train_data != "synthetic" else iter(data)

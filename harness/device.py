@@ -25,6 +25,10 @@ class Device:
     """
 
     name: str = ""
+    #: ``--device auto`` picks the available device with the highest value (ties: the one
+    #: registered first).  Built-ins: cpu 10, cuda 20, sdaa 30; a plugin that leaves the
+    #: default 0 is never picked over the CPU, and one that sets e.g. 40 is picked first.
+    auto_priority: int = 0
     dist_backend: str = "gloo"
     #: dtype autocast uses when AMP is on
     amp_dtype: torch.dtype = torch.bfloat16
@@ -107,6 +111,7 @@ class Device:
         pass
 
     def describe(self) -> dict:
+        """This device as a run's ``system.json`` records it; subclasses add their runtime's details."""
         ok, reason = self.is_available()
         return {
             "device": self.name,
@@ -119,20 +124,16 @@ class Device:
         }
 
     def info(self) -> dict:
-        """The row ``arcbench devices`` prints."""
-        ok, reason = self.is_available()
-        return {
-            "name": self.name,
-            "available": ok,
-            "reason": reason,
-            "dist_backend": self.dist_backend,
-            "amp_dtype": str(self.amp_dtype).replace("torch.", ""),
-            "device_name": self.device_name() if ok else None,
-            "plugin": self.plugin,
-        }
+        """The row ``arcbench devices`` prints: :meth:`describe`'s common keys and the plugin."""
+        d = self.describe()
+        return {"name": self.name, **{k: d[k] for k in _INFO_KEYS}, "plugin": self.plugin}
 
     def __repr__(self) -> str:
         return f"<Device {self.name}>"
+
+
+#: the keys of :meth:`Device.describe` that ``arcbench devices`` shows, in its column order
+_INFO_KEYS = ("available", "reason", "dist_backend", "amp_dtype", "device_name")
 
 
 class AcceleratorDevice(Device):

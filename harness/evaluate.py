@@ -17,10 +17,11 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .data.verification_set import VerificationSet
 from .errors import ArcbenchError
 from .metrics import verification_metrics
 from .preprocess import load_tensor
-from .verification import VerificationSet
+from .registry import DEFAULT_INPUT_SIZE
 
 #: keys of :func:`evaluate`'s result that are arrays (for scores), not printable numbers
 ARRAY_KEYS = ("distances", "issame", "folds")
@@ -70,29 +71,18 @@ def _eval_mode(model: torch.nn.Module, channels_last: bool):
         model.train(was_training)
 
 
-#: backbones defined here are plain conv/BN/PReLU graphs: folding their BatchNorms is exact math
-_FOLDABLE_MODULES = ("arcbench.plugins.backbones.",)
-
-
-def _foldable(model: torch.nn.Module) -> bool:
-    return type(model).__module__.startswith(_FOLDABLE_MODULES)
-
-
 def inference_model(model: torch.nn.Module, channels_last: bool = True,
-                    fold_bn: Optional[bool] = None) -> torch.nn.Module:
+                    fold_bn: bool = False) -> torch.nn.Module:
     """The module to embed with: a copy with every conv->BatchNorm pair folded into the conv.
 
     In eval mode a BatchNorm is an affine map, so folding it into the preceding
     convolution gives the same embeddings (to float rounding, ~1e-6) for roughly
     half the memory traffic; with channels_last this doubles CPU embedding speed
-    (see docs/PERFORMANCE.md).  The caller's model is never modified.  ``fold_bn``
-    None folds arcbench's built-in backbones only (a third-party module may keep
-    Python state in ``forward`` that a traced copy would not update); if tracing
-    fails, or for other models, the model itself is returned (the caller handles
-    its mode and memory format).
+    (see docs/PERFORMANCE.md).  The caller's model is never modified.  Callers pass
+    the backbone spec's ``fold_bn``: only its plugin knows that ``forward`` keeps no
+    Python state a traced copy would not update.  Without ``fold_bn``, or if tracing
+    fails, the model itself is returned (the caller handles its mode and memory format).
     """
-    if fold_bn is None:
-        fold_bn = _foldable(model)
     if not fold_bn:
         return model
     try:
@@ -116,10 +106,6 @@ def inference_model(model: torch.nn.Module, channels_last: bool = True,
     return fast
 
 
-def _input_size(model) -> int:
-    return int(getattr(model, "input_size", 112) or 112)
-
-
 def _batches(n: int, batch_size: int) -> list:
     """The single-process batch partition of ``range(n)``: sharding hands out whole batches of it,
     so each image is embedded in the same batch as in one process (identical figures)."""
@@ -128,14 +114,14 @@ def _batches(n: int, batch_size: int) -> list:
 
 def embed_set(model: torch.nn.Module, device, vset: VerificationSet, *, batch_size: int = 256,
               flip: bool = False, amp: bool = False, workers: Optional[int] = None, progress: bool = True,
-              channels_last: bool = True, input_size: Optional[int] = None, fold_bn: Optional[bool] = None,
+              channels_last: bool = True, input_size: Optional[int] = None, fold_bn: bool = False,
               sharded: bool = False):
     """``(embeddings (num_images, D) float32, seconds)``; the timer covers decode and compute.
 
     ``sharded``: in a multi-process run every rank embeds every ``world``-th batch and
     the shares are gathered; rank 0 gets the whole table, the other ranks ``None``.
-    ``fold_bn``: embed with a conv+BN-folded copy (see :func:`inference_model`);
-    None = for arcbench's built-in backbones."""
+    ``input_size``: the backbone spec's (None: the contract's default, 112).
+    ``fold_bn``: the backbone spec's; embed with a conv+BN-folded copy (see :func:`inference_model`)."""
     from . import collectives
     from .embed import embed_batch
 
@@ -149,7 +135,7 @@ def embed_set(model: torch.nn.Module, device, vset: VerificationSet, *, batch_si
     workers = default_workers(share, batch_size) if workers is None else max(0, int(workers))
     tdev = device.torch_device()
     loader = torch.utils.data.DataLoader(
-        _UniqueImages(vset, input_size or _input_size(model)), batch_sampler=mine,
+        _UniqueImages(vset, input_size or DEFAULT_INPUT_SIZE), batch_sampler=mine,
         num_workers=workers, pin_memory=tdev.type != "cpu", worker_init_fn=_worker_init if workers else None,
         # cuda pins by default; other accelerators (sdaa registers as a PrivateUse1 backend) must be named
         pin_memory_device=tdev.type if tdev.type not in ("cpu", "cuda") else "")
@@ -197,14 +183,15 @@ def pair_distances(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 def evaluate(model: torch.nn.Module, device, vset: VerificationSet, *, batch_size: int = 256,
              flip: bool = False, amp: bool = False, workers: Optional[int] = None, progress: bool = True,
              channels_last: bool = True, thresholds="grid", far_target: float = 1e-3,
-             input_size: Optional[int] = None, fold_bn: Optional[bool] = None, sharded: bool = False) -> Optional[dict]:
+             input_size: Optional[int] = None, fold_bn: bool = False, sharded: bool = False) -> Optional[dict]:
     """Embed every unique image once, then the 10-fold verification metrics.
 
     Returns the :func:`verification_metrics` keys plus ``name``, ``pairs_used``,
     ``pairs_skipped``, ``num_images``, ``images_per_second``, ``embed_seconds``
     and the arrays ``distances``, ``issame``, ``folds`` (see :data:`ARRAY_KEYS`).
     ``sharded``: every rank of a multi-process run calls this and embeds a share;
-    rank 0 returns the result, the other ranks ``None``.
+    rank 0 returns the result, the other ranks ``None``.  ``input_size`` and ``fold_bn``
+    come from the backbone's spec (see :func:`embed_set`).
     """
     if len(vset) == 0:
         raise ArcbenchError(f"verification set {vset.name} has no pairs", vset.source or None)

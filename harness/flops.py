@@ -18,11 +18,12 @@ def count_flops(fn: Callable[[], object]) -> Optional[int]:
     return int(counter.get_total_flops())
 
 
-def forward_flops(model: torch.nn.Module, input_size: int = 112, batch: int = 1) -> Optional[int]:
-    """Forward FLOPs per ``batch`` images (eval mode, no grad)."""
+def forward_flops(model: torch.nn.Module, input_size: int, batch: int = 1, device=None) -> Optional[int]:
+    """Forward FLOPs per ``batch`` images of side ``input_size`` (the backbone spec's; eval mode,
+    no grad).  ``device="meta"`` counts without computing anything."""
     was_training = model.training
     model.eval()
-    x = torch.zeros(batch, 3, input_size, input_size)
+    x = torch.zeros(batch, 3, input_size, input_size, device=device)
     try:
         with torch.no_grad():
             return count_flops(lambda: model(x))

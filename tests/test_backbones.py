@@ -295,3 +295,26 @@ def test_cli_backbones_unknown_name_is_a_one_line_error():
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0
     assert "unknown backbone 'resnet9000'" in result.output and "mobilefacenet" in result.output
+
+
+def test_builtin_specs_fold_batchnorm_and_take_112_pixels():
+    for name in EMBEDDING:
+        spec = registry.get_backbone(name)
+        assert (spec.fold_bn, spec.input_size) == (True, 112), name
+
+
+def test_checkpoint_formats_in_a_registration_is_ignored_with_a_deprecation_warning():
+    from arcbench import hookimpl, plugin_manager
+
+    class Old:
+        @hookimpl
+        def register_backbones(self, register):
+            register("old-net", torch.nn.Identity, embedding_size=4, checkpoint_formats=("arcbench",))
+
+    plugin_manager.register_plugin(Old(), "old-plugin")
+    try:
+        with pytest.warns(DeprecationWarning, match="checkpoint_formats is no longer used"):
+            spec = registry.get_backbone("old-net")
+        assert (spec.embedding_size, spec.fold_bn) == (4, False) and not hasattr(spec, "checkpoint_formats")
+    finally:
+        plugin_manager.unregister_plugin("old-plugin")

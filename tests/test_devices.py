@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from arcbench import registry
+from arcbench import hookimpl, plugin_manager, registry
 from arcbench.cli import main
 from arcbench.errors import ArcbenchError
 from arcbench.plugins.devices.cuda import CUDADevice, peak_flops_for
@@ -124,8 +124,60 @@ def test_auto_prefers_sdaa_then_cuda_then_cpu(monkeypatch, up, expected):
 def test_auto_with_nothing_available(monkeypatch):
     for dev in registry.devices().values():
         monkeypatch.setattr(dev, "is_available", lambda: (False, "unavailable: test"))
-    with pytest.raises(ArcbenchError, match="no device is available"):
+    with pytest.raises(ArcbenchError, match="no device is available") as info:
         registry.get_device("auto")
+    assert "(tried sdaa, cuda, cpu" in str(info.value)  # in the order auto tries them
+
+
+class _Ranked:
+    """A third-party plugin with one always-available device of the given auto_priority."""
+
+    def __init__(self, name, priority=None):
+        from arcbench.device import Device
+
+        attrs = {"name": name} if priority is None else {"name": name, "auto_priority": priority}
+        self.device = type("Ranked", (Device,), attrs)()
+
+    @hookimpl
+    def register_devices(self, register):
+        register(self.device)
+
+
+@pytest.fixture()
+def plugin():
+    """Register plugin objects for one test, then take them out again."""
+    names = []
+
+    def add(obj, name):
+        plugin_manager.register_plugin(obj, name)
+        names.append(name)
+
+    yield add
+    for name in names:
+        plugin_manager.unregister_plugin(name)
+
+
+def test_a_third_party_device_with_a_higher_auto_priority_wins_auto(monkeypatch, plugin):
+    plugin(_Ranked("npu", 40), "npu-plugin")
+    assert registry.get_device("auto").name == "npu"
+    assert registry.names("device")[0] == "npu"
+    monkeypatch.setattr(registry.get_device("npu"), "is_available", lambda: (False, "unavailable: test"))
+    assert registry.get_device("auto").name != "npu"  # only an available device is picked
+
+
+def test_a_third_party_device_with_the_default_priority_does_not_beat_the_cpu(monkeypatch, plugin):
+    plugin(_Ranked("slowcard"), "slow-plugin")
+    assert registry.get_device("slowcard").auto_priority == 0
+    for name in ("sdaa", "cuda"):
+        monkeypatch.setattr(registry.get_device(name), "is_available", lambda: (False, "unavailable: test"))
+    assert registry.get_device("auto").name == "cpu"
+    assert registry.names("device")[-1] == "slowcard"
+
+
+def test_equal_priorities_keep_registration_order(plugin):
+    plugin(_Ranked("first", 50), "first-plugin")
+    plugin(_Ranked("second", 50), "second-plugin")
+    assert registry.get_device("auto").name == "first"
 
 
 # ------------------------------------------------------------------ cuda

@@ -150,3 +150,58 @@ def test_heads_registry_and_kwargs():
         registry.create_head("arcface", 8, 4, margin=0.5)
     with pytest.raises(TypeError, match="m1"):
         registry.create_head("cosface", 8, 4, m1=1.0)
+
+
+# ------------------------------------------------------------------ what a head takes from the command line
+
+def test_head_specs_list_the_parameters_the_command_line_sets():
+    params = {n: registry.get_head(n).params for n in ("arcface", "cosface", "combined", "partial_fc")}
+    assert params == {"arcface": ("s", "m"), "cosface": ("s", "m"), "combined": ("s",),
+                      "partial_fc": ("s", "m", "margin", "sample_rate", "seed")}
+
+
+RUN = {"s": None, "m": None, "margin": None, "sample_rate": 1.0, "seed": 7}  # nothing head-specific given
+
+
+def test_head_kwargs_passes_what_the_head_takes_and_fills_defaults():
+    assert registry.head_kwargs("arcface", {**RUN, "m": 0.3}, defaults={"s": 32.0}) == {"s": 32.0, "m": 0.3}
+    assert registry.head_kwargs("cosface", {**RUN, "s": 20.0}, defaults={"s": 32.0}) == {"s": 20.0}
+    assert registry.head_kwargs("combined", RUN, defaults={"s": 64.0}) == {"s": 64.0}  # the seed is run-wide
+    got = registry.head_kwargs("partial_fc", {**RUN, "m": 0.3, "margin": "cosface", "sample_rate": 0.25})
+    assert got == {"m": 0.3, "margin": "cosface", "sample_rate": 0.25, "seed": 7}
+    head = registry.create_head("partial_fc", D, C, **got)
+    assert (head.margin, head.m, head.sample_rate, head.seed) == ("cosface", 0.3, 0.25, 7)
+
+
+@pytest.mark.parametrize("name, given, words", [
+    ("combined", {"m": 0.3}, "--margin-m applies to --head arcface, cosface or partial_fc, not to --head combined"),
+    ("arcface", {"sample_rate": 0.5}, "--sample-rate and --margin apply to --head partial_fc, not to --head arcface"),
+    ("cosface", {"margin": "arcface"}, "--margin and --sample-rate apply to --head partial_fc"),
+])
+def test_head_kwargs_refuses_a_value_the_head_does_not_take_and_names_the_flag(name, given, words):
+    from arcbench.errors import ArcbenchError
+
+    with pytest.raises(ArcbenchError) as info:
+        registry.head_kwargs(name, {**RUN, **given})
+    assert words in str(info.value)
+
+
+def test_a_head_registered_without_params_takes_its_factory_keywords(monkeypatch):
+    from arcbench import hookimpl, plugin_manager
+
+    class Scaled(torch.nn.Module):
+        def __init__(self, dim, classes, s=10.0, *, temperature=1.0, **extra):
+            super().__init__()
+
+    class Plugin:
+        @hookimpl
+        def register_heads(self, register):
+            register("scaled", Scaled, description="a test head")
+
+    plugin_manager.register_plugin(Plugin(), "scaled-plugin")
+    try:
+        assert registry.get_head("scaled").params == ("s", "temperature")
+        assert registry.head_kwargs("scaled", {**RUN, "s": 3.0}) == {"s": 3.0}
+        assert "partial_fc" in registry.heads_taking("sample_rate")
+    finally:
+        plugin_manager.unregister_plugin("scaled-plugin")

@@ -253,3 +253,28 @@ def test_unknown_names_through_the_cli(fresh, args, fragment):
     line = result.output.strip()
     assert "\n" not in line and "Traceback" not in line
     assert line.startswith("arcbench: error: ") and fragment in line and "known" in line
+
+
+# ------------------------------------------------------------------ help texts from the registries
+
+def test_help_lists_registered_names_including_a_plugin_loaded_with_dash_dash_plugin(fresh, monkeypatch):
+    monkeypatch.delenv(plugin_manager.PLUGIN_MODULES_ENV, raising=False)
+    try:
+        out = _cli("--plugin", "tinyplugin", "run", "--help").output
+    finally:
+        plugin_manager.unregister_plugin("tinyplugin")
+    flat = " ".join(out.split())
+    assert "tiny_stall" in flat and "iresnet200" in flat  # --backbone: built-ins and the plugin's
+    assert "the first available of sdaa, cuda, cpu" in flat  # --device: in auto's order
+    assert "Margin head: arcface, cosface, combined, partial_fc" in flat
+    bench = " ".join(_cli("bench", "--help").output.split())
+    assert "Backbone plugin: mobilefacenet, mobilenetv1, iresnet18" in bench and "tiny" not in bench
+
+
+def test_importing_the_cli_loads_no_plugin():
+    import subprocess
+
+    code = ("import sys, arcbench.cli, arcbench.plugin_manager as pm; "
+            "print(pm._loaded, any(m.startswith('arcbench.plugins.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

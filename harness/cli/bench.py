@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from . import echo_json, echo_table, main
+from .options import RegistryOption
 
 
 def _csv(kind):
@@ -17,11 +18,13 @@ def _csv(kind):
 
 
 @main.command("bench", context_settings={"max_content_width": 110})
-@click.option("--device", default="auto", show_default=True, help="Device plugin, or auto.")
-@click.option("--backbone", default="mobilefacenet", show_default=True, help="Backbone plugin.")
-@click.option("--head", default=None,
-              help="Margin head (train mode): arcface (default), cosface, combined, partial_fc "
-                   "(the default when --sample-rate is given).")
+@click.option("--device", default="auto", show_default=True, cls=RegistryOption, names_of="device",
+              help="Device plugin: auto (the first available of {names}) or one of them.")
+@click.option("--backbone", default="mobilefacenet", show_default=True, cls=RegistryOption, names_of="backbone",
+              help="Backbone plugin: {names}.")
+@click.option("--head", default=None, cls=RegistryOption, names_of="head",
+              help="Margin head (train mode): {names}. Default arcface; partial_fc when --sample-rate "
+                   "is given.")
 @click.option("--precision", default="fp32,amp", show_default=True, callback=_csv(str),
               help="Comma-separated: fp32, amp. AMP speedup = amp img/s / fp32 img/s.")
 @click.option("--batch-size", default="64", show_default=True, callback=_csv(int),
@@ -62,6 +65,7 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     rows add the head's per-process memory (centres, gradient, optimiser state) and FLOPs
     count only the sampled centres.
     """
+    from .. import registry
     from ..bench import bench
     from ..config import RunConfig
     from ..errors import ArcbenchError
@@ -84,8 +88,9 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     for r in rates:
         if not 0.0 < r <= 1.0:
             raise ArcbenchError(f"--sample-rate must be in (0, 1], got {r}")
-    if head != "partial_fc" and rates != [1.0]:
-        raise ArcbenchError(f"--sample-rate applies to --head partial_fc, not {head}")
+    if rates != [1.0] and "sample_rate" not in registry.get_head(head).params:
+        raise ArcbenchError(f"--sample-rate applies to --head {' or '.join(registry.heads_taking('sample_rate'))}, "
+                            f"not {head}")
     base = RunConfig(device=device, backbone=backbone, head=head, train_data=data, compile=compile,
                      workers=workers, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
     log = None if as_json else (lambda m: click.echo(m, err=True))

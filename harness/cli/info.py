@@ -24,7 +24,8 @@ def plugins_cmd(as_json):
 def devices_cmd(as_json):
     """List devices with availability, collective backend and AMP dtype.
 
-    `--device auto` picks the first available of sdaa, cuda, cpu.
+    `--device auto` picks the available device with the highest auto_priority
+    (sdaa, then cuda, then cpu among the built-ins).
     """
     rows = [dev.info() for dev in registry.devices().values()]
     if as_json:
@@ -42,21 +43,18 @@ def _measure(spec, with_flops: bool):
     """
     import torch
 
-    from ..flops import count_flops, forward_flops
+    from ..flops import forward_flops
+
+    def measure(model, device):
+        params = sum(p.numel() for p in model.parameters())
+        return params, (forward_flops(model, spec.input_size, device=device) if with_flops else None)
 
     try:
         with torch.device("meta"):
-            model = spec.create().eval()
-        params = sum(p.numel() for p in model.parameters())
-        if not with_flops:
-            return params, None
-        x = torch.zeros(1, 3, spec.input_size, spec.input_size, device="meta")
-        with torch.no_grad():
-            return params, count_flops(lambda: model(x))
+            model = spec.create()
+        return measure(model, "meta")
     except Exception:  # noqa: BLE001  (any meta failure: fall back to real tensors)
-        model = spec.create()
-        params = sum(p.numel() for p in model.parameters())
-        return params, (forward_flops(model, spec.input_size) if with_flops else None)
+        return measure(spec.create(), None)
 
 
 def _natural(name: str):
@@ -83,7 +81,7 @@ def backbone_rows(names=None, with_flops=True):
 @click.option("--no-flops", is_flag=True, help="Skip FLOP counting (faster).")
 @click.argument("names", nargs=-1)
 def backbones_cmd(as_json, no_flops, names):
-    """List backbones: embedding size, parameter count, GFLOPs per 112x112 image."""
+    """List backbones: embedding size, input size, parameter count, GFLOPs per image (at its input size)."""
     from ..errors import UnknownNameError
 
     known = registry.backbones()

@@ -111,5 +111,4 @@ iresnet200 = _factory("iresnet200")
 @hookimpl
 def register_backbones(register):
     for name in LAYERS:
-        register(name, globals()[name], embedding_size=512, input_size=112,
-                 checkpoint_formats=("arcbench", "arcface_torch"), margin_scale=64.0)
+        register(name, globals()[name], embedding_size=512, input_size=112, margin_scale=64.0, fold_bn=True)

@@ -111,5 +111,5 @@ def mobilefacenet(embedding_size: int = 128, dropout: float = 0.0, **kwargs) -> 
 
 @hookimpl
 def register_backbones(register):
-    register("mobilefacenet", mobilefacenet, embedding_size=128, input_size=112,
-             checkpoint_formats=("arcbench", "arcface-pytorch"), margin_scale=32.0)
+    register("mobilefacenet", mobilefacenet, embedding_size=128, input_size=112, margin_scale=32.0,
+             fold_bn=True)

@@ -67,5 +67,4 @@ def mobilenetv1(embedding_size: int = 512, dropout: float = 0.5, **kwargs) -> Mo
 
 @hookimpl
 def register_backbones(register):
-    register("mobilenetv1", mobilenetv1, embedding_size=512, input_size=112,
-             checkpoint_formats=("arcbench", "arcface-pytorch"), margin_scale=64.0)
+    register("mobilenetv1", mobilenetv1, embedding_size=512, input_size=112, margin_scale=64.0, fold_bn=True)

@@ -11,6 +11,7 @@ from arcbench.device import Device, cpu_model
 
 class CPUDevice(Device):
     name = "cpu"
+    auto_priority = 10  # always there: the last resort of --device auto
     dist_backend = "gloo"
     amp_dtype = torch.bfloat16
     torch_type = "cpu"

@@ -42,6 +42,7 @@ def peak_flops_for(device_name: str, dtype: torch.dtype, tf32: bool = False) -> 
 
 class CUDADevice(AcceleratorDevice):
     name = "cuda"
+    auto_priority = 20
     dist_backend = "nccl"
     amp_dtype = torch.float16
     torch_type = "cuda"

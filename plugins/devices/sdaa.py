@@ -57,6 +57,7 @@ def _sdk():
 
 class SDAADevice(AcceleratorDevice):
     name = "sdaa"
+    auto_priority = 30  # the accelerator arcbench qualifies: preferred when present
     dist_backend = "tccl"
     amp_dtype = torch.float16
     torch_type = "sdaa"

@@ -119,11 +119,14 @@ class CombinedMargin(MarginHead):
 
 @hookimpl
 def register_heads(register):
-    register("arcface", ArcFace, description="ArcFace additive angular margin: cos(theta + m)")
-    register("cosface", CosFace, description="CosFace additive cosine margin: cos(theta) - m")
-    register("combined", CombinedMargin, description="combined margin: cos(m1*theta + m2) - m3")
+    # params: what the command line may set (--margin-s, --margin-m ...); easy_margin and the
+    # combined margin's m1/m2/m3 are left at their defaults
+    register("arcface", ArcFace, description="ArcFace additive angular margin: cos(theta + m)", params=("s", "m"))
+    register("cosface", CosFace, description="CosFace additive cosine margin: cos(theta) - m", params=("s", "m"))
+    register("combined", CombinedMargin, description="combined margin: cos(m1*theta + m2) - m3", params=("s",))
     from .partial_fc import PartialFC  # imports this module: import it only here
 
     register("partial_fc", PartialFC,
              description="Partial FC: class centres sharded over ranks, sampled softmax (sample_rate); "
-                         "margin=arcface|cosface|combined; forward returns the loss (computes_loss)")
+                         "margin=arcface|cosface|combined; forward returns the loss (computes_loss)",
+             params=("s", "m", "margin", "sample_rate", "seed"))
