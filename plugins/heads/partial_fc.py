@@ -382,7 +382,7 @@ class PartialFC(nn.Module):
         return F.cross_entropy(self._margin_logits(cos, None, target), target)
 
     def _forward_sharded(self, embeddings, labels):
-        group, world = self.group, self.world_size
+        group = self.group
         x = F.normalize(embeddings.float())
         labels = labels.long().view(-1)
         # batch sizes may differ between ranks: pad to the largest for the gathers
