@@ -53,6 +53,18 @@ class TinyStall(Tiny):
         return super().forward(x)
 
 
+class Tiny64(Tiny):
+    """Tiny registered with ``input_size=64``: it refuses any other image size, so a 112 that
+    slips through anywhere (training data, evaluation, bench, FLOP counts) fails loudly."""
+
+    SIZE = 64
+
+    def forward(self, x):
+        assert tuple(x.shape[1:]) == (3, self.SIZE, self.SIZE), \
+            f"tiny64 takes 3x{self.SIZE}x{self.SIZE} images, got {'x'.join(map(str, x.shape[1:]))}"
+        return super().forward(x)
+
+
 def reset_calls():
     _calls["n"] = 0
 
@@ -63,3 +75,4 @@ def register_backbones(register):
     register("tiny_nan", lambda **kw: Tiny(nan_after=int(os.environ.get("TINY_NAN_AFTER", "3")), **kw),
              embedding_size=32, margin_scale=16.0)
     register("tiny_stall", TinyStall, embedding_size=32, margin_scale=16.0)
+    register("tiny64", Tiny64, embedding_size=32, input_size=Tiny64.SIZE, margin_scale=16.0)
