@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from arcbench.cli import main
 
-HERE = Path(__file__).resolve().parent
-
 
 @pytest.fixture(autouse=True)
-def _plugin_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(HERE))
-    monkeypatch.setenv("PYTHONPATH", str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _plugin(tiny, monkeypatch):
+    """tinyplugin importable here and in launched workers (conftest's ``tiny``); one-line errors."""
     monkeypatch.delenv("ARCBENCH_DEBUG", raising=False)
 
 
