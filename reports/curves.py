@@ -2,15 +2,18 @@
 
 Used for every run's plots, for runs whose ``summary.json`` is missing (still
 running, or killed), and for imported model-zoo logs that have no summary at all.
+:func:`load_loss_curve` and :func:`load_accuracy_curve` read them straight from
+a run dir's ``metrics.jsonl`` or a log file.
 """
 from __future__ import annotations
 
 import math
+import os
 from typing import Dict, Iterable, List, Optional
 
 import pandas as pd
 
-from .dllog import ParsedLog, Record
+from .dllog import ParsedLog, Record, parse_file
 
 #: first key present wins; QA.loss is tcap_dllogger's rename of a bare "loss"
 LOSS_KEYS = ("train.loss", "QA.loss", "train.loss_avg", "loss")
@@ -219,3 +222,24 @@ def derive_summary(parsed: ParsedLog) -> dict:
             out["final_loss"] = float(eloss["loss"].iloc[-1])
             out["epochs"] = int(len(eloss))
     return out
+
+
+def _parsed_for(source) -> ParsedLog:
+    """A run dir's metrics.jsonl, or a log file, parsed."""
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        path = os.path.join(source, "metrics.jsonl")
+        if not os.path.isfile(path):
+            return ParsedLog(path=path)
+        return parse_file(path)
+    return parse_file(source)
+
+
+def load_loss_curve(source) -> pd.DataFrame:
+    """``DataFrame(step, epoch, iteration, loss)`` from a run dir or a log file."""
+    return loss_curve(_parsed_for(source))
+
+
+def load_accuracy_curve(source) -> pd.DataFrame:
+    """``DataFrame(epoch, accuracy, accuracy_std)`` (fractions) from a run dir or a log file."""
+    return accuracy_curve(_parsed_for(source))

@@ -333,27 +333,6 @@ def load_runs(paths, problems: Optional[list] = None, references: Optional[pd.Da
     return df
 
 
-def _parsed_for(source) -> ParsedLog:
-    """A run dir's metrics.jsonl, or a log file, parsed."""
-    source = os.fspath(source)
-    if os.path.isdir(source):
-        path = os.path.join(source, "metrics.jsonl")
-        if not os.path.isfile(path):
-            return ParsedLog(path=path)
-        return parse_file(path)
-    return parse_file(source)
-
-
-def load_loss_curve(source) -> pd.DataFrame:
-    """``DataFrame(step, epoch, iteration, loss)`` from a run dir or a log file."""
-    return curves.loss_curve(_parsed_for(source))
-
-
-def load_accuracy_curve(source) -> pd.DataFrame:
-    """``DataFrame(epoch, accuracy, accuracy_std)`` (fractions) from a run dir or a log file."""
-    return curves.accuracy_curve(_parsed_for(source))
-
-
 def load_system(run_dir) -> Optional[dict]:
     obj, _err = read_json(os.path.join(run_dir, "system.json"))
     return obj

@@ -14,7 +14,7 @@ from report_fixtures import make_run, metrics_lines  # noqa: E402
 from arcbench.cli import main  # noqa: E402
 from arcbench.errors import ArcbenchError  # noqa: E402
 from arcbench.reports.align import align  # noqa: E402
-from arcbench.reports.runs import load_loss_curve  # noqa: E402
+from arcbench.reports.curves import load_loss_curve  # noqa: E402
 
 BASE = [6.0 - 0.25 * i for i in range(20)]  # 6.0 .. 1.25, never zero
 

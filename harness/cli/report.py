@@ -1,13 +1,13 @@
 """`arcbench report`: aggregate run dirs, check them against published accuracies, align and compare runs.
 
-The work lives in :mod:`arcbench.reports`; this module only parses options,
-picks the mode (report, ``--align`` or ``--compare``) and writes the output.
+The work lives in :mod:`arcbench.reports` (each mode's runs and text in
+:mod:`arcbench.reports.modes`); this module only parses options, picks the mode
+(report, ``--align`` or ``--compare``), writes the files and prints.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import textwrap
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -81,46 +81,6 @@ def _columns(spec: Optional[str], df) -> Optional[List[str]]:
 
 def _terminal_width() -> int:
     return shutil.get_terminal_size((120, 24)).columns
-
-
-def _resolve_run(spec: str, roots: List[str], meta: dict, problems: List[str]):
-    """RUN_A/RUN_B/BASE/NEW: a log file, a run dir, or a run id under the roots -> (label, loss curve)."""
-    from ..reports import importlog, runs
-
-    if os.path.isfile(spec):
-        imp = importlog.import_log(spec, meta, problems)
-        return imp.row["run_id"], imp.loss
-    if os.path.isdir(spec):
-        if not runs.is_run_dir(spec):
-            raise ArcbenchError("not a run dir (no summary.json or config.json)", spec)
-        return _label(spec), runs.load_loss_curve(spec)
-    hits = [d for d in runs.discover(roots)
-            if os.path.basename(os.path.normpath(d)) == spec or _label(d) == spec]
-    if not hits:
-        where = ", ".join(roots) or "(no runs dir)"
-        raise ArcbenchError(f"no run dir, log file or run id {spec!r} under {where}")
-    if len(hits) > 1:
-        raise ArcbenchError(f"run id {spec!r} is ambiguous: {', '.join(hits)}")
-    return _label(hits[0]), runs.load_loss_curve(hits[0])
-
-
-def _label(run_dir: str) -> str:
-    from ..reports import runs
-
-    for name in ("summary.json", "config.json"):
-        obj, _err = runs.read_json(os.path.join(run_dir, name))
-        if obj and obj.get("run_id"):
-            return str(obj["run_id"])
-    return os.path.basename(os.path.normpath(run_dir))
-
-
-def _load_side(spec: str, refs, tolerance: float, meta: dict, problems: List[str]):
-    from ..reports import importlog, runs
-
-    if os.path.isfile(spec):
-        imp = importlog.import_log(spec, meta, problems)
-        return runs.load_runs([], problems, refs, tolerance, extra_rows=[imp.row])
-    return runs.load_runs([spec], problems, refs, tolerance)
 
 
 @main.command("report", context_settings={"max_content_width": 100})
@@ -258,46 +218,21 @@ def _fail_check(message: str) -> bool:
 def _align_mode(req: _Request, spec_a: str, spec_b: str) -> bool:
     """--align RUN_A RUN_B: write the plot, emit the verdict; True when --check fails."""
     from ..reports import align as align_mod
+    from ..reports import modes
 
     roots = _roots(req.runs_dirs, optional=True)
-    label_a, curve_a = _resolve_run(spec_a, roots, req.meta, req.problems)
-    label_b, curve_b = _resolve_run(spec_b, roots, req.meta, req.problems)
-    if label_a == label_b:
-        label_a, label_b = f"{label_a} (A)", f"{label_b} (B)"
-    result = align_mod.align(curve_a, curve_b, label_a, label_b)
+    result = modes.align_runs(spec_a, spec_b, roots, req.meta, req.problems)
     png = align_mod.plot_png(result)
-    plot_path = os.path.abspath(req.plot_path or os.path.join(_generated_dir(roots),
-                                                              align_mod.default_plot_name(label_a, label_b)))
+    plot_path = os.path.abspath(req.plot_path or os.path.join(
+        _generated_dir(roots), align_mod.default_plot_name(result.label_a, result.label_b)))
     out = req.out_path(roots)
     atomic.write_bytes(plot_path, png)
     _share(plot_path)
     _warn(req.problems)
-    _emit(_align_text(result, req.fmt, plot_path, png), out)
+    _emit(modes.align_text(result, req.fmt, plot_path, png), out)
     if req.check and not result.passed:
         return _fail_check(f"loss alignment {result.verdict}")
     return False
-
-
-def _align_text(result, fmt: str, plot_path: str, png: bytes) -> str:
-    from ..reports import htmlreport, render
-
-    if fmt == "json":
-        return render.to_json({**result.to_dict(), "plot": plot_path})
-    if fmt == "csv":
-        a = result.aligned.copy()
-        a["abs_error"] = (a["loss_a"] - a["loss_b"]).abs()
-        a["rel_error"] = a["abs_error"] / a["loss_b"].abs().where(a["loss_b"] != 0)
-        return render.to_csv(a)
-    metrics = [[k, "-" if v is None else v] for k, v in result.to_dict().items()]
-    if fmt == "md":
-        return render.md_table(["metric", "value"], metrics) + f"\n\n![loss alignment]({plot_path})\n"
-    if fmt == "html":
-        import pandas as pd
-
-        d = pd.DataFrame(metrics, columns=["metric", "value"])
-        return htmlreport.frame_page("arcbench loss alignment", d.astype(str), result.text(),
-                                     [("loss alignment", png)])
-    return result.text() + f"\nplot: {plot_path}\n"
 
 
 # --compare
@@ -305,112 +240,47 @@ def _align_text(result, fmt: str, plot_path: str, png: bytes) -> str:
 def _compare_mode(req: _Request, base_spec: str, new_spec: str) -> bool:
     """--compare BASE NEW: one row per configuration; True when --check finds a regression."""
     from ..reports import compare as compare_mod
+    from ..reports import modes
 
-    base = _load_side(base_spec, req.refs, req.tolerance, req.meta, req.problems)
-    new = _load_side(new_spec, req.refs, req.tolerance, req.meta, req.problems)
-    result = compare_mod.compare(base, new, req.threshold, req.tolerance)
+    result = modes.compare_runs(base_spec, new_spec, req.refs, req.threshold, req.tolerance, req.meta,
+                                req.problems)
     out = req.out_path([new_spec, base_spec])
     line = compare_mod.summary_line(result, req.threshold, req.tolerance)
     _warn(req.problems)
-    _emit(_compare_text(result, req, base_spec, new_spec, line), out)
+    _emit(modes.compare_text(result, req.fmt, base_spec, new_spec, line, req.threshold, req.tolerance,
+                             _terminal_width()), out)
     if req.check and result["regression"].any():
         return _fail_check(line)
     return False
-
-
-def _compare_text(result, req: _Request, base_spec: str, new_spec: str, line: str) -> str:
-    from ..reports import compare as compare_mod
-    from ..reports import htmlreport, render
-
-    if req.fmt == "json":
-        return render.to_json({"base": base_spec, "new": new_spec, "threshold_pct": req.threshold,
-                               "tolerance_points": req.tolerance, "summary": line,
-                               "regressions": int(result["regression"].sum()),
-                               "inconclusive": int(result["inconclusive"].sum()),
-                               "configurations": render.jsonable(result)})
-    if req.fmt == "csv":
-        return render.to_csv(result)
-    if req.fmt == "md":
-        return f"# arcbench compare\n\nBASE `{base_spec}` vs NEW `{new_spec}`: {line}\n\n" \
-               + (render.md_frame(result) if len(result) else "(no runs)") + "\n"
-    if req.fmt == "html":
-        return htmlreport.frame_page("arcbench compare", render.display(result),
-                                     f"BASE {base_spec} vs NEW {new_spec}: {line}")
-    shown = compare_mod.table(result)
-    width = _terminal_width()
-    return (render.fit_table(shown, list(shown.columns), width, drop=compare_mod.TABLE_DROP_ORDER,
-                             rows_are="configuration(s)", more="--format csv or json has every column")
-            if len(result) else "(no runs)") + "\n" + textwrap.fill(line, width) + "\n"
 
 
 # the default report
 
 def _runs_mode(req: _Request) -> bool:
     """The runs table (or its groups) in the chosen format; True when --check finds a FAIL."""
-    from ..reports import render
+    from ..reports import modes, render
 
     roots = _roots(req.runs_dirs, optional=bool(req.import_logs))
-    df = _load_report_runs(req, roots)
+    df = modes.load_report_runs(roots, req.import_logs, req.import_to, req.meta, req.problems, req.refs,
+                                req.tolerance)
     groups = render.group_runs(df, req.group_by.split(",")) if req.group_by else None
     cols = _columns(req.columns_spec, groups if groups is not None else df)
     out = req.out_path(roots + ([req.import_to] if req.import_to else []))
-    text = _runs_text(req, df, groups, cols, roots + list(req.import_logs))
+    every_column = bool(req.columns_spec) and req.columns_spec.strip().lower() == "all"
+    text = modes.runs_text(df, groups, cols, req.fmt, problems=req.problems, sources=roots + list(req.import_logs),
+                           refs=req.refs, tolerance=req.tolerance, lang=req.lang, width=_terminal_width(),
+                           every_column=every_column)
     _warn(req.problems)
     _emit(text, out)
     return _check_runs(df) if req.check else False
 
 
-def _load_report_runs(req: _Request, roots: List[str]):
-    """The runs under ``roots`` plus the --import-log ones (written as run dirs first with --import-to)."""
-    from ..reports import importlog
-    from ..reports.runs import load_runs
-
-    extra_rows, materialised = [], []
-    for path in req.import_logs:
-        imp = importlog.import_log(path, req.meta, req.problems)
-        if req.import_to:
-            materialised.append(importlog.materialise(imp, req.import_to))
-        else:
-            extra_rows.append(imp.row)
-    df = load_runs(roots + materialised, req.problems, req.refs, req.tolerance, extra_rows=extra_rows)
-    if not len(df):
-        req.problems.append(f"no run dirs (folders with summary.json or config.json) under {', '.join(roots) or '-'}")
-    return df
-
-
-def _runs_text(req: _Request, df, groups, cols: Optional[List[str]], sources: List[str]) -> str:
-    from ..reports import htmlreport, modelzoo, render
-
-    frame = groups if groups is not None else df
-    if req.fmt == "html":
-        return htmlreport.build_html(df, problems=req.problems, roots=sources, references=req.refs,
-                                     tolerance=req.tolerance, groups=groups, lang=req.lang)
-    if req.fmt == "json":
-        body = {"runs": render.jsonable(df if cols is None or groups is not None else df[cols]),
-                "problems": req.problems}
-        if groups is not None:
-            body["groups"] = render.jsonable(groups if cols is None else groups[cols])
-        return render.to_json(body)
-    if req.fmt == "csv":
-        return render.to_csv(frame if cols is None else frame[cols])
-    if req.fmt == "md" and groups is not None:
-        return "# arcbench report (grouped)\n\n" + render.md_frame(groups) + "\n"
-    if req.fmt == "md":
-        note = f"{len(df)} run(s) from {', '.join(sources)}; reference tolerance {req.tolerance:g} points."
-        return modelzoo.markdown(df, lang=req.lang, note=note)
-    if groups is not None:
-        return render.fit_table(groups, cols or list(groups.columns), _terminal_width())
-    if req.columns_spec and req.columns_spec.strip().lower() == "all":
-        return render.fit_table(df, cols, None)
-    return render.fit_table(df, cols, _terminal_width(), drop=() if cols else render.TABLE_DROP_ORDER)
-
-
 def _check_runs(df) -> bool:
     """--check on the runs: a FAIL anywhere fails; otherwise say how many passed."""
-    checks = df["reference_check"].astype("object") if len(df) else []
-    failed = [str(r) for r, c in zip(df["run_id"], checks) if c == "FAIL"] if len(df) else []
+    from ..reports import modes
+
+    failed, n_pass = modes.runs_check(df)
     if failed:
         return _fail_check(f"{len(failed)} run(s) below reference: {', '.join(failed)}")
-    n_pass = sum(1 for c in checks if c == "PASS")
     click.echo(f"arcbench: check passed: {n_pass} PASS, 0 FAIL", err=True)
     return False
