@@ -20,7 +20,7 @@ def big_jpeg(tmp_path_factory):
     """A generated 250x250 face JPEG (LFW's original size: exercises the letterbox resize)."""
     from PIL import Image
 
-    from arcbench.data.synth import render_jpeg
+    from arcbench.data.synth_face import render_jpeg
 
     face = Image.open(io.BytesIO(render_jpeg(0, 7, 0))).convert("RGB")
     path = tmp_path_factory.mktemp("jpeg") / "face250.jpg"
@@ -51,7 +51,7 @@ def test_decode_preprocess(timed, which, request, short):
 @pytest.mark.benchmark(group="decode")
 def test_decode_train_sample(timed, tmp_path, short):
     """One TrainSet sample (decode + preprocess + random flip), as a DataLoader worker runs it."""
-    from arcbench.data.synth import render_jpeg
+    from arcbench.data.synth_face import render_jpeg
     from arcbench.data.train_sets import TrainSet
 
     n = 8 if short else 64

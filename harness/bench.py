@@ -28,7 +28,6 @@ import torch
 
 from .config import RunConfig
 from .errors import ArcbenchError
-from .recorder import Recorder
 
 ROW_KEYS = ("device", "device_name", "backbone", "mode", "precision", "nproc", "batch_size", "data",
             "head", "num_classes", "sample_rate", "head_memory", "head_memory_planned", "reason",
@@ -175,7 +174,7 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
     out = step_stats(dts, cts, cfg.per_process_batch)
     mem = device.memory_stats().get("peak_memory")
     if mem is None:
-        from .train import host_peak_rss
+        from .hostmem import host_peak_rss
 
         mem = host_peak_rss()
     out.update(peak_memory=mem, steps=warmup + steps, status="completed", train_set=data.name,
@@ -196,23 +195,15 @@ def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, m
     if mode == "eval":
         if nproc != 1:
             raise ArcbenchError("--mode eval measures one process; use --nproc 1")
-        cfg, run_dir, device = runner.prepare(cfg)
-        rec = Recorder(run_dir)
-        try:
-            res = _eval_point(cfg, warmup, steps, device)
-        except Exception as exc:
-            rec.update_summary(status="failed", reason=f"{type(exc).__name__}: {exc}"[:300])
-            raise
-        summary = rec.update_summary(bench_mode="eval", **res)
-        rec.close()
+        _, summary = runner.execute(cfg, body=lambda run: {"bench_mode": "eval", "reason": None,
+                                                           **_eval_point(run.cfg, warmup, steps, run.device)})
         return summary
     try:
         run_dir, summary = runner.execute(cfg, fresh_process=fresh_process)
     except runner.RunFailed as exc:
         return {"status": "failed", "reason": str(exc), "precision": precision, "nproc": nproc,
                 "batch_size": batch_size * nproc}
-    Recorder(run_dir).update_summary(bench_mode="train")
-    return {**summary, "bench_mode": "train"}
+    return runner.annotate(run_dir, bench_mode="train")
 
 
 def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], nprocs: List[int],
@@ -260,12 +251,13 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
                    run_dir=s.get("run_id") and os.path.join(os.path.abspath(base.out), s["run_id"]))
         rows.append(row)
     derive(rows, device, base)
+    from .runner import annotate
+
     for row in rows:
         if row.get("run_dir") and os.path.isdir(row["run_dir"]):
-            Recorder(row["run_dir"]).update_summary(
-                amp_speedup=row["amp_speedup"], scaling_efficiency=row["scaling_efficiency"],
-                mfu=row["mfu"], mfu_note=row["mfu_note"], flops_per_image=row["flops_per_image"],
-                precision_label=row["precision"])
+            annotate(row["run_dir"], amp_speedup=row["amp_speedup"], scaling_efficiency=row["scaling_efficiency"],
+                     mfu=row["mfu"], mfu_note=row["mfu_note"], flops_per_image=row["flops_per_image"],
+                     precision_label=row["precision"])
     return rows
 
 

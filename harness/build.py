@@ -56,18 +56,16 @@ def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
 
 def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
     """Backbone and head from the registries; s defaults to the backbone's margin scale."""
-    from .registry import create_head, get_backbone
+    from .registry import create_head, get_backbone, head_kwargs
 
     spec = get_backbone(cfg.backbone)
     backbone = spec.create()
-    s = cfg.margin_s if cfg.margin_s is not None else spec.margin_scale
-    head_kwargs = {"s": s}
-    if cfg.margin_m is not None:  # None: the head's own default; config refuses m for the combined head
-        head_kwargs["m"] = cfg.margin_m
-    if cfg.head == "partial_fc":  # sharded over the process group initialised before this is called
-        head_kwargs.update(margin=cfg.margin or "arcface", sample_rate=cfg.sample_rate, seed=cfg.seed)
-    head = create_head(cfg.head, spec.embedding_size, num_classes, **head_kwargs)
-    return FaceModel(backbone, head)
+    # only what the head's spec lists; None: the head's own default (a sharded head is split over
+    # the process group initialised before this is called)
+    given = {"s": cfg.margin_s, "m": cfg.margin_m, "margin": cfg.margin, "sample_rate": cfg.sample_rate,
+             "seed": cfg.seed}
+    kwargs = head_kwargs(cfg.head, given, defaults={"s": spec.margin_scale})
+    return FaceModel(backbone, create_head(cfg.head, spec.embedding_size, num_classes, **kwargs))
 
 
 @dataclass

@@ -164,17 +164,16 @@ class RunConfig:
 
         if self.lr_schedule not in SCHEDULES:
             bad(f"unknown --lr-schedule {self.lr_schedule!r}; known: {', '.join(SCHEDULES)}")
-        if self.margin_m is not None and self.head == "combined":
-            bad("--margin-m does not apply to the combined head (cos(m1*theta + m2) - m3, "
-                "m1=1, m2=0.5, m3=0); use --head arcface or cosface to set a margin")
         if not (0.0 < self.sample_rate <= 1.0):
             bad(f"--sample-rate must be in (0, 1], got {self.sample_rate}")
-        if self.head != "partial_fc" and (self.sample_rate != 1.0 or self.margin is not None):
-            bad(f"--sample-rate and --margin apply to --head partial_fc (the sharded, sampled head), "
-                f"not to --head {self.head}")
+        from . import registry
+
+        if self.head in registry.heads():  # an unknown name is the runner's error, with the known ones
+            registry.head_kwargs(self.head, {"s": self.margin_s, "m": self.margin_m, "margin": self.margin,
+                                             "sample_rate": self.sample_rate})
         if self.margin is not None and self.margin not in ("arcface", "cosface", "combined"):
             bad(f"unknown --margin {self.margin!r}; known: arcface, cosface, combined")
-        if self.margin_m is not None and self.head == "partial_fc" and self.margin == "combined":
+        if self.margin_m is not None and self.margin == "combined":
             bad("--margin-m does not apply to the combined margin (cos(m1*theta + m2) - m3, "
                 "m1=1, m2=0.5, m3=0); use --margin arcface or cosface to set a margin")
         if self.precision not in ("fp32", "amp"):
@@ -221,6 +220,15 @@ class RunConfig:
                 return cls.from_dict(json.load(fh))
         except (OSError, ValueError, TypeError) as exc:
             raise ArcbenchError(f"cannot read run config: {exc}", path) from None
+
+    def resumed(self, epochs: Optional[int] = None, max_steps: Optional[int] = None,
+                nproc: Optional[int] = None, quiet: Optional[bool] = None) -> "RunConfig":
+        """This saved run continued with the flags given beside ``--resume`` (None: not given).
+
+        ``epochs``/``max_steps`` may extend it; ``nproc`` changes the process count (the global
+        batch stays, a sharded head is re-sharded); nothing else changes on resume."""
+        return self.replace(epochs=max(self.epochs, epochs or 0), max_steps=max_steps or self.max_steps,
+                            nproc=nproc or self.nproc, quiet=self.quiet if quiet is None else quiet)
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)

@@ -37,17 +37,13 @@ class RunFailed(Exception):
 @dataclass
 class Run:
     """A prepared run: its settings, its directory (empty on nodes other than 0), its device,
-    the lock it holds and the summary recorded so far."""
+    and the lock on its directory, held until :meth:`release`."""
 
     cfg: RunConfig
     run_dir: str
     device: object
     lock: Optional[RunLock] = None
     resumed: bool = False
-
-    def record(self, **fields) -> dict:
-        """Update the run's summary (a no-op on nodes that do not record)."""
-        return Recorder(self.run_dir).update_summary(**fields) if self.run_dir else dict(fields)
 
     def release(self) -> None:
         if self.lock is not None:
@@ -240,7 +236,7 @@ def _finish(run: Run, start: float, outcome: dict) -> dict:
     rec.update_summary(**fields)
     if run.cfg.mode == "eval":
         return rec.update_summary(wall_time=round(time.time() - start, 3))
-    return segments.close_segment(rec, start)
+    return rec.update_summary(**segments.closed(rec.summary, start))
 
 
 def annotate(run_dir: str, **fields) -> dict:

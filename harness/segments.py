@@ -49,11 +49,10 @@ def start_step(summary: dict) -> int:
     return int(done[-1].get("end_step") or 0) if done else 0
 
 
-def close_segment(rec, started: float) -> dict:
-    """Append this process start's segment to the summary; returns the summary."""
-    s = rec.summary
-    segments = list(s.get("segments") or [])
-    segments.append({"start_step": s.get("start_step"), "end_step": s.get("steps"),
+def closed(summary: dict, started: float) -> dict:
+    """The summary fields that append this process start's segment (started at ``started``)."""
+    segments = list(summary.get("segments") or [])
+    segments.append({"start_step": summary.get("start_step"), "end_step": summary.get("steps"),
                      "wall_time": round(time.time() - started, 3), "host": socket.gethostname(),
-                     "ended": s.get("status"), "reason": s.get("reason")})
-    return rec.update_summary(segments=segments, wall_time=total_wall_time(segments))
+                     "ended": summary.get("status"), "reason": summary.get("reason")})
+    return {"segments": segments, "wall_time": total_wall_time(segments)}

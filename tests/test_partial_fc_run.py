@@ -66,7 +66,7 @@ def test_sample_rate_and_margin_belong_to_partial_fc():
 
 
 def test_build_face_model_passes_margin_rate_and_seed():
-    from arcbench.train import build_face_model
+    from arcbench.build import build_face_model
 
     face = build_face_model(RunConfig(backbone="mobilefacenet", head="partial_fc", margin="cosface",
                                       margin_m=0.3, sample_rate=0.25, seed=7), 100)
@@ -113,7 +113,7 @@ def _step3_reference(saved: dict, world: int, per_process: int) -> float:
     in this one process: each rank's synthetic batch through the backbone (batch norm per rank,
     as under DDP), then the full-softmax ArcFace loss over the whole [C, D] centres (r = 1)."""
     from arcbench import registry
-    from arcbench.data.train_sets import SyntheticBatches
+    from arcbench.data.synthetic_batches import SyntheticBatches
 
     import tinyplugin
 

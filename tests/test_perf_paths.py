@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from arcbench.evaluate import inference_model
-from arcbench.registry import create_backbone
+from arcbench.registry import create_backbone, get_backbone
 from arcbench.preprocess import load_tensor, open_image
 
 
@@ -31,7 +31,7 @@ def test_folded_copy_gives_the_same_embeddings_and_leaves_the_model_alone(name):
     _randomise_bn(model)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fast = inference_model(model, channels_last=True)
+    fast = inference_model(model, channels_last=True, fold_bn=get_backbone(name).fold_bn)
     assert fast is not model and not fast.training
     def bns(m):
         return sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
@@ -102,7 +102,7 @@ def test_train_flops_are_three_forwards():
 def test_train_step_is_one_optimisation_step():
     from arcbench import registry
     from arcbench.config import RunConfig
-    from arcbench.data.train_sets import SyntheticBatches
+    from arcbench.data.synthetic_batches import SyntheticBatches
     from arcbench.train import Trainer
 
     dev = registry.require_device("cpu")
@@ -120,7 +120,7 @@ def test_warm_up_is_excluded_per_process_start_not_per_global_step():
     """A resumed run starts cold again: its first steps are warm-up even at global step 100."""
     from arcbench import plugin_manager, registry
     from arcbench.config import RunConfig
-    from arcbench.data.train_sets import SyntheticBatches
+    from arcbench.data.synthetic_batches import SyntheticBatches
     from arcbench.train import Trainer
 
     plugin_manager.load_plugin_module("tinyplugin")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from . import echo_json, main
+from .options import RegistryOption
 
 #: keys printed with --json, in this order
 JSON_KEYS = ("name", "accuracy", "accuracy_std", "best_thresholds", "val", "val_std", "far", "auc", "eer",
@@ -16,7 +17,7 @@ def _pct(x) -> str:
 
 @main.command("eval")
 @click.option("--backbone", "--model_name", "backbone", default="mobilefacenet", show_default=True,
-              help="Backbone plugin name (see `arcbench plugins`).")
+              cls=RegistryOption, names_of="backbone", help="Backbone plugin: {names}.")
 @click.option("--weights", "--model_path", "weights", required=True, type=click.Path(dir_okay=False),
               help="Backbone weights: a state dict, an arcbench checkpoint or export, or the reference .pth.")
 @click.option("--val-data", "--val_data_path", "val_data", type=click.Path(),
@@ -32,8 +33,8 @@ def _pct(x) -> str:
               help="Add the mirrored image's embedding before normalising (test-time augmentation).")
 @click.option("--eval-batch-size", "--eval_batch_size", "batch_size", default=256, show_default=True,
               type=click.IntRange(min=1), help="Images per forward pass.")
-@click.option("--device", default="auto", show_default=True,
-              help="Device plugin name, or 'auto' (sdaa, then cuda, then cpu: the first available).")
+@click.option("--device", default="auto", show_default=True, cls=RegistryOption, names_of="device",
+              help="Device plugin name, or 'auto' (the first available of {names}).")
 @click.option("--amp/--no-amp", default=False, show_default=True,
               help="Autocast the forward pass (fp16 on accelerators, bfloat16 on CPU).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
@@ -69,17 +70,15 @@ def eval_cmd(backbone, weights, val_data, val_pairs, val_bin, flip, batch_size, 
       arcbench eval --backbone iresnet50 --weights ms1mv2.pth --val-bin lfw.bin --flip --json
     """
     from .. import registry
-    from ..checkpoint import load_backbone
-    from ..evaluate import evaluate, printable, save_scores as write_scores
+    from ..eval_weights import evaluate_weights
+    from ..evaluate import printable, save_scores as write_scores
     from ..verification import load_verification
 
     vset = load_verification(val_data=val_data, val_pairs=val_pairs, val_bin=val_bin, strict=strict)
     dev = registry.require_device(device)
     dev.bind(0)  # one process: the first visible card
-    spec = registry.get_backbone(backbone)
-    model = load_backbone(backbone, weights).to(dev.torch_device())
-    result = evaluate(model, dev, vset, batch_size=batch_size, flip=flip, amp=amp, workers=workers,
-                      progress=progress and not as_json, thresholds=thresholds, input_size=spec.input_size)
+    result = evaluate_weights(backbone, weights, dev, vset, batch_size=batch_size, flip=flip, amp=amp,
+                              workers=workers, progress=progress and not as_json, thresholds=thresholds)
     if save_scores:
         write_scores(save_scores, result)
     if roc_png:

@@ -14,12 +14,9 @@ import click
 
 from ..config import RunConfig
 from . import main
+from .options import RegistryOption
 
 SEED_MODEL_NAMES = ("arcface",)
-
-
-def _opt(*names, **kw):
-    return click.option(*names, **kw)
 
 
 RUN_HELP = """Train ArcFace, verify it on face pairs, and record everything in a run directory.
@@ -51,116 +48,119 @@ Examples:
 
 @main.command("run", help=RUN_HELP, context_settings={"max_content_width": 110})
 # -- what to train
-@_opt("--device", default="auto", show_default=True, help="Device plugin: auto, cpu, cuda, sdaa, or a third-party one.")
-@_opt("--backbone", default=None, help="Backbone plugin (default mobilefacenet). See `arcbench backbones`.")
-@_opt("--model_name", "--model-name", "model_name", default=None,
+@click.option("--device", default="auto", show_default=True, cls=RegistryOption, names_of="device",
+      help="Device plugin: auto (the first available of {names}) or one of them.")
+@click.option("--backbone", default=None, cls=RegistryOption, names_of="backbone",
+      help="Backbone plugin (default mobilefacenet): {names}. See `arcbench backbones`.")
+@click.option("--model_name", "--model-name", "model_name", default=None,
       help="Seed spelling: 'arcface' (the default model) or a backbone name.")
-@_opt("--head", default="arcface", show_default=True,
-      help="Margin head: arcface, cosface, combined, or partial_fc (class centres sharded over the "
+@click.option("--head", default="arcface", show_default=True, cls=RegistryOption, names_of="head",
+      help="Margin head: {names} (see `arcbench heads`; partial_fc shards the class centres over the "
            "processes, sampled softmax: for 100k+ identities; see README).")
-@_opt("--margin-s", type=float, default=None, help="Head scale s (default: 32 for mobilefacenet, 64 otherwise).")
-@_opt("--margin-m", type=float, default=None,
+@click.option("--margin-s", type=float, default=None, help="Head scale s (default: 32 for mobilefacenet, 64 otherwise).")
+@click.option("--margin-m", type=float, default=None,
       help="Head margin m: ArcFace's angular margin (default 0.5) or CosFace's cosine margin (default 0.35). "
            "Refused for the combined head.")
-@_opt("--margin", type=click.Choice(["arcface", "cosface", "combined"]), default=None,
+@click.option("--margin", type=click.Choice(["arcface", "cosface", "combined"]), default=None,
       help="--head partial_fc: its margin (default arcface).")
-@_opt("--sample-rate", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True,
+@click.option("--sample-rate", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True,
       help="--head partial_fc: fraction r of each process's class centres used per step (every centre "
            "labelled in the global batch, plus random others); insightface uses 0.1-0.3 for large sets.")
 # -- data
-@_opt("--train-data", "--train_data_path", "--train-data-path", "train_data", default=None,
+@click.option("--train-data", "--train_data_path", "--train-data-path", "train_data", default=None,
       help="Image folder (root/<identity>/<img>), a cls_train.txt, a RecordIO folder (train.rec/.idx), "
            "or 'synthetic' (random tensors on the device: pure compute). Default: embedded synthetic faces.")
-@_opt("--annotation", "--train_annotation_path", "--train-annotation-path", "annotation", default=None,
+@click.option("--annotation", "--train_annotation_path", "--train-annotation-path", "annotation", default=None,
       help="cls_train.txt index ('<label>;<path>' lines) for an image folder.")
-@_opt("--val-data", "--val_data_path", "--val-data-path", "val_data", default=None,
+@click.option("--val-data", "--val_data_path", "--val-data-path", "val_data", default=None,
       help="LFW-layout folder (<name>/<name>_0001.jpg); needs --val-pairs.")
-@_opt("--val-pairs", "--val_pairs_path", "--val-pairs-path", "val_pairs", default=None,
+@click.option("--val-pairs", "--val_pairs_path", "--val-pairs-path", "val_pairs", default=None,
       help="Pairs file: lfw_pair.txt or the official LFW pairs.txt.")
-@_opt("--val-bin", default=None, help="insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin).")
-@_opt("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
+@click.option("--val-bin", default=None, help="insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin).")
+@click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
       help="Corrupt training images: skip and count them, or stop the run.")
-@_opt("--workers", type=int, default=None, help="DataLoader worker processes per rank (default: from the CPU count).")
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes per rank (default: from the CPU count).")
 # -- length and optimisation
-@_opt("--epochs", "--epoch", "--total_epochs", "epochs", type=int, default=None,
+@click.option("--epochs", "--epoch", "--total_epochs", "epochs", type=int, default=None,
       help="Epochs (default 50, the reference recipe; 3 for the embedded synthetic set).")
-@_opt("--max-steps", type=int, default=None, help="Stop after this many optimiser steps in total.")
-@_opt("--batch-size", "batch_size", type=int, default=None, help="Batch size PER PROCESS (default 64).")
-@_opt("--batch_size", "seed_batch_size", type=int, default=None, help="Seed spelling: GLOBAL batch size.")
-@_opt("--lr", type=float, default=None,
+@click.option("--max-steps", type=int, default=None, help="Stop after this many optimiser steps in total.")
+@click.option("--batch-size", "batch_size", type=int, default=None, help="Batch size PER PROCESS (default 64).")
+@click.option("--batch_size", "seed_batch_size", type=int, default=None, help="Seed spelling: GLOBAL batch size.")
+@click.option("--lr", type=float, default=None,
       help="Learning rate for a batch of 64; scaled linearly with the global batch and clamped "
            "(SGD 5e-4..0.1, AdamW 3e-4..1e-3), as in the reference. Default 1e-2 (SGD), 1e-3 (AdamW); "
            "0.1 (SGD) for the embedded synthetic set.")
-@_opt("--no-lr-scaling", is_flag=True, help="Use --lr as given.")
-@_opt("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
+@click.option("--no-lr-scaling", is_flag=True, help="Use --lr as given.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
       help="SGD: momentum 0.9, nesterov, weight decay 5e-4 (foreach). AdamW: weight decay 5e-4.")
-@_opt("--lr-schedule", "--schedule", "lr_schedule", type=click.Choice(["reference", "cosine", "step"]),
+@click.option("--lr-schedule", "--schedule", "lr_schedule", type=click.Choice(["reference", "cosine", "step"]),
       default=RunConfig.lr_schedule, show_default=True,
       help="reference: the reference's per-epoch schedule (quadratic warm-up, cosine, flat min-lr tail); "
            "step: its per-epoch x(min_lr/lr)^(1/9) every epochs/10; cosine: per-iteration linear warm-up "
            "then cosine to 1% (insightface style).")
-@_opt("--warmup-steps", type=int, default=None,
+@click.option("--warmup-steps", type=int, default=None,
       help="--lr-schedule cosine: linear warm-up steps (default 5% of the run, at most an epoch).")
-@_opt("--grad-clip", type=float, default=None, help="Clip the gradient norm to this value.")
-@_opt("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init, augmentation).")
+@click.option("--grad-clip", type=float, default=None, help="Clip the gradient norm to this value.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init, augmentation).")
 # -- precision and speed
-@_opt("--amp/--no-amp", default=None, help="Mixed precision via the device plugin (cuda/sdaa fp16 + GradScaler, cpu bf16).")
-@_opt("--precision", type=click.Choice(["fp32", "amp"]), default=None, help="Same as --amp/--no-amp.")
-@_opt("--use_amp", "--use-amp", "use_amp", type=click.BOOL, default=None, help="Seed spelling: True/False.")
-@_opt("--eval-precision", type=click.Choice(["fp32", "amp"]), default=RunConfig.eval_precision, show_default=True,
+@click.option("--amp/--no-amp", default=None, help="Mixed precision via the device plugin (cuda/sdaa fp16 + GradScaler, cpu bf16).")
+@click.option("--precision", type=click.Choice(["fp32", "amp"]), default=None, help="Same as --amp/--no-amp.")
+@click.option("--use_amp", "--use-amp", "use_amp", type=click.BOOL, default=None, help="Seed spelling: True/False.")
+@click.option("--eval-precision", type=click.Choice(["fp32", "amp"]), default=RunConfig.eval_precision, show_default=True,
       help="Verification during training: fp32 as in the reference, whatever --precision is; amp is faster "
            "(labelled in the summary).")
-@_opt("--compile", is_flag=True, help="torch.compile the model (slow first steps, faster after).")
-@_opt("--channels-last/--no-channels-last", default=True, show_default=True, help="channels_last memory format.")
+@click.option("--compile", is_flag=True, help="torch.compile the model (slow first steps, faster after).")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="channels_last memory format.")
 # -- processes
-@_opt("--nproc", "--nproc_per_node", "--nproc-per-node", "nproc", type=int, default=1, show_default=True,
+@click.option("--nproc", "--nproc_per_node", "--nproc-per-node", "nproc", type=int, default=1, show_default=True,
       help="Processes on this node, launched with torch's elastic launcher (torchrun's engine). With "
            "--resume: continue at this many (the global batch is kept; a partial_fc head is re-sharded).")
-@_opt("--distributed", type=click.BOOL, default=None, help="Seed spelling: False forces one process.")
-@_opt("--nnodes", type=int, default=1, show_default=True, help="Number of nodes.")
-@_opt("--node-rank", "--node_rank", "node_rank", type=int, default=0, show_default=True, help="This node's rank.")
-@_opt("--master-addr", "--master_addr", "master_addr", default="127.0.0.1", show_default=True,
+@click.option("--distributed", type=click.BOOL, default=None, help="Seed spelling: False forces one process.")
+@click.option("--nnodes", type=int, default=1, show_default=True, help="Number of nodes.")
+@click.option("--node-rank", "--node_rank", "node_rank", type=int, default=0, show_default=True, help="This node's rank.")
+@click.option("--master-addr", "--master_addr", "master_addr", default="127.0.0.1", show_default=True,
       help="Address of node 0.")
-@_opt("--master-port", "--master_port", "master_port", type=int, default=29505, show_default=True,
+@click.option("--master-port", "--master_port", "master_port", type=int, default=29505, show_default=True,
       help="Port on node 0.")
 # -- evaluation
-@_opt("--eval-batch-size", "--eval_batch_size", "eval_batch_size", type=int, default=256, show_default=True,
+@click.option("--eval-batch-size", "--eval_batch_size", "eval_batch_size", type=int, default=256, show_default=True,
       help="Batch size for embedding verification images.")
-@_opt("--eval-every", type=int, default=None,
+@click.option("--eval-every", type=int, default=None,
       help="Verify every N epochs; 0 verifies once at the end (default: 1; the embedded set: 0).")
-@_opt("--flip", is_flag=True, help="Verification adds the mirrored image's embedding.")
-@_opt("--do_eval", "--do-eval", "do_eval", type=click.BOOL, default=False,
+@click.option("--flip", is_flag=True, help="Verification adds the mirrored image's embedding.")
+@click.option("--do_eval", "--do-eval", "do_eval", type=click.BOOL, default=False,
       help="Seed spelling: True evaluates --model_path on the verification set instead of training.")
-@_opt("--model_path", "--model-path", "--weights", "weights", default=None,
+@click.option("--model_path", "--model-path", "--weights", "weights", default=None,
       help="Backbone weights for --do_eval (or to start training from).")
 # -- recording
-@_opt("--out", default="runs", show_default=True, help="Runs root; each run writes OUT/<run_id>/.")
-@_opt("--run-id", default=None, help="Name of the run directory (sanitised). Default: time-mode-backbone-device-xxxx.")
-@_opt("--resume", metavar="RUN_DIR", default=None,
+@click.option("--out", default="runs", show_default=True, help="Runs root; each run writes OUT/<run_id>/.")
+@click.option("--run-id", default=None, help="Name of the run directory (sanitised). Default: time-mode-backbone-device-xxxx.")
+@click.option("--resume", metavar="RUN_DIR", default=None,
       help="Continue the run in this run directory from its last checkpoint.")
-@_opt("--checkpoint-every", type=int, default=1, show_default=True, help="Checkpoint every N epochs (0: never).")
-@_opt("--checkpoint-steps", type=int, default=0, show_default=True, help="Also checkpoint every N steps (0: never).")
-@_opt("--log-interval", type=int, default=20, show_default=True,
+@click.option("--checkpoint-every", type=int, default=1, show_default=True, help="Checkpoint every N epochs (0: never).")
+@click.option("--checkpoint-steps", type=int, default=0, show_default=True, help="Also checkpoint every N steps (0: never).")
+@click.option("--log-interval", type=int, default=20, show_default=True,
       help="Steps between loss reads (the only host sync for the loss) and log lines.")
-@_opt("--quiet", is_flag=True, help="No progress bar or log lines; only the final summary.")
-@_opt("--collective-wait", type=click.FloatRange(min=0.1), default=120.0, show_default=True, metavar="SECONDS",
+@click.option("--quiet", is_flag=True, help="No progress bar or log lines; only the final summary.")
+@click.option("--collective-wait", type=click.FloatRange(min=0.1), default=120.0, show_default=True, metavar="SECONDS",
       help="Multi-process: how long a rank waits at a harness collective (verification gather, final "
            "figures) for the others; a rank that does not arrive is named in the error.")
-@_opt("--synthetic-classes", type=int, default=1000, show_default=True, help="Classes for --train-data synthetic.")
-@_opt("--synthetic-steps", type=int, default=100, show_default=True, help="Steps per epoch for --train-data synthetic.")
+@click.option("--synthetic-classes", type=int, default=1000, show_default=True, help="Classes for --train-data synthetic.")
+@click.option("--synthetic-steps", type=int, default=100, show_default=True, help="Steps per epoch for --train-data synthetic.")
 def run_cmd(**o):
     from ..runner import RunFailed, execute
 
     cfg = build_config(o)
+    overrides = None
     if o["resume"]:
-        # resume keeps the run's epochs unless --epochs extends them, and its process count unless
-        # --nproc is given (0: keep)
+        # the run's own settings, continued with what was given beside --resume
         given = click.get_current_context().get_parameter_source("nproc")
-        nproc = cfg.nproc if given is click.core.ParameterSource.COMMANDLINE else 0
-        cfg = cfg.replace(epochs=o["epochs"] or 0, nproc=nproc)
+        overrides = dict(epochs=o["epochs"], max_steps=o["max_steps"], quiet=o["quiet"],
+                         nproc=cfg.nproc if given is click.core.ParameterSource.COMMANDLINE else None)
     try:
         with no_ctrl_c_echo():
-            run_dir, summary = execute(cfg, resume=o["resume"], log=lambda m: click.echo(m, err=False))
+            run_dir, summary = execute(cfg, resume=o["resume"], overrides=overrides,
+                                       log=lambda m: click.echo(m, err=False))
     except RunFailed as exc:
         if str(exc).startswith("run interrupted"):
             click.echo(interrupted_message(getattr(exc, "run_dir", None), _tty()), err=True)

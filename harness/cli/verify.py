@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from . import echo_json, main
+from .options import RegistryOption
 
 #: Euclidean distance between unit embeddings below which two faces are "same".
 #: ArcFace-trained unit embeddings put genuine pairs around 0.6-1.1 and impostor
@@ -14,12 +15,14 @@ DEFAULT_THRESHOLD = 1.2
 @main.command("verify")
 @click.argument("image_a", type=click.Path(dir_okay=False))
 @click.argument("image_b", type=click.Path(dir_okay=False))
-@click.option("--backbone", default="mobilefacenet", show_default=True, help="Backbone plugin name.")
+@click.option("--backbone", default="mobilefacenet", show_default=True, cls=RegistryOption, names_of="backbone",
+              help="Backbone plugin: {names}.")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False),
               help="Backbone weights: a state dict, an arcbench checkpoint or export, or the reference .pth.")
 @click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, type=float,
               help="Same person when the distance between unit embeddings is below this (range 0..2).")
-@click.option("--device", default="cpu", show_default=True, help="Device plugin name, or 'auto'.")
+@click.option("--device", default="cpu", show_default=True, cls=RegistryOption, names_of="device",
+              help="Device plugin: {names}, or 'auto' (the first available of them).")
 @click.option("--flip/--no-flip", default=False, help="Add the mirrored image's embedding (test-time augmentation).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: distance, cosine, same, threshold.")
 def verify_cmd(image_a, image_b, backbone, weights, threshold, device, flip, as_json):
