@@ -33,6 +33,7 @@ BUILTIN_PLUGINS = (
     "arcbench.plugins.backbones.mobilenetv1",
     "arcbench.plugins.backbones.iresnet",
     "arcbench.plugins.heads.margins",
+    "arcbench.plugins.heads.partial_fc",
 )
 
 #: explicit ``--plugin`` modules, passed on to worker processes through the environment

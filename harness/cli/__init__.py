@@ -1,7 +1,7 @@
 """The ``arcbench`` command line (click).
 
-Each sub-command lives in its own module in this package and attaches itself
-to :data:`main`.  Errors a user can cause are :class:`ArcbenchError`: they are
+Each sub-command lives in its own module in this package; :data:`main`
+adds them (they never import it, so no module imports back into this one).  Errors a user can cause are :class:`ArcbenchError`: they are
 printed as one line and exit 2; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
@@ -82,22 +82,8 @@ def main(ctx, debug, plugin_modules):
         plugin_manager.load_plugin_module(mod)
 
 
-def echo_json(obj) -> None:
-    import json
+from . import bench, data, eval, info, report, run, verify  # noqa: E402  (they import nothing from here)
 
-    click.echo(json.dumps(obj, indent=2, default=str))
-
-
-def echo_table(rows, columns=None) -> None:
-    """A plain aligned text table (pandas is imported lazily for speed)."""
-    if not rows:
-        click.echo("(none)")
-        return
-    import pandas as pd
-
-    df = pd.DataFrame(rows, columns=columns)
-    click.echo(df.to_string(index=False, na_rep="-"))
-
-
-# Sub-commands register themselves on import.
-from . import bench, data, eval, info, report, run, verify  # noqa: E402,F401
+for _command in (run.run_cmd, eval.eval_cmd, verify.verify_cmd, bench.bench_cmd, report.report, data.data,
+                 info.plugins_cmd, info.devices_cmd, info.backbones_cmd, info.heads_cmd):
+    main.add_command(_command)

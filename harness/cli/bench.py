@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from . import echo_json, echo_table, main
+from .output import echo_json, echo_table
 from .options import RegistryOption
 
 
@@ -17,7 +17,7 @@ def _csv(kind):
     return parse
 
 
-@main.command("bench", context_settings={"max_content_width": 110})
+@click.command("bench", context_settings={"max_content_width": 110})
 @click.option("--device", default="auto", show_default=True, cls=RegistryOption, names_of="device",
               help="Device plugin: auto (the first available of {names}) or one of them.")
 @click.option("--backbone", default="mobilefacenet", show_default=True, cls=RegistryOption, names_of="backbone",

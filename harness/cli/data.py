@@ -5,10 +5,9 @@ import sys
 
 import click
 
-from . import main
 
 
-@main.group("data")
+@click.group("data")
 def data():
     """Prepare training and verification data (no download needed)."""
 

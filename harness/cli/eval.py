@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from . import echo_json, main
+from .output import echo_json
 from .options import RegistryOption
 
 #: keys printed with --json, in this order
@@ -15,7 +15,7 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
-@main.command("eval")
+@click.command("eval")
 @click.option("--backbone", "--model_name", "backbone", default="mobilefacenet", show_default=True,
               cls=RegistryOption, names_of="backbone", help="Backbone plugin: {names}.")
 @click.option("--weights", "--model_path", "weights", required=True, type=click.Path(dir_okay=False),

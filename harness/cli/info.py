@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import click
 
-from . import echo_json, echo_table, main
+from .output import echo_json, echo_table
 from .. import plugin_manager, registry
 
 
-@main.command("plugins")
+@click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def plugins_cmd(as_json):
     """List loaded plugins: name, hooks, version, built in or not."""
@@ -19,7 +19,7 @@ def plugins_cmd(as_json):
                    ["name", "builtin", "version", "distribution", "hooks"])
 
 
-@main.command("devices")
+@click.command("devices")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def devices_cmd(as_json):
     """List devices with availability, collective backend and AMP dtype.
@@ -76,7 +76,7 @@ def backbone_rows(names=None, with_flops=True):
     return rows
 
 
-@main.command("backbones")
+@click.command("backbones")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--no-flops", is_flag=True, help="Skip FLOP counting (faster).")
 @click.argument("names", nargs=-1)
@@ -95,7 +95,7 @@ def backbones_cmd(as_json, no_flops, names):
         echo_table(rows)
 
 
-@main.command("heads")
+@click.command("heads")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def heads_cmd(as_json):
     """List margin heads."""

@@ -15,7 +15,6 @@ import click
 
 from .. import atomic
 from ..errors import ArcbenchError
-from . import main
 
 DEFAULT_RUNS = "runs"
 DEFAULT_HTML = "arcbench-report.html"
@@ -83,7 +82,7 @@ def _terminal_width() -> int:
     return shutil.get_terminal_size((120, 24)).columns
 
 
-@main.command("report", context_settings={"max_content_width": 100})
+@click.command("report", context_settings={"max_content_width": 100})
 @click.argument("runs_dirs", nargs=-1, type=click.Path(), metavar="[RUNS_DIR]...")
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json", "html"]), default="table",
               show_default=True,

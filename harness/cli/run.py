@@ -13,7 +13,6 @@ import sys
 import click
 
 from ..config import RunConfig
-from . import main
 from .options import RegistryOption
 
 SEED_MODEL_NAMES = ("arcface",)
@@ -46,7 +45,7 @@ Examples:
 """
 
 
-@main.command("run", help=RUN_HELP, context_settings={"max_content_width": 110})
+@click.command("run", help=RUN_HELP, context_settings={"max_content_width": 110})
 # -- what to train
 @click.option("--device", default="auto", show_default=True, cls=RegistryOption, names_of="device",
       help="Device plugin: auto (the first available of {names}) or one of them.")

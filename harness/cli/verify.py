@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from . import echo_json, main
+from .output import echo_json
 from .options import RegistryOption
 
 #: Euclidean distance between unit embeddings below which two faces are "same".
@@ -12,7 +12,7 @@ from .options import RegistryOption
 DEFAULT_THRESHOLD = 1.2
 
 
-@main.command("verify")
+@click.command("verify")
 @click.argument("image_a", type=click.Path(dir_okay=False))
 @click.argument("image_b", type=click.Path(dir_okay=False))
 @click.option("--backbone", default="mobilefacenet", show_default=True, cls=RegistryOption, names_of="backbone",

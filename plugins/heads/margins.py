@@ -124,9 +124,3 @@ def register_heads(register):
     register("arcface", ArcFace, description="ArcFace additive angular margin: cos(theta + m)", params=("s", "m"))
     register("cosface", CosFace, description="CosFace additive cosine margin: cos(theta) - m", params=("s", "m"))
     register("combined", CombinedMargin, description="combined margin: cos(m1*theta + m2) - m3", params=("s",))
-    from .partial_fc import PartialFC  # imports this module: import it only here
-
-    register("partial_fc", PartialFC,
-             description="Partial FC: class centres sharded over ranks, sampled softmax (sample_rate); "
-                         "margin=arcface|cosface|combined; forward returns the loss (computes_loss)",
-             params=("s", "m", "margin", "sample_rate", "seed"))

@@ -61,6 +61,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arcbench import hookimpl
+
 from .margins import _autocast_off, arcface_target, combined_target, cosface_target
 
 try:
@@ -631,3 +633,11 @@ def head_fit_error(num_classes: int, dim: int, world_size: int, device_bytes: Op
     if head_memory_bytes(num_classes, dim, world_size, dtype_bytes, momentum) <= fraction * device_bytes:
         return None
     return head_memory_message(num_classes, dim, world_size, device_bytes, dtype_bytes, momentum)
+
+
+@hookimpl
+def register_heads(register):
+    register("partial_fc", PartialFC,
+             description="Partial FC: class centres sharded over ranks, sampled softmax (sample_rate); "
+                         "margin=arcface|cosface|combined; forward returns the loss (computes_loss)",
+             params=("s", "m", "margin", "sample_rate", "seed"))
