@@ -59,8 +59,9 @@ class WorkersFailed(Exception):
 
 
 def launch(cfg: RunConfig, run_dir: str, resume: bool) -> dict:
-    """Start the workers and wait for them; returns the outcome of this node's first rank
-    (rank 0's on node 0).  The run directory is the runner's to record in, not this module's."""
+    """Start this node's workers and wait for them; returns each local rank's outcome by rank.
+    The run directory is the runner's to record in, not this module's."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import elastic_launch
 
@@ -72,11 +73,11 @@ def launch(cfg: RunConfig, run_dir: str, resume: bool) -> dict:
         outputs = elastic_launch(launch_config(cfg), worker_main)(cfg.to_dict(), run_dir, resume)
     except ChildFailedError as exc:
         raise WorkersFailed(_failure_reason(exc), _all_interrupted(exc)) from None
+    except SignalException as exc:  # Ctrl-C or SIGTERM reached the agent: it stopped the workers
+        raise KeyboardInterrupt(str(exc)) from None
     except Exception as exc:  # rendezvous failures and the like
         raise ArcbenchError(f"distributed launch failed: {exc}") from exc
-    if not isinstance(outputs, dict) or not outputs:
-        return {}
-    return outputs[min(outputs)]
+    return dict(outputs) if isinstance(outputs, dict) else {}
 
 
 def _all_interrupted(exc) -> bool:
@@ -93,7 +94,10 @@ def _quiet_torch_logs() -> None:
 
     if os.environ.get("ARCBENCH_DEBUG"):
         return
-    for name in ("torch.distributed.elastic", "torch.multiprocessing.spawn", "torch.distributed.launcher"):
+    prefixes = ("torch.distributed.elastic", "torch.multiprocessing.spawn", "torch.distributed.launcher")
+    # torch gives some of its modules' loggers a level of their own, so each one is set, not just the parents
+    names = [n for n in logging.root.manager.loggerDict if n.startswith(prefixes)]
+    for name in set(prefixes) | set(names):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

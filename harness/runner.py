@@ -207,7 +207,8 @@ def _outcome(run: Run, fresh_process: bool, body) -> dict:
     from .launcher import WorkersFailed, launch
 
     try:
-        return launch(cfg, run.run_dir, run.resumed)
+        outcomes = launch(cfg, run.run_dir, run.resumed)
+        return outcomes[min(outcomes)] if outcomes else {}  # rank 0's on node 0: the run's figures
     except WorkersFailed as exc:
         if exc.interrupted:
             return {"status": "interrupted", "reason": INTERRUPTED}

@@ -3,15 +3,22 @@
 A first signal inside the step loop asks the loop to stop after the current
 step, so the checkpoint is a real step boundary; outside it (verification,
 waiting for other ranks) there is no step to finish, so it stops at once.  A
-second signal stops at once either way.  The handlers this replaced are put
+second signal stops at once either way (one within a second of the first is the same
+Ctrl-C delivered twice, by the terminal and by the launcher).  The handlers this replaced are put
 back afterwards, so a program that embeds arcbench gets its own SIGTERM back.
 """
 from __future__ import annotations
 
 import contextlib
 import signal
+import time
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+#: a repeat within this many seconds is the same Ctrl-C delivered twice: a terminal signals the
+#: whole process group, and the elastic agent forwards the signal it got to its workers as well
+REPEAT_WINDOW = 1.0
 
 
 class StopRequest:
@@ -24,15 +31,18 @@ class StopRequest:
         self.in_steps = False
         #: a second signal arrived mid-step: the state is no step boundary, keep the last checkpoint
         self.hard = False
+        self._first = 0.0
 
     def __bool__(self) -> bool:
         return bool(self.reason)
 
     def handle(self, signum, frame=None) -> None:
         if self.reason:
+            if time.monotonic() - self._first < REPEAT_WINDOW:
+                return  # the same stop, delivered twice: let the step (or the checkpoint) finish
             self.hard = True
             raise KeyboardInterrupt(f"signal {signum}")
-        self.reason = f"signal {signum}"
+        self.reason, self._first = f"signal {signum}", time.monotonic()
         if not self.in_steps:
             raise KeyboardInterrupt(self.reason)
 

@@ -189,6 +189,37 @@ def test_unwritable_run_dir_on_resume_keeps_what_was_recorded(faces, tmp_path, m
     assert {p.name: p.read_bytes() for p in (out / "r").glob("*.json")} == before
 
 
+@pytest.mark.slow
+def test_ctrl_c_at_two_processes_records_interrupted_and_resumes(tmp_path):
+    """A terminal's Ctrl-C reaches the launcher and both workers (and the launcher forwards it
+    again): the run stops, is recorded 'interrupted' with the step it saved, says how to resume,
+    and the resume completes it."""
+    out = tmp_path / "runs"
+    run_dir = out / "mp"
+    args = train_args(out, "--train-data", "synthetic", "--synthetic-classes", "10", "--synthetic-steps", "40",
+                      "--nproc", "2", "--master-port", free_port(), "--log-interval", "1", "--checkpoint-steps",
+                      "2", "--run-id", "mp")
+    p = start(args, {"RELTEST_SLEEP": "0.2"})
+    try:
+        wait_for(lambda: len(train_steps(run_dir)) >= 4, 120, p, "four training steps")
+        os.killpg(p.pid, signal.SIGINT)
+        output, _ = p.communicate(timeout=90)
+    finally:
+        stop(p)
+    assert p.returncode == 130, output
+    assert "Traceback" not in output, output
+    assert f"arcbench run --resume {run_dir}" in output
+    s = summary(run_dir)
+    assert s["status"] == "interrupted" and "resume" in s["reason"], s
+    assert 4 <= s["steps"] == checkpoint_step(run_dir) < 40  # what was saved: a resume starts there
+    assert [g["ended"] for g in s["segments"]] == ["interrupted"] and s["segments"][0]["end_step"] == s["steps"]
+    done = cli(["--plugin", PLUGIN, "run", "--resume", run_dir], timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["steps"] == 40 and s["resumed"] == 1
+    assert [g["ended"] for g in s["segments"]] == ["interrupted", "completed"]
+
+
 # ------------------------------------------------------------------ a DDP worker dies
 @pytest.mark.slow
 @pytest.mark.parametrize("how,expect", [("exit", "exit code 3"), ("kill", "killed by SIGKILL")])
