@@ -51,7 +51,7 @@ def head_flops_per_image(backbone: str, head: str, num_classes: int, sample_rate
     """Forward FLOPs per image of the margin head's cosine matmul, summed over the processes:
     ``2 x D x C`` for a full head, ``2 x D x`` the sampled centres for Partial FC."""
     from .registry import get_backbone
-    from .plugins.heads.partial_fc import head_flops_per_image as pfc_flops
+    from .plugins.heads.partial_fc_plan import head_flops_per_image as pfc_flops
 
     dim = get_backbone(backbone).embedding_size
     if head == "partial_fc":
@@ -120,7 +120,7 @@ def head_plan(backbone: str, head: str, num_classes: int, sample_rate: float, np
     sampled copies and ``[batch, centres]`` logit buffers; ``fit_error``: one line when
     that exceeds :data:`FIT_FRACTION` of :func:`memory_per_process`, else None."""
     from .registry import get_backbone
-    from .plugins.heads.partial_fc import head_memory_bytes, head_memory_message, head_step_bytes
+    from .plugins.heads.partial_fc_plan import head_memory_bytes, head_memory_message, head_step_bytes
 
     dim = get_backbone(backbone).embedding_size
     sharded = head == "partial_fc"

@@ -216,7 +216,7 @@ class Trainer:
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
             if self.face.head_sharded:
-                from .plugins.heads.partial_fc import clip_grad_norm_
+                from .plugins.heads.sharding import clip_grad_norm_
 
                 # the norm over the whole model: the shards' squares are summed over the ranks
                 clip_grad_norm_(self.face.backbone.parameters(), self.face.head.parameters(), cfg.grad_clip,
@@ -267,7 +267,7 @@ class Trainer:
 
     def _head_figures(self) -> dict:
         """The head's size on this rank (rank 0 holds the largest shard): what the class count costs."""
-        from .plugins.heads.partial_fc import state_bytes
+        from .plugins.heads.partial_fc_state import state_bytes
 
         head = self.face.head
         return {"num_classes": int(self.data.num_classes), "sample_rate": float(getattr(head, "sample_rate", 1.0)),

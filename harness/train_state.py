@@ -75,7 +75,7 @@ def save(path: str, *, face_model, optimizer, scheduler, scaler, epoch: int, ste
     face = unwrap(face_model)
     opt_state = optimizer.state_dict()
     if head_full is not None:
-        from .plugins.heads.partial_fc import optimizer_index
+        from .plugins.heads.partial_fc_state import optimizer_index
 
         index = optimizer_index(optimizer, face.head.weight)
         opt_state["state"] = {k: v for k, v in opt_state["state"].items() if k != index}
@@ -168,7 +168,7 @@ def save_checkpoint(tr, tag: Optional[str] = None) -> None:
                 tr.log("arcbench: interrupted; the sharded head is checkpointed only at step "
                        "boundaries all processes reach (--checkpoint-steps), so the last one is kept")
             return
-        from .plugins.heads.partial_fc import full_state
+        from .plugins.heads.partial_fc_state import full_state
 
         head_full = full_state(tr.face.head, tr.optimizer)  # a collective
     if not tr.is_main and tr.run_dir:
@@ -198,7 +198,7 @@ def _load_head(tr, state: dict, path: str) -> None:
         face.head.load_state_dict(state["head"])
     tr.optimizer.load_state_dict(state["optimizer"])
     if head_full is not None:
-        from .plugins.heads.partial_fc import load_full_state
+        from .plugins.heads.partial_fc_state import load_full_state
 
         # after the optimizer: re-shards the centres and their per-row state (momentum)
         # for this run's world size, whatever it was when saved

@@ -20,10 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from arcbench import registry
-from arcbench.plugins.heads import partial_fc as pfc
-from arcbench.plugins.heads.partial_fc import (PartialFC, full_state, head_fit_error, head_forward_flops,
-                                               head_memory_bytes, head_memory_message, head_step_bytes,
-                                               load_full_state, num_sample, shard_range)
+from arcbench.plugins.heads import sharding
+from arcbench.plugins.heads.partial_fc import PartialFC
+from arcbench.plugins.heads.partial_fc_plan import (head_fit_error, head_forward_flops, head_memory_bytes,
+                                                    head_memory_message, head_step_bytes)
+from arcbench.plugins.heads.partial_fc_state import full_state, load_full_state
+from arcbench.plugins.heads.sharding import clip_grad_norm_, num_sample, shard_range
 from testutil import free_port
 
 D, S = 8, 16.0
@@ -78,14 +80,15 @@ def make_sgd(params):
 # ------------------------------------------------------------------ worker
 
 def _record_collectives(log):
-    """Wrap the module's collective helpers so every call is logged as (name, shape, dtype)."""
+    """Wrap the sharding module's collective helpers (every collective of the head goes through
+    them) so every call is logged as (name, shape, dtype)."""
     for name in ("_all_reduce", "_all_gather", "_gather_to_first"):
-        real = getattr(pfc, name)
+        real = getattr(sharding, name)
 
         def wrapper(tensor, *args, _real=real, _name=name, **kwargs):
             log.append((_name, tuple(tensor.shape), str(tensor.dtype)))
             return _real(tensor, *args, **kwargs)
-        setattr(pfc, name, wrapper)
+        setattr(sharding, name, wrapper)
 
 
 def _exact(rank, world, margin):
@@ -135,7 +138,7 @@ def _clip(rank, world):
     head(my_slice(x_all, sizes, rank), my_slice(y_all, sizes, rank)).backward()
     replicated = torch.nn.Parameter(torch.zeros(5))
     replicated.grad = CLIP_REPLICATED_GRAD.clone()
-    total = pfc.clip_grad_norm_([replicated], head.parameters(), CLIP_NORM)
+    total = clip_grad_norm_([replicated], head.parameters(), CLIP_NORM)
     return {"total": total, "w_grad": head.weight.grad, "replicated_grad": replicated.grad}
 
 
@@ -364,7 +367,7 @@ def test_global_norm_clipping_at_one_process_is_torchs():
     ta, tb = torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(7))
     ta.grad, tb.grad = want_a.clone(), want_b.clone()
     want_total = torch.nn.utils.clip_grad_norm_([ta, tb], 0.5)
-    total = pfc.clip_grad_norm_([a], [b], 0.5)
+    total = clip_grad_norm_([a], [b], 0.5)
     torch.testing.assert_close(total, want_total)
     torch.testing.assert_close(a.grad, ta.grad)
     torch.testing.assert_close(b.grad, tb.grad)

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from arcbench.cli import main
 from arcbench.config import RunConfig
 from arcbench.errors import ArcbenchError
-from arcbench.plugins.heads.partial_fc import num_sample
+from arcbench.plugins.heads.sharding import num_sample
 
 from testutil import free_port
 
@@ -304,11 +304,11 @@ def test_an_interrupt_at_several_processes_keeps_the_last_checkpoint_without_gat
     (no interrupt) every rank gathers."""
     from types import SimpleNamespace
 
-    from arcbench.plugins.heads import partial_fc
+    from arcbench.plugins.heads import partial_fc_state
     from arcbench.train import Trainer
 
     calls = []
-    monkeypatch.setattr(partial_fc, "full_state", lambda head, opt: calls.append("gather") or None)
+    monkeypatch.setattr(partial_fc_state, "full_state", lambda head, opt: calls.append("gather") or None)
     said = []
     fake = SimpleNamespace(face=SimpleNamespace(head_sharded=True, head=None), world_size=2, is_main=True,
                            cfg=SimpleNamespace(quiet=False), log=said.append, optimizer=None, rec=None,

@@ -43,19 +43,14 @@ With one process (or no process group) there are no collectives, and at
 ``sample_rate=1`` the loss is exactly ``F.cross_entropy`` of the ordinary head's
 logits (the same operations in the same order).
 
-Checkpoints that do not depend on the world size: :func:`full_state` gathers
-the full centres ``[C, D]`` and the optimiser state of the centre parameter
-(e.g. SGD momentum); :func:`load_full_state` re-shards them for the current
-world size and rank.  ``load_state_dict`` also accepts a full ``[C, D]`` weight.
-
-Memory planning: :func:`head_memory_bytes`, :func:`head_step_bytes`,
-:func:`head_memory_message` and :func:`head_fit_error`; FLOPs of the sampled
-matmul for MFU: :func:`head_forward_flops`.
+Checkpoints that do not depend on the world size (``full_state`` and
+``load_full_state``) are in :mod:`partial_fc_state`; memory and FLOPs planning
+in :mod:`partial_fc_plan`; shard arithmetic and collectives in :mod:`sharding`.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -63,138 +58,12 @@ from torch import nn
 
 from arcbench import hookimpl
 
+from . import sharding
 from .margins import _autocast_off, arcface_target, combined_target, cosface_target
-
-try:
-    import torch.distributed as dist
-except ImportError:  # pragma: no cover - torch built without distributed
-    dist = None
+from .sharding import _ShardedSoftmaxCE, _world_and_rank, num_sample, shard_range
 
 MARGINS = ("arcface", "cosface", "combined")
-STATE_FORMAT = "arcbench.partial_fc/1"
 _INIT_BLOCK = 1 << 16  # rows per independently seeded block of the initial centres
-
-
-# --------------------------------------------------------------- collectives
-# Every collective of this module goes through these helpers.  They are called
-# in the same order with the same shapes on every rank (batches are padded).
-
-def _dist_on() -> bool:
-    return dist is not None and dist.is_available() and dist.is_initialized()
-
-
-def _world_and_rank(group=None) -> Tuple[int, int]:
-    if not _dist_on():
-        return 1, 0
-    return dist.get_world_size(group), dist.get_rank(group)
-
-
-def _all_reduce(tensor: torch.Tensor, op: str = "sum", group=None) -> torch.Tensor:
-    """In-place all-reduce; ``op`` is "sum" or "max"."""
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
-    return tensor
-
-
-def _all_gather(tensor: torch.Tensor, group=None) -> torch.Tensor:
-    """Concatenation along dim 0 of the equal-shaped tensors of all ranks (no gradient)."""
-    world, _ = _world_and_rank(group)
-    out = [torch.empty_like(tensor) for _ in range(world)]
-    dist.all_gather(out, tensor.contiguous(), group=group)
-    return torch.cat(out)
-
-
-def _gather_to_first(tensor: torch.Tensor, group=None):
-    """The equal-shaped tensors of all ranks, as a list on the group's first rank; None elsewhere."""
-    world, rank = _world_and_rank(group)
-    if group is None:
-        dst = 0
-    else:  # public since torch 2.0; the private name before
-        get_global_rank = getattr(dist, "get_global_rank", None) or dist.distributed_c10d._get_global_rank
-        dst = get_global_rank(group, 0)
-    out = [torch.empty_like(tensor) for _ in range(world)] if rank == 0 else None
-    dist.gather(tensor.contiguous(), out, dst=dst, group=group)
-    return out
-
-
-class _AllGatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0; the backward pass sums the gradients of all ranks and
-    returns this rank's slice (times ``scale``).  Uses all_reduce rather than
-    reduce_scatter so that it runs on every backend (gloo has no reduce_scatter)."""
-
-    @staticmethod
-    def forward(ctx, x, group, scale):
-        ctx.group, ctx.scale = group, scale
-        ctx.world, ctx.rank = _world_and_rank(group)
-        return _all_gather(x, group)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = _all_reduce(grad.contiguous().clone(), "sum", ctx.group)
-        n = grad.shape[0] // ctx.world
-        gx = grad[ctx.rank * n:(ctx.rank + 1) * n]
-        if ctx.scale != 1.0:
-            gx = gx * ctx.scale
-        return gx, None, None
-
-
-def _all_gather_with_grad(x: torch.Tensor, group=None, scale: float = 1.0) -> torch.Tensor:
-    return _AllGatherWithGrad.apply(x, group, float(scale))
-
-
-class _ShardedSoftmaxCE(torch.autograd.Function):
-    """Mean cross-entropy of logits whose columns are split across ranks.
-
-    ``logits`` [B, k] holds this rank's columns; ``target_col`` [B] the column of
-    each row's label in them, or -1 when the label lives on another rank.  Two
-    all-reduces (max; then sum of exponentials and target logits together).
-    The backward pass is local: softmax minus one-hot, over the global batch size.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, target_col, group):
-        with torch.no_grad():
-            n = logits.shape[0]
-            row_max = logits.max(dim=1).values
-            _all_reduce(row_max, "max", group)
-            prob = (logits - row_max.unsqueeze(1)).exp_()
-            rows = (target_col >= 0).nonzero().squeeze(1)
-            cols = target_col.index_select(0, rows)
-            sums = torch.zeros(2, n, dtype=logits.dtype, device=logits.device)
-            sums[0] = prob.sum(dim=1)
-            sums[1].index_copy_(0, rows, logits[rows, cols] - row_max.index_select(0, rows))
-            _all_reduce(sums, "sum", group)
-            loss = (sums[0].log() - sums[1]).mean()
-            prob.div_(sums[0].unsqueeze(1))
-        ctx.save_for_backward(prob, rows, cols)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        prob, rows, cols = ctx.saved_tensors
-        g = grad_loss / prob.shape[0]
-        grad = prob * g
-        grad[rows, cols] -= g
-        return grad, None, None
-
-
-# ----------------------------------------------------------------- sharding
-
-def shard_range(num_classes: int, world_size: int, rank: int) -> Tuple[int, int]:
-    """``(start, end)`` of rank's contiguous class range; the first ``C % W`` ranks get one more."""
-    base, extra = divmod(num_classes, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
-
-
-def num_sample(shard_size: int, sample_rate: float) -> int:
-    """Centres a rank keeps per step: ``ceil(sample_rate * shard)``, at least 1, at most the shard.
-
-    (The product is taken to within 1e-6 so that 0.1 * 1,000,000 gives 100,000.)
-    At least every distinct positive of the shard is kept, see :class:`PartialFC`.
-    """
-    if sample_rate >= 1.0:
-        return shard_size
-    return min(shard_size, max(1, math.ceil(sample_rate * shard_size - 1e-6)))
 
 
 def _mix(*values: int) -> int:
@@ -388,14 +257,14 @@ class PartialFC(nn.Module):
         x = F.normalize(embeddings.float())
         labels = labels.long().view(-1)
         # batch sizes may differ between ranks: pad to the largest for the gathers
-        sizes = _all_gather(torch.tensor([x.shape[0]], dtype=torch.long, device=x.device), group).tolist()
+        sizes = sharding._all_gather(torch.tensor([x.shape[0]], dtype=torch.long, device=x.device), group).tolist()
         most = max(sizes)
         pad = most - x.shape[0]
         if pad:
             x = torch.cat([x, x.new_zeros(pad, x.shape[1])])
             labels = torch.cat([labels, labels.new_full((pad,), -1)])
-        all_x = _all_gather_with_grad(x, group, self.embedding_grad_scale)
-        all_labels = _all_gather(labels, group)
+        all_x = sharding._all_gather_with_grad(x, group, self.embedding_grad_scale)
+        all_labels = sharding._all_gather(labels, group)
         if any(n != most for n in sizes):
             keep = torch.cat([torch.arange(r * most, r * most + n, device=x.device) for r, n in enumerate(sizes)])
             all_x, all_labels = all_x.index_select(0, keep), all_labels.index_select(0, keep)
@@ -415,224 +284,6 @@ class PartialFC(nn.Module):
         target_col = torch.full_like(all_labels, -1)
         target_col[rows] = cols
         return _ShardedSoftmaxCE.apply(logits, target_col, group)
-
-
-# --------------------------------------------- world-size independent state
-
-def _gather_rows(local: torch.Tensor, head: PartialFC, to_all: bool, chunk_rows: int):
-    """The full [C, ...] tensor from every rank's shard rows, on the CPU; gathered in
-    chunks of rows so the device never holds more than ``world x chunk`` rows.
-    Returns None on ranks that do not receive it."""
-    world, group = head.world_size, head.group
-    sizes = [shard_range(head.num_classes, world, r) for r in range(world)]
-    most = max(end - start for start, end in sizes)
-    receive = to_all or head.rank == 0
-    out = torch.empty((head.num_classes,) + tuple(local.shape[1:]), dtype=local.dtype) if receive else None
-    for c0 in range(0, most, chunk_rows):
-        c1 = min(most, c0 + chunk_rows)
-        piece = local.new_zeros((c1 - c0,) + tuple(local.shape[1:]))
-        mine = local[c0:c1]
-        piece[:mine.shape[0]] = mine
-        parts = (_all_gather(piece, group).chunk(world) if to_all else _gather_to_first(piece, group))
-        if receive:
-            for r, (start, end) in enumerate(sizes):
-                n = max(0, min(c1, end - start) - c0)
-                out[start + c0:start + c0 + n] = parts[r][:n].cpu()
-    return out
-
-
-def _param_state(head: PartialFC, optimizer) -> Dict[str, object]:
-    if optimizer is None:
-        return {}
-    return dict(optimizer.state.get(head.weight, {}))
-
-
-def full_state(head: PartialFC, optimizer: Optional[torch.optim.Optimizer] = None, to_all: bool = False,
-               chunk_rows: int = _INIT_BLOCK) -> Optional[dict]:
-    """The head's state independent of the world size, gathered on the CPU.
-
-    A collective: every rank of the head's group must call it.  Returns the dict on
-    rank 0 (on every rank with ``to_all=True``) and None on the others::
-
-        {"format", "num_classes", "in_features", "sample_step",
-         "weight": [C, D] tensor,
-         "optimizer": {name: [C, D] tensor},   # per-row state of the centres, e.g. momentum_buffer
-         "optimizer_scalars": {name: value}}   # e.g. Adam's step
-
-    Optimiser entries are those of ``optimizer.state[head.weight]``; tensors of the
-    weight's shape are gathered, the rest are copied from the local rank.
-    """
-    state = _param_state(head, optimizer)
-    shape = tuple(head.weight.shape)
-    row_names = sorted(k for k, v in state.items() if isinstance(v, torch.Tensor) and tuple(v.shape) == shape)
-    if head.world_size > 1:  # ranks must agree on what they gather (e.g. no step taken yet on one)
-        flags = _all_reduce(torch.tensor([len(row_names), -len(row_names)], device=head.weight.device),
-                            "max", head.group).tolist()
-        if flags[0] != -flags[1]:  # max != min: every rank sees it and raises
-            raise RuntimeError("partial_fc: ranks disagree on the optimiser state of the centres")
-    scalars = {k: (v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v)
-               for k, v in state.items() if k not in row_names}
-    if head.world_size == 1:
-        weight = head.weight.detach().cpu().clone()
-        rows = {k: state[k].detach().cpu().clone() for k in row_names}
-    else:
-        weight = _gather_rows(head.weight.detach(), head, to_all, chunk_rows)
-        rows = {k: _gather_rows(state[k].detach(), head, to_all, chunk_rows) for k in row_names}
-        if weight is None:
-            return None
-    return {"format": STATE_FORMAT, "num_classes": head.num_classes, "in_features": head.in_features,
-            "sample_step": head.sample_step, "weight": weight, "optimizer": rows,
-            "optimizer_scalars": scalars}
-
-
-@torch.no_grad()
-def load_full_state(head: PartialFC, state: dict, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
-    """Load a :func:`full_state` dict into ``head`` for its current world size and rank.
-
-    No collectives: every rank reads the full state and keeps its rows.  With an
-    ``optimizer`` (which must hold ``head.weight``), the centre parameter's state is
-    replaced by the re-sharded rows (e.g. SGD's momentum_buffer); a state without
-    optimiser entries clears it.
-    """
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise ValueError("not a partial_fc full state (see full_state())")
-    if (state["num_classes"], state["in_features"]) != (head.num_classes, head.in_features):
-        raise ValueError(f"partial_fc state is {state['num_classes']} classes x {state['in_features']} dims; "
-                         f"the head is {head.num_classes} x {head.in_features}")
-    head.weight.copy_(state["weight"][head.start:head.end])
-    head.sample_step = int(state.get("sample_step", 0))
-    if optimizer is None:
-        return
-    if not any(p is head.weight for g in optimizer.param_groups for p in g["params"]):
-        raise ValueError("the optimizer does not hold the head's weight")
-    param_state = optimizer.state[head.weight]
-    param_state.clear()
-    for name, full in state.get("optimizer", {}).items():
-        param_state[name] = full[head.start:head.end].to(device=head.weight.device).clone()
-    for name, value in state.get("optimizer_scalars", {}).items():
-        param_state[name] = value.clone() if isinstance(value, torch.Tensor) else value
-
-
-# ------------------------------------------------------------ training helpers
-
-def clip_grad_norm_(replicated, sharded, max_norm: float, group=None) -> torch.Tensor:
-    """``torch.nn.utils.clip_grad_norm_`` over a model whose ``sharded`` parameters (the
-    centres) are split across the ranks and whose ``replicated`` ones (the backbone, after
-    DDP's all-reduce) are the same on every rank.
-
-    The norm is the global one: the squared norms of the shards are summed with an
-    all-reduce (a collective: every rank calls it, gradients or not), so every rank
-    scales by the same factor and the result equals clipping the single-process model.
-    Returns the total norm (before clipping)."""
-    rep = [p.grad for p in replicated if p.grad is not None]
-    sh = [p.grad for p in sharded if p.grad is not None]
-    device = (rep + sh)[0].device if (rep or sh) else torch.device("cpu")
-
-    def squares(grads):
-        total = torch.zeros((), dtype=torch.float32, device=device)
-        for g in grads:
-            total = total + torch.linalg.vector_norm(g.detach(), 2, dtype=torch.float32).to(device) ** 2
-        return total
-
-    shard_sq = squares(sh)
-    world, _ = _world_and_rank(group)
-    if world > 1:
-        shard_sq = _all_reduce(shard_sq, "sum", group)
-    total = (squares(rep) + shard_sq).sqrt()
-    coef = (float(max_norm) / (total + 1e-6)).clamp(max=1.0)
-    for g in rep + sh:
-        g.detach().mul_(coef.to(g.device, g.dtype))
-    return total
-
-
-def state_bytes(head: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> int:
-    """Bytes this rank holds for the head between steps: its parameters, their gradients
-    and their optimiser state (e.g. SGD momentum) - what sharding divides by the world size."""
-    total = 0
-    for p in head.parameters():
-        total += p.numel() * p.element_size()
-        if p.grad is not None:
-            total += p.grad.numel() * p.grad.element_size()
-        if optimizer is not None:
-            for v in optimizer.state.get(p, {}).values():
-                if isinstance(v, torch.Tensor):
-                    total += v.numel() * v.element_size()
-    return int(total)
-
-
-def optimizer_index(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> Optional[int]:
-    """The key of ``param`` in ``optimizer.state_dict()["state"]`` (its position over all groups)."""
-    i = 0
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if p is param:
-                return i
-            i += 1
-    return None
-
-
-# ----------------------------------------------------------- memory planning
-
-def head_memory_bytes(num_classes: int, dim: int, world_size: int = 1, dtype_bytes: int = 4,
-                      momentum: bool = True, grad: bool = False) -> int:
-    """Bytes of the largest rank's centres (+ momentum, + gradient when asked)."""
-    rows = -(-int(num_classes) // int(world_size))
-    return rows * int(dim) * int(dtype_bytes) * (1 + bool(momentum) + bool(grad))
-
-
-def head_step_bytes(num_classes: int, dim: int, world_size: int, global_batch: int, sample_rate: float = 1.0,
-                    dtype_bytes: int = 4, momentum: bool = True) -> int:
-    """A rough per-rank peak for one training step of the head alone: centres, gradient and
-    momentum, the sampled centres and their normalised copy, and ~4 fp32 [B, sampled]
-    buffers (cosines, margin logits, scaled logits, probabilities)."""
-    rows = -(-int(num_classes) // int(world_size))
-    k = num_sample(rows, sample_rate)
-    params = head_memory_bytes(num_classes, dim, world_size, dtype_bytes, momentum, grad=True)
-    return params + 2 * k * dim * 4 + 4 * int(global_batch) * k * 4
-
-
-def head_forward_flops(global_batch: int, dim: int, num_classes: int, world_size: int = 1,
-                       sample_rate: float = 1.0) -> int:
-    """Multiply-add FLOPs (2 per MAC) of one rank's cosine matmul, [B, D] x [D, sampled], in the
-    forward pass (the largest shard; positives beyond the sample size not counted).  The
-    backward pass is about twice this (gradients of the embeddings and of the centres)."""
-    rows = -(-int(num_classes) // int(world_size))
-    return 2 * int(global_batch) * int(dim) * num_sample(rows, sample_rate)
-
-
-def head_flops_per_image(dim: int, num_classes: int, world_size: int = 1, sample_rate: float = 1.0) -> int:
-    """Forward FLOPs of the cosine matmul per image of the global batch, summed over the ranks:
-    ``2 x D x`` the centres used in a step (every shard's sample).  For the full head this is
-    ``2 x D x C``; the MFU convention then counts 3x for a training step."""
-    used = sum(num_sample(end - start, sample_rate)
-               for start, end in (shard_range(int(num_classes), int(world_size), r) for r in range(int(world_size))))
-    return 2 * int(dim) * used
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
-
-
-def head_memory_message(num_classes: int, dim: int, world_size: int = 1, device_bytes: Optional[int] = None,
-                        dtype_bytes: int = 4, momentum: bool = True) -> str:
-    """One line, e.g. "2,000,000 classes x 512 dims = 8.2 GB per rank with momentum; the device has 16.0 GB"."""
-    need = head_memory_bytes(num_classes, dim, world_size, dtype_bytes, momentum)
-    over = f" over {world_size} ranks" if world_size > 1 else ""
-    msg = (f"{int(num_classes):,} classes x {int(dim)} dims{over} = {_gb(need)} per rank "
-           f"{'with' if momentum else 'without'} momentum")
-    if device_bytes is not None:
-        msg += f"; the device has {_gb(device_bytes)}"
-    return msg
-
-
-def head_fit_error(num_classes: int, dim: int, world_size: int, device_bytes: Optional[int],
-                   dtype_bytes: int = 4, momentum: bool = True, fraction: float = 1.0) -> Optional[str]:
-    """:func:`head_memory_message` when the head's state exceeds ``fraction`` of the device; else None."""
-    if device_bytes is None:
-        return None
-    if head_memory_bytes(num_classes, dim, world_size, dtype_bytes, momentum) <= fraction * device_bytes:
-        return None
-    return head_memory_message(num_classes, dim, world_size, device_bytes, dtype_bytes, momentum)
 
 
 @hookimpl
