@@ -188,8 +188,9 @@ def _execute(run: Run, log, fresh_process: bool, body) -> Tuple[str, dict]:
         _finish(run, start, _failure(exc))
         raise
     summary = _finish(run, start, outcome)
-    if run.run_dir and summary.get("status") != "completed":
-        raise RunFailed(f"run {summary.get('status')}: {summary.get('reason')} ({run.run_dir})")
+    if summary.get("status") != "completed":  # on every node: a node whose workers failed exits 1
+        where = f" ({run.run_dir})" if run.run_dir else ""
+        raise RunFailed(f"run {summary.get('status')}: {summary.get('reason')}{where}")
     return run.run_dir, summary
 
 
