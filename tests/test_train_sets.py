@@ -193,3 +193,24 @@ def test_run_data_names_a_generated_verification_set(tmp_path):
     cfg = RunConfig(val_data=str(tmp_path / "verify"), val_pairs=str(tmp_path / "pairs.txt"))
     vset = open_verification(cfg)
     assert vset.name == "synthetic-faces (held-out identities)" and len(vset) == 20
+
+
+@pytest.mark.parametrize("bad_batch", [0, 1])
+def test_ranks_take_the_same_steps_when_one_ranks_first_batches_are_all_bad(folder_copy, bad_batch):
+    """DDP needs every rank to take the same number of steps. A batch left with fewer than two
+    good images is replaced by a good one; when it comes before any good batch of the epoch,
+    the next good batch stands in for it (before, that rank took a step fewer and DDP hung)."""
+    ds = open_train_set(str(folder_copy))
+    loaders = [make_loader(ds, batch_size=2, workers=0, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    for loader in loaders:
+        loader.set_epoch(0)
+    order = [index for _, index in loaders[1].sampler]  # rank 1's (epoch, index) keys, in batch order
+    for i in order[:2 * (bad_batch + 1)]:  # rank 1's first bad_batch + 1 batches: every image broken
+        with open(ds.paths[i], "wb") as fh:
+            fh.write(b"not an image")
+    steps = [list(loader) for loader in loaders]
+    assert len(steps[0]) == len(steps[1]) == len(loaders[1]) == 4
+    assert loaders[1].bad_images == 2 * (bad_batch + 1) and loaders[1].skipped_batches == bad_batch + 1
+    first_good = steps[1][bad_batch + 1]
+    for images, labels in steps[1][:bad_batch + 1]:  # stand-ins: the first good batch
+        assert torch.equal(images, first_good[0]) and torch.equal(labels, first_good[1])

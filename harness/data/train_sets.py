@@ -229,7 +229,8 @@ class TrainLoader:
     given explicitly, so one process needs no process group.  Ranks must
     take the same number of steps (or DDP hangs), so a batch that bad images
     left with fewer than two samples (BatchNorm needs two) is replaced by the
-    previous good batch when ``world_size > 1`` and skipped otherwise.
+    previous good batch (by the next one, before the epoch's first good batch)
+    when ``world_size > 1``, and skipped otherwise.
     """
 
     def __init__(self, dataset: TrainSet, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
@@ -282,7 +283,7 @@ class TrainLoader:
         return len(self.loader)
 
     def __iter__(self):
-        last = None
+        last, owed = None, 0  # owed: empty batches of a multi-rank epoch before its first good one
         for images, labels, bad in self.loader:
             if bad:
                 self.bad_images += len(bad)
@@ -293,11 +294,16 @@ class TrainLoader:
                                         f"use skip to drop bad images)")
                 if len(labels) < min(2, self.batch_size):
                     self.skipped_batches += 1
-                    if self.world_size > 1 and last is not None:
-                        yield last
+                    if self.world_size > 1:
+                        if last is None:
+                            owed += 1  # nothing to repeat yet: the next good batch stands in
+                        else:
+                            yield last
                     continue
             last = (images, labels)
-            yield images, labels
+            for _ in range(owed + 1):
+                yield images, labels
+            owed = 0
 
 
 def _pin_for(device) -> bool:
