@@ -263,6 +263,8 @@ class Trainer:
             out.update(lfw_accuracy=float(r["accuracy"]), lfw_accuracy_std=float(r["accuracy_std"]),
                        val_at_far=r.get("val"), auc=r.get("auc"), eer=r.get("eer"),
                        eval_pairs=r.get("pairs_used"), eval_pairs_skipped=r.get("pairs_skipped"))
+            if r.get("grid_unresolved"):  # the grid read chance; what exact thresholds read
+                out["lfw_accuracy_exact"] = r["accuracy_exact"]
         return out
 
     def _head_figures(self) -> dict:

@@ -267,3 +267,32 @@ def test_cli_errors_are_one_line(lfw, run, tmp_path, untrained_weights, args, me
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("arcbench: error: ") and result.stderr.count("\n") == 1
     assert message in result.stderr
+
+
+class Squeezed(torch.nn.Module):
+    """Tiny's embedding shrunk by ``eps`` next to a constant axis: unit embeddings a distance
+    of about ``eps`` apart, in the same order as Tiny's (an early model whose embeddings have
+    barely spread)."""
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.tiny, self.eps = Tiny(), eps
+
+    def forward(self, x):
+        e = torch.nn.functional.normalize(self.tiny(x), dim=1) * self.eps
+        return torch.cat([torch.ones(len(x), 1), e], dim=1)
+
+
+def test_distances_finer_than_the_grid_are_named_with_the_exact_figure(lfw, cpu):
+    from arcbench.metrics import grid_separates, verification_metrics
+
+    assert not grid_separates([0.0001, 0.002, 0.0099]) and grid_separates([0.005, 0.015])
+    assert not grid_separates([0.011, 0.0199]) and not grid_separates([0.3, 0.3])  # no threshold between
+    vset = load_verification(*lfw)
+    with pytest.warns(UserWarning, match="grid protocol reads chance") as caught:
+        r = evaluate(Squeezed(1e-3), cpu, vset, workers=0, progress=False)
+    assert r["distances"].max() < 0.01 and r["grid_unresolved"] is True
+    exact = verification_metrics(r["distances"], vset.issame, folds=vset.folds, thresholds="exact")
+    assert r["accuracy_exact"] == exact["accuracy"] and f"{exact['accuracy']:.4f}" in str(caught[0].message)
+    spread = evaluate(Squeezed(1.0), cpu, vset, workers=0, progress=False)  # the same order, spread out
+    assert "grid_unresolved" not in spread and "accuracy_exact" not in spread

@@ -322,7 +322,9 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
         ("peak memory", "-" if mem is None else f"{mem / 2**20:.0f} MiB ({s.get('peak_memory_kind', 'device')})"),
         ("final loss", _fmt(s.get("final_loss"), ".4f")),
         ("verification accuracy", "-" if s.get("lfw_accuracy") is None else
-         f"{s['lfw_accuracy']:.4f} ± {s.get('lfw_accuracy_std') or 0:.4f} (best {_fmt(s.get('best_lfw_accuracy'), '.4f')})"),
+         f"{s['lfw_accuracy']:.4f} ± {s.get('lfw_accuracy_std') or 0:.4f} (best {_fmt(s.get('best_lfw_accuracy'), '.4f')})"
+         + ("" if s.get("lfw_accuracy_exact") is None else
+            f"; distances finer than the 0.01 grid: exact thresholds {s['lfw_accuracy_exact']:.4f}")),
         ("wall time", f"{_fmt(s.get('wall_time'), '.1f')} s"),
     ]
     if s.get("head") == "partial_fc" and s.get("head_memory") is not None:
