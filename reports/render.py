@@ -34,7 +34,8 @@ TABLE_HEADERS = {"throughput_median": "img/s", "lfw_accuracy": "accuracy", "refe
                  "lfw_accuracy_std": "acc std", "throughput_mean": "img/s mean",
                  "base_runs": "base n", "new_runs": "new n", "base_throughput": "base img/s",
                  "new_throughput": "new img/s", "throughput_change_pct": "change", "change_interval": "95% interval",
-                 "accuracy_change_points": "acc pts", "num_classes": "classes", "sample_rate": "r"}
+                 "accuracy_change_points": "acc pts", "num_classes": "classes", "sample_rate": "r",
+                 "lfw_accuracy_exact": "acc (exact thr)"}
 #: text columns that may be cut (with an ellipsis in the middle) to fit, and the width they keep at least
 SHRINKABLE = {"run_id": 14, "reason": 12, "path": 16, "device_name": 12, "train_set": 10, "eval_set": 10,
               "backbone": 10, "weights": 10, "reference_check": 17, "train_set_raw": 10, "eval_set_raw": 10,
@@ -86,7 +87,7 @@ FORMATTERS: Dict[str, Callable] = {
     "date": fmt_date,
     "throughput_median": _num("{:.1f}"), "throughput_mean": _num("{:.1f}"), "compute_ips": _num("{:.1f}"),
     "base_throughput": _num("{:.1f}"), "new_throughput": _num("{:.1f}"),
-    "lfw_accuracy": _frac_pct(2), "best_lfw_accuracy": _frac_pct(2),
+    "lfw_accuracy": _frac_pct(2), "best_lfw_accuracy": _frac_pct(2), "lfw_accuracy_exact": _frac_pct(2),
     "lfw_accuracy_std": lambda v: f"±{float(v) * 100:.2f}",
     "reference": _num("{:.2f}%"), "base_accuracy": _num("{:.2f}%"), "new_accuracy": _num("{:.2f}%"),
     "accuracy": _num("{:.2f}%"),

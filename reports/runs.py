@@ -33,7 +33,8 @@ COLUMNS = [
 ]
 EXTRA_COLUMNS = [
     "mode", "reason", "amp", "wall_time", "throughput_mean", "compute_ips", "data_wait_fraction", "latency_p50",
-    "latency_p95", "latency_p99", "best_lfw_accuracy", "auc", "eer", "final_loss", "bad_images", "train_set_raw",
+    "latency_p95", "latency_p99", "best_lfw_accuracy", "lfw_accuracy_exact", "auc", "eer", "final_loss", "bad_images",
+    "train_set_raw",
     "eval_set_raw", "input_size", "weights", "bad_log_lines", "source", "path",
     "amp_dtype", "compile", "num_classes", "sample_rate", "timing_warmup",
 ]
@@ -43,8 +44,8 @@ INT_COLUMNS = ["nproc", "nnodes", "batch_size", "epochs", "steps", "peak_memory"
                "input_size", "num_classes", "timing_warmup"]
 FLOAT_COLUMNS = ["throughput_median", "amp_speedup", "scaling_efficiency", "mfu", "lfw_accuracy", "lfw_accuracy_std",
                  "val_at_far", "reference", "wall_time", "throughput_mean", "compute_ips", "data_wait_fraction",
-                 "latency_p50", "latency_p95", "latency_p99", "best_lfw_accuracy", "auc", "eer", "final_loss",
-                 "sample_rate"]
+                 "latency_p50", "latency_p95", "latency_p99", "best_lfw_accuracy", "lfw_accuracy_exact", "auc", "eer",
+                 "final_loss", "sample_rate"]
 BOOL_COLUMNS = ["synthetic", "amp", "compile"]
 
 #: summary.json keys copied as they are
@@ -54,6 +55,7 @@ _SUMMARY_KEYS = [
     "compute_ips", "data_wait_fraction", "latency_p50", "latency_p95", "latency_p99", "peak_memory", "mfu",
     "amp_speedup", "scaling_efficiency", "lfw_accuracy", "lfw_accuracy_std", "best_lfw_accuracy", "val_at_far",
     "auc", "eer", "final_loss", "bad_images", "mode", "input_size", "weights",
+    "lfw_accuracy_exact",  # only where the 0.01 threshold grid could not read the distances
 ]
 _CONFIG_KEYS = ["run_id", "mode", "device", "backbone", "head", "precision", "nproc", "nnodes", "batch_size",
                 "epochs", "input_size"]
