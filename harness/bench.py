@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -142,6 +141,7 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
     with the model exactly as :func:`arcbench.evaluate.evaluate` prepares it."""
     from .data.run_data import open_train_data
     from .evaluate import inference_model
+    from .hostmem import peak_memory
     from .registry import get_backbone
     from .stats import step_stats
 
@@ -152,32 +152,26 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, backend=device.compile_backend)  # as training compiles it
     data = open_train_data(cfg.replace(synthetic_steps=warmup + steps), device, 0, 1, input_size=spec.input_size)
     device.reset_peak_memory()
     dts, cts = [], []
     it = itertools.cycle(data) if cfg.train_data != "synthetic" else iter(data)
     with torch.inference_mode():
         for i in range(warmup + steps):
-            t0 = time.perf_counter()
+            t0 = device.timestamp()  # synchronize, then perf_counter: as the training loop times
             x, _ = next(it)
             x = x.to(tdev, non_blocking=True, memory_format=torch.channels_last if cfg.channels_last
                      else torch.contiguous_format)
-            t1 = time.perf_counter()
+            t1 = device.timestamp()  # the host-to-device copy is data time, not compute
             with device.autocast(cfg.amp):
                 model(x)
-            device.synchronize()
-            t2 = time.perf_counter()
+            t2 = device.timestamp()
             if i >= warmup:
                 dts.append(t1 - t0)
                 cts.append(t2 - t1)
     out = step_stats(dts, cts, cfg.per_process_batch)
-    mem = device.memory_stats().get("peak_memory")
-    if mem is None:
-        from .hostmem import host_peak_rss
-
-        mem = host_peak_rss()
-    out.update(peak_memory=mem, steps=warmup + steps, status="completed", train_set=data.name,
+    out.update(peak_memory(device), steps=warmup + steps, status="completed", train_set=data.name,
                synthetic=bool(getattr(data, "synthetic", False)))
     return out
 

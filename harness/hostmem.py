@@ -26,3 +26,12 @@ def reset_host_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def peak_memory(device) -> dict:
+    """A run's peak memory: the card's allocator peak, or on the host (no allocator figure) the
+    process's peak RSS; ``peak_memory_kind`` says which."""
+    mem = device.memory_stats().get("peak_memory")
+    if mem is not None:
+        return {"peak_memory": mem, "peak_memory_kind": "device"}
+    return {"peak_memory": host_peak_rss(), "peak_memory_kind": "host_rss"}

@@ -44,6 +44,9 @@ class Run:
     device: object
     lock: Optional[RunLock] = None
     resumed: bool = False
+    #: the run directory's files as the runner last wrote them (None on nodes that do not record)
+    rec: Optional[Recorder] = None
+    system: Optional[dict] = None
 
     def release(self) -> None:
         if self.lock is not None:
@@ -143,9 +146,10 @@ def prepare(cfg: Optional[RunConfig], resume: Optional[str] = None, overrides: O
 
 
 def _record_start(run: Run) -> None:
-    rec = Recorder(run.run_dir)
+    rec = run.rec = Recorder(run.run_dir)
     rec.write_json("config.json", run.cfg.to_dict())
-    rec.write_json("system.json", system_info(run.device, run.cfg.world_size))
+    run.system = system_info(run.device, run.cfg.world_size)
+    rec.write_json("system.json", run.system)
     summary = base_summary(run.cfg, run.run_dir, run.device)
     if run.resumed:
         summary.update({k: v for k, v in rec.summary.items() if k in ("date", "train_set", "eval_set")})
@@ -225,7 +229,7 @@ def _finish(run: Run, start: float, outcome: dict) -> dict:
     """Record the outcome and this segment; however the run ended, it is on record."""
     if not run.run_dir:
         return outcome
-    rec = Recorder(run.run_dir)
+    rec = run.rec  # the runner's own summary, in memory: it is the file's only writer
     fields = dict(outcome)
     if fields.get("status") != "completed" and "steps" not in fields and run.cfg.mode != "eval":
         # launched workers that stopped early could not return their figures: what they saved
@@ -234,7 +238,10 @@ def _finish(run: Run, start: float, outcome: dict) -> dict:
         fields.update(start_step=segments.start_step(rec.summary), **saved_progress(run.run_dir))
     fields["synthetic"] = bool(rec.summary.get("synthetic") or fields.get("synthetic"))
     if fields.get("card_per_rank"):
-        _record_placements(rec, fields["card_per_rank"], run.device)
+        # which card each rank ran on (from the workers' final gather)
+        placements = [{"rank": r, "device": run.device.name, "card": c}
+                      for r, c in enumerate(fields["card_per_rank"])]
+        rec.write_json("system.json", {**run.system, "placements": placements})
     rec.update_summary(**fields)
     if run.cfg.mode == "eval":
         return rec.update_summary(wall_time=round(time.time() - start, 3))
@@ -244,19 +251,6 @@ def _finish(run: Run, start: float, outcome: dict) -> dict:
 def annotate(run_dir: str, **fields) -> dict:
     """Figures derived after the run (``bench``'s ratios across its points) added to its summary."""
     return Recorder(run_dir).update_summary(**fields)
-
-
-def _record_placements(rec: Recorder, cards: list, device) -> None:
-    """Which card each rank ran on, in ``system.json`` (from the workers' final gather)."""
-    import json
-
-    try:
-        with open(rec.path("system.json")) as fh:
-            info = json.load(fh)
-    except (OSError, ValueError):
-        info = {}
-    info["placements"] = [{"rank": r, "device": device.name, "card": c} for r, c in enumerate(cards)]
-    rec.write_json("system.json", info)
 
 
 def evaluate_only(run: Run) -> dict:
@@ -271,7 +265,7 @@ def evaluate_only(run: Run) -> dict:
     r = evaluate_weights(cfg.backbone, cfg.weights, run.device, vset, batch_size=cfg.eval_batch_size,
                          flip=cfg.eval_flip, amp=cfg.amp, workers=cfg.workers,
                          progress=not cfg.quiet and sys.stdout.isatty())
-    rec = Recorder(run.run_dir)
+    rec = run.rec
     rec.log((), {"val.lfw.accuracy": r["accuracy"], "val.lfw.accuracy_std": r["accuracy_std"],
                  "val.ips": r.get("images_per_second")})
     write_roc(rec, r)

@@ -25,7 +25,7 @@ from . import train_state
 from .build import build_training
 from .config import RunConfig
 from .errors import ArcbenchError
-from .hostmem import host_peak_rss
+from .hostmem import peak_memory
 from .recorder import Recorder, TrainLog
 from .signals import StopRequest
 from .stats import step_stats
@@ -251,9 +251,7 @@ class Trainer:
     def results(self) -> dict:
         """This rank's figures; throughput is summed over ranks by the caller."""
         out = step_stats(self.data_times, self.compute_times, self.cfg.per_process_batch)
-        mem = self.device.memory_stats().get("peak_memory")
-        out["peak_memory"] = mem if mem is not None else host_peak_rss()
-        out["peak_memory_kind"] = "device" if mem is not None else "host_rss"
+        out.update(peak_memory(self.device))
         out.update(samples=self.samples, start_step=self.start_step, steps=self.global_step, epochs=self.epoch,
                    final_loss=self.history["loss"][-1][1] if self.history["loss"] else None,
                    bad_images=int(getattr(self.data, "bad_images", 0) or 0), best_lfw_accuracy=self.best_accuracy)
