@@ -139,6 +139,7 @@ def head_plan(backbone: str, head: str, num_classes: int, sample_rate: float, np
 def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
     """Embedding throughput/latency at one batch size (forward only, synthetic or real images),
     with the model exactly as :func:`arcbench.evaluate.evaluate` prepares it."""
+    from .data.device_feed import DeviceFeed
     from .data.run_data import open_train_data
     from .evaluate import inference_model
     from .hostmem import peak_memory
@@ -157,12 +158,11 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
     device.reset_peak_memory()
     dts, cts = [], []
     it = itertools.cycle(data) if cfg.train_data != "synthetic" else iter(data)
+    it = DeviceFeed(it, device, channels_last=cfg.channels_last, overlap=False)  # timed as data: no overlap
     with torch.inference_mode():
         for i in range(warmup + steps):
             t0 = device.timestamp()  # synchronize, then perf_counter: as the training loop times
             x, _ = next(it)
-            x = x.to(tdev, non_blocking=True, memory_format=torch.channels_last if cfg.channels_last
-                     else torch.contiguous_format)
             t1 = device.timestamp()  # the host-to-device copy is data time, not compute
             with device.autocast(cfg.amp):
                 model(x)

@@ -18,11 +18,11 @@ import warnings
 from typing import List, Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import ArcbenchError
-from ..preprocess import load_tensor
+from ..preprocess import load_uint8
 from . import index as _index
 from .recordio import RecordReader, is_recordio_folder
 from .synthetic_batches import SyntheticBatches, is_synthetic
@@ -31,7 +31,11 @@ BAD_IMAGE_MODES = ("skip", "fail")
 
 
 class TrainSet(Dataset):
-    """Images and integer labels; ``__getitem__`` -> ``(CHW float32 in [-1, 1], label, bad)``.
+    """Images and integer labels; ``__getitem__`` -> ``(HWC uint8, label, bad)``.
+
+    uint8 is a quarter of float32's bytes through the workers' shared memory, pinning and
+    the copy; the device scales it (:func:`arcbench.preprocess.normalise`, bit-identical
+    to the reference's float arithmetic).
 
     ``bad`` is ``""`` for a good sample, else ``"<path>: <reason>"`` (then the
     image is zeros and the label -1).
@@ -80,7 +84,7 @@ class TrainSet(Dataset):
             where = f"{self.reader.rec_path}#{key}"
             try:
                 label, data = self.reader.read(key)
-                img = load_tensor(data, self.input_size, flip=flip, what=where)
+                img = load_uint8(data, self.input_size, flip=flip, what=where)
             except ArcbenchError as exc:
                 return self._bad(f"{where}: {exc.message}")
             except Exception as exc:  # decoder errors we did not anticipate: still one sample
@@ -88,7 +92,7 @@ class TrainSet(Dataset):
             return img, label, ""
         path = self.paths[i]
         try:
-            img = load_tensor(path, self.input_size, flip=flip, what=path)
+            img = load_uint8(path, self.input_size, flip=flip, what=path)
         except ArcbenchError as exc:
             return self._bad(f"{path}: {exc.message}")
         except Exception as exc:
@@ -96,7 +100,7 @@ class TrainSet(Dataset):
         return img, int(self.labels[i]), ""
 
     def _bad(self, why: str):
-        return torch.zeros(3, self.input_size, self.input_size), -1, why.replace("\n", " ")
+        return torch.zeros(self.input_size, self.input_size, 3, dtype=torch.uint8), -1, why.replace("\n", " ")
 
     def __repr__(self) -> str:
         return f"TrainSet(name={self.name!r}, images={len(self)}, num_classes={self.num_classes})"
@@ -196,18 +200,19 @@ def open_train_set(spec: str, *, annotation: Optional[str] = None, input_size: i
 
 # --------------------------------------------------------------------- loader
 def collate_drop_bad(batch):
-    """Stack the good samples; return ``(images, labels, [bad reasons])``.
+    """Stack the good samples; return ``(images [N, H, W, 3] uint8, labels, [bad reasons])``.
 
-    Runs in the worker, so a bad sample costs the main process nothing.
+    Runs in the worker, so a bad sample costs the main process nothing; torch's
+    ``default_collate`` stacks straight into shared memory there (no second copy to
+    send the batch to the main process).
     """
     good = [(img, lab) for img, lab, bad in batch if not bad]
     bad = [b for _, _, b in batch if b]
     if good:
-        images = torch.stack([g[0] for g in good])
+        images = default_collate([g[0] for g in good])
         labels = torch.tensor([g[1] for g in good], dtype=torch.int64)
     else:
-        c, h, w = batch[0][0].shape
-        images = torch.empty(0, c, h, w)
+        images = torch.empty(0, *batch[0][0].shape, dtype=batch[0][0].dtype)
         labels = torch.empty(0, dtype=torch.int64)
     return images, labels, bad
 
@@ -269,8 +274,11 @@ class TrainLoader:
         kw = {}
         if self.workers > 0:
             kw.update(persistent_workers=True, prefetch_factor=4)
-        if pin_memory and device is not None and torch.device(device).type not in ("cuda", "cpu"):
-            kw["pin_memory_device"] = torch.device(device).type  # e.g. sdaa
+        if pin_memory and device is not None and torch.device(device).type not in ("cuda", "cpu") \
+                and not hasattr(torch, "accelerator"):
+            # an older torch pins for CUDA unless told (e.g. sdaa); a newer one pins for the current
+            # accelerator, the card bind() selected, and warns that the argument is deprecated
+            kw["pin_memory_device"] = torch.device(device).type
         self.loader = DataLoader(dataset, batch_size=self.batch_size, sampler=self.sampler,
                                  num_workers=self.workers, collate_fn=collate_drop_bad,
                                  pin_memory=bool(pin_memory), drop_last=drop_last, **kw)
