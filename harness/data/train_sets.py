@@ -218,13 +218,21 @@ def collate_drop_bad(batch):
 
 
 def default_workers(world_size: int = 1) -> int:
-    """Leave a core for the training process itself: ``min(4, cpus_per_rank - 1)``."""
+    """Decode workers per rank: this process's usable cores shared among the node's ranks, less
+    one for the training process and one for pinning/unpickling, at least 1.
+
+    Not capped: one worker decodes ~2,500 img/s, so a card that trains at 20,000 img/s
+    needs 8 or more (``--workers`` overrides)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 1
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size) or 1)
-    return max(0, min(4, cpus // max(1, local) - 1))
+    return max(1, cpus // max(1, local) - 2)
+
+
+#: batches each worker builds ahead; with persistent workers the next epoch starts on them
+PREFETCH_FACTOR = 4
 
 
 class TrainLoader:
@@ -273,7 +281,7 @@ class TrainLoader:
             pin_memory = _pin_for(device)
         kw = {}
         if self.workers > 0:
-            kw.update(persistent_workers=True, prefetch_factor=4)
+            kw.update(persistent_workers=True, prefetch_factor=PREFETCH_FACTOR)
         if pin_memory and device is not None and torch.device(device).type not in ("cuda", "cpu") \
                 and not hasattr(torch, "accelerator"):
             # an older torch pins for CUDA unless told (e.g. sdaa); a newer one pins for the current
