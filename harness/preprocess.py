@@ -85,7 +85,8 @@ def normalise(batch: torch.Tensor, table: torch.Tensor, channels_last: bool = Tr
     :func:`to_array`, on whatever device ``batch`` and ``table`` are.  The result is a
     channels_last permute of the gathered HWC values (no transpose copy);
     ``channels_last=False`` makes it contiguous NCHW."""
-    out = table[batch.long()].permute(0, 3, 1, 2)
+    # index_select with int32 indices: a plain gather, several times faster than long indexing
+    out = table.index_select(0, batch.reshape(-1).to(torch.int32)).view(batch.shape).permute(0, 3, 1, 2)
     return out if channels_last else out.contiguous()
 
 

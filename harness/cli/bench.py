@@ -7,6 +7,9 @@ from .output import echo_json, echo_table
 from .options import RegistryOption
 
 
+MODES = ("train", "eval", "data")
+
+
 def _csv(kind):
     def parse(ctx, param, value):
         items = [v.strip() for v in str(value).split(",") if v.strip()]
@@ -35,8 +38,11 @@ def _csv(kind):
 @click.option("--steps", default=20, show_default=True, type=int, help="Timed steps (median and percentiles over them).")
 @click.option("--data", default="synthetic", show_default=True,
               help="'synthetic' (random tensors on the device: compute only) or training data (adds the input pipeline).")
-@click.option("--mode", type=click.Choice(["train", "eval"]), default="train", show_default=True,
-              help="train: forward+backward+step; eval: embedding forward only.")
+@click.option("--mode", default="train", show_default=True, callback=_csv(str),
+              help="Comma-separated: train (forward+backward+step), eval (embedding forward only), data "
+                   "(the input pipeline alone for --data: read, decode, augment, collate, pin, copy, "
+                   "normalise; one process). With data and train rows both carry feed_ratio = data img/s "
+                   "/ train img/s; below 1.0 the input pipeline is the bottleneck.")
 @click.option("--compile", is_flag=True, help="torch.compile the model.")
 @click.option("--workers", type=int, default=None, help="DataLoader workers for real data.")
 @click.option("--num-classes", "--classes", "classes", default="1000", show_default=True, callback=_csv(int),
@@ -64,12 +70,24 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     Class counts and Partial FC sample rates are axes too (--num-classes, --sample-rate):
     rows add the head's per-process memory (centres, gradient, optimiser state) and FLOPs
     count only the sampled centres.
+
+    --mode data runs only the input pipeline for --data (as a training point would, with
+    the same batch and workers) and reports img/s, img/s per worker and the ratio to a bare
+    PIL decode loop over the same files; --mode data,train adds a feed column: data img/s /
+    train img/s, below 1.0 when the host cannot feed the card.
     """
     from .. import registry
     from ..bench import bench
     from ..config import RunConfig
     from ..errors import ArcbenchError
+    from ..feed_bench import feed_words
 
+    for m in mode:
+        if m not in MODES:
+            raise ArcbenchError(f"--mode: unknown {m!r}; known: {', '.join(MODES)}")
+    if "data" in mode and data == "synthetic":
+        raise ArcbenchError("--mode data measures the input pipeline: give --data an image folder, "
+                            "annotation file or RecordIO folder")
     for p in precision:
         if p not in ("fp32", "amp"):
             raise ArcbenchError(f"--precision: unknown {p!r}; known: fp32, amp")
@@ -79,7 +97,7 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         raise ArcbenchError("--batch-size and --nproc must be positive")
     if not classes or any(c <= 0 for c in classes):
         raise ArcbenchError("--num-classes must be positive")
-    if mode == "eval" and (len(classes) > 1 or sample_rate):
+    if "eval" in mode and (len(classes) > 1 or sample_rate):
         raise ArcbenchError("--num-classes and --sample-rate are axes of --mode train (eval runs the backbone only)")
     if data != "synthetic" and len(classes) > 1:
         raise ArcbenchError("--num-classes is an axis for synthetic data; real data has its own classes")
@@ -102,7 +120,7 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     show = []
     for r in rows:
         show.append({
-            "backbone": r["backbone"], "mode": r["mode"], "precision": r["precision"], "nproc": r["nproc"],
+            "backbone": r["backbone"], "mode": r["mode"], "precision": r["precision"] or "-", "nproc": r["nproc"],
             "batch": r["batch_size"], **_class_columns(r, classes, rates),
             "img/s": _f(r.get("throughput_median"), ".1f"),
             **({"spread": _f(r.get("throughput_spread"), ".1%")} if repeat > 1 else {}),
@@ -112,15 +130,21 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
             "peak MiB": _f(r.get("peak_memory") and r["peak_memory"] / 2**20, ".0f"),
             "amp speedup": _f(r.get("amp_speedup"), ".2f"),
             "scaling eff": _f(r.get("scaling_efficiency"), ".2f"),
-            "mfu": _f(r.get("mfu"), ".1%"), "status": r.get("status"),
+            "mfu": _f(r.get("mfu"), ".1%"),
+            **({"feed": _f(r.get("feed_ratio"), ".2f"), "workers": _f(r.get("workers"), "d")}
+               if "data" in mode else {}),
+            "status": r.get("status"),
         })
     echo_table(show)
+    for line in feed_words(rows):
+        click.echo(line)
     for r in rows:
         if r.get("status") == "skipped (does not fit)":
             click.echo(f"skipped: {r['num_classes']:,} classes, r={r['sample_rate']:g}, {r['nproc']} proc: "
                        f"{r['reason']}")
     if rows and rows[0].get("synthetic"):
-        click.echo("(synthetic data: compute throughput only)")
+        click.echo("(synthetic data: compute throughput only)" if data == "synthetic" else
+                   "(synthetic data: generated face JPEGs, decoded for real)")
     click.echo(f"runs saved under {out}/  ->  arcbench report {out}")
 
 
