@@ -33,7 +33,7 @@ ROW_KEYS = ("device", "device_name", "backbone", "mode", "precision", "nproc", "
             "throughput_median", "throughput_mean", "latency_p50", "latency_p95", "latency_p99",
             "data_wait_fraction", "peak_memory", "amp_speedup", "scaling_efficiency", "mfu", "mfu_note",
             "flops_per_image", "synthetic", "status", "run_id", "feed_ratio", "workers",
-            "throughput_per_worker", "decode_img_s", "decode_ratio")
+            "throughput_per_worker", "decode_img_s", "decode_ratio", "decode")
 
 
 #: training FLOPs per image = TRAIN_FLOPS_FACTOR x forward FLOPs (forward 1x, backward 2x:

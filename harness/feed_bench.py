@@ -76,7 +76,7 @@ def data_point(cfg, warmup: int, steps: int, device) -> dict:
                decode_img_s=decode,
                decode_ratio=(rate / (max(1, workers) * decode)) if (rate and decode) else None,
                bad_images=int(getattr(data, "bad_images", 0)), steps=warmup + steps, status="completed",
-               train_set=data.name, synthetic=False)
+               train_set=data.name, synthetic=False, decode=cfg.decode)
     out.update(peak_memory(device))
     return out
 

@@ -45,6 +45,9 @@ def _csv(kind):
                    "/ train img/s; below 1.0 the input pipeline is the bottleneck.")
 @click.option("--compile", is_flag=True, help="torch.compile the model.")
 @click.option("--workers", type=int, default=None, help="DataLoader workers for real data.")
+@click.option("--decode", type=click.Choice(["host", "device"]), default="host", show_default=True,
+              help="Real data: decode JPEGs on the host, or on the device (torchvision nvJPEG, CUDA; "
+                   "not bit-identical, marked in the rows).")
 @click.option("--num-classes", "--classes", "classes", default="1000", show_default=True, callback=_csv(int),
               help="Comma-separated head class counts on synthetic data, e.g. 10575,93431,2000000 "
                    "(CASIA-WebFace, MS1MV3, WebFace42M identities).")
@@ -57,7 +60,7 @@ def _csv(kind):
 @click.option("--out", default="runs", show_default=True, help="Each grid point is saved as a run under OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
 def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, steps, data, mode, compile,
-              workers, classes, sample_rate, repeat, out, as_json):
+              workers, decode, classes, sample_rate, repeat, out, as_json):
     """Measure speed over a grid of precision x batch size x processes.
 
     Every point runs WARMUP steps, then STEPS timed steps with the device synchronised
@@ -101,6 +104,10 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         raise ArcbenchError("--num-classes and --sample-rate are axes of --mode train (eval runs the backbone only)")
     if data != "synthetic" and len(classes) > 1:
         raise ArcbenchError("--num-classes is an axis for synthetic data; real data has its own classes")
+    if decode == "device" and data != "synthetic":
+        from ..data.device_decode import check
+
+        check(registry.require_device(device))  # refused in one line before any point runs
     head = head or ("partial_fc" if sample_rate else "arcface")
     rates = sample_rate or [1.0]
     for r in rates:
@@ -110,7 +117,7 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         raise ArcbenchError(f"--sample-rate applies to --head {' or '.join(registry.heads_taking('sample_rate'))}, "
                             f"not {head}")
     base = RunConfig(device=device, backbone=backbone, head=head, train_data=data, compile=compile,
-                     workers=workers, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
+                     workers=workers, decode=decode, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
     log = None if as_json else (lambda m: click.echo(m, err=True))
     rows = bench(base, precisions=precision, batch_sizes=batch_size, nprocs=nproc, mode=mode,
                  warmup=warmup, steps=steps, log=log, num_classes=classes, sample_rates=rates, repeat=repeat)
@@ -136,6 +143,8 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
             "status": r.get("status"),
         })
     echo_table(show)
+    if any(r.get("decode") == "device" for r in rows):
+        click.echo("(--decode device: JPEGs decoded on the card with nvJPEG; pixels are not the reference's)")
     for line in feed_words(rows):
         click.echo(line)
     for r in rows:

@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, Optional, Tuple
 import torch
 
 from ..preprocess import normalise, normalise_table
+from .device_decode import EncodedBatch, decode_batch
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -42,6 +43,8 @@ class DeviceFeed:
 
     def place(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
         """Copy one host batch to the card and normalise it there (on the current stream)."""
+        if isinstance(images, EncodedBatch):  # --decode device: JPEG bytes, decoded here
+            images = decode_batch(images, self.tdev)
         images = images.to(self.tdev, non_blocking=True)
         labels = labels.to(self.tdev, non_blocking=True)
         if images.dtype == torch.uint8:

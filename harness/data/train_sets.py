@@ -23,6 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import ArcbenchError
 from ..preprocess import load_uint8
+from .device_decode import Encoded, EncodedBatch, read_sample
 from . import index as _index
 from .recordio import RecordReader, is_recordio_folder
 from .synthetic_batches import SyntheticBatches, is_synthetic
@@ -46,8 +47,10 @@ class TrainSet(Dataset):
     def __init__(self, name: str, num_classes: int, *, paths: Optional[Sequence[str]] = None,
                  labels: Optional[Sequence[int]] = None, reader: Optional[RecordReader] = None,
                  input_size: int = 112, augment: bool = True, on_bad_image: str = "skip",
-                 source: str = ""):
+                 source: str = "", decode: str = "host"):
         _check_mode(on_bad_image)
+        #: "device": JPEGs travel as bytes and the card decodes them (data/device_decode.py)
+        self.decode = decode
         self.name = name
         self.num_classes = int(num_classes)
         self.input_size = int(input_size)
@@ -84,7 +87,7 @@ class TrainSet(Dataset):
             where = f"{self.reader.rec_path}#{key}"
             try:
                 label, data = self.reader.read(key)
-                img = load_uint8(data, self.input_size, flip=flip, what=where)
+                img = self._sample(data, flip, where)
             except ArcbenchError as exc:
                 return self._bad(f"{where}: {exc.message}")
             except Exception as exc:  # decoder errors we did not anticipate: still one sample
@@ -92,12 +95,27 @@ class TrainSet(Dataset):
             return img, label, ""
         path = self.paths[i]
         try:
-            img = load_uint8(path, self.input_size, flip=flip, what=path)
+            img = self._sample(path, flip, path)
         except ArcbenchError as exc:
             return self._bad(f"{path}: {exc.message}")
         except Exception as exc:
             return self._bad(f"{path}: {type(exc).__name__}: {exc}")
         return img, int(self.labels[i]), ""
+
+    def _sample(self, src, flip: bool, what: str):
+        if self.decode != "device":
+            return load_uint8(src, self.input_size, flip=flip, what=what)
+        if not isinstance(src, bytes):
+            try:
+                with open(src, "rb") as fh:
+                    src = fh.read()
+            except FileNotFoundError:
+                raise ArcbenchError("image not found", what) from None
+            except OSError as exc:
+                raise ArcbenchError(f"cannot read image: {exc.strerror or exc}", what) from None
+        raw = src
+        return read_sample(raw, self.input_size, flip, what,
+                           lambda: load_uint8(raw, self.input_size, flip=flip, what=what))
 
     def _bad(self, why: str):
         return torch.zeros(self.input_size, self.input_size, 3, dtype=torch.uint8), -1, why.replace("\n", " ")
@@ -146,7 +164,7 @@ def _name_for(folder: str) -> str:
 
 
 def open_train_set(spec: str, *, annotation: Optional[str] = None, input_size: int = 112,
-                   augment: bool = True, on_bad_image: str = "skip") -> TrainSet:
+                   augment: bool = True, on_bad_image: str = "skip", decode: str = "host") -> TrainSet:
     """Open a training set from a folder, an annotation file or a RecordIO folder.
 
     Resolution: RecordIO folder (``train.rec`` + ``train.idx``) > ``annotation``
@@ -158,7 +176,7 @@ def open_train_set(spec: str, *, annotation: Optional[str] = None, input_size: i
     if is_synthetic(spec):
         raise ArcbenchError("'synthetic' is not a data set on disk; use SyntheticBatches for it")
     spec = os.fspath(spec)
-    kw = dict(input_size=input_size, augment=augment, on_bad_image=on_bad_image)
+    kw = dict(input_size=input_size, augment=augment, on_bad_image=on_bad_image, decode=decode)
     # fail mode: a listed image that does not exist is an error naming the annotation line, up front
     strict = on_bad_image == "fail"
     if os.path.isdir(spec) and is_recordio_folder(spec):
@@ -208,7 +226,10 @@ def collate_drop_bad(batch):
     """
     good = [(img, lab) for img, lab, bad in batch if not bad]
     bad = [b for _, _, b in batch if b]
-    if good:
+    if good and isinstance(good[0][0], Encoded):  # --decode device: bytes for the card
+        images = EncodedBatch([g[0] for g in good])
+        labels = torch.tensor([g[1] for g in good], dtype=torch.int64)
+    elif good:
         images = default_collate([g[0] for g in good])
         labels = torch.tensor([g[1] for g in good], dtype=torch.int64)
     else:
