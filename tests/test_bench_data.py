@@ -54,7 +54,7 @@ def test_the_table_has_a_feed_column(tmp_path, folder):
     out = bench(tmp_path, "--mode", "data,train", "--data", str(folder), "--precision", "fp32",
                 "--batch-size", "4", "--workers", "0", json_out=False)
     header = next(line for line in out.splitlines() if "img/s" in line)
-    assert "feed" in header.split() and "workers" in header.split()
+    assert {"feed", "workers", "img/s/worker", "PIL"} <= set(header.split())
 
 
 def test_feed_ratio_below_one_is_said_in_words():

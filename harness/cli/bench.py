@@ -138,8 +138,9 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
             "amp speedup": _f(r.get("amp_speedup"), ".2f"),
             "scaling eff": _f(r.get("scaling_efficiency"), ".2f"),
             "mfu": _f(r.get("mfu"), ".1%"),
-            **({"feed": _f(r.get("feed_ratio"), ".2f"), "workers": _f(r.get("workers"), "d")}
-               if "data" in mode else {}),
+            **({"feed": _f(r.get("feed_ratio"), ".2f"), "workers": _f(r.get("workers"), "d"),
+                "img/s/worker": _f(r.get("throughput_per_worker"), ".1f"),
+                "vs PIL": _f(r.get("decode_ratio"), ".2f")} if "data" in mode else {}),
             "status": r.get("status"),
         })
     echo_table(show)
@@ -147,6 +148,9 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         click.echo("(--decode device: JPEGs decoded on the card with nvJPEG; pixels are not the reference's)")
     for line in feed_words(rows):
         click.echo(line)
+    if "data" in mode:
+        click.echo("(data rows: the input pipeline alone, one process; vs PIL = img/s per worker / a bare PIL "
+                   "decode loop over the same files in this process)")
     for r in rows:
         if r.get("status") == "skipped (does not fit)":
             click.echo(f"skipped: {r['num_classes']:,} classes, r={r['sample_rate']:g}, {r['nproc']} proc: "
