@@ -68,6 +68,7 @@ class RunConfig:
     master_addr: str = "127.0.0.1"
     master_port: int = 29505
     workers: Optional[int] = None
+    decode: str = "host"                # host | device (nvJPEG on the card: opt-in, not bit-identical)
     eval_batch_size: int = 256
     eval_every: int = 1
     eval_flip: bool = False
@@ -144,6 +145,8 @@ class RunConfig:
             bad(f"--master-port must be 1..65535, got {self.master_port}")
         if self.workers is not None and self.workers < 0:
             bad(f"--workers must be 0 or more, got {self.workers}")
+        if self.decode not in ("host", "device"):
+            bad(f"--decode must be host or device, got {self.decode!r}")
         if self.checkpoint_every < 0 or self.checkpoint_steps < 0:
             bad("--checkpoint-every and --checkpoint-steps must be 0 (never) or positive")
         if self.log_interval <= 0:

@@ -94,6 +94,10 @@ def _checked(cfg: RunConfig):
     if cfg.mode == "eval" and not (cfg.val_data or cfg.val_bin):
         raise ArcbenchError("evaluation needs --val-data with --val-pairs, or --val-bin")
     device = registry.require_device(cfg.device)
+    if cfg.decode == "device" and cfg.train_data != "synthetic":
+        from .data.device_decode import check
+
+        check(device)  # one line, before a run directory is made
     registry.get_backbone(cfg.backbone)
     registry.get_head(cfg.head)
     cards = device.device_count()

@@ -24,6 +24,7 @@ from torch import nn
 from . import train_state
 from .build import build_training
 from .config import RunConfig
+from .data.device_feed import DeviceFeed
 from .errors import ArcbenchError
 from .hostmem import peak_memory
 from .recorder import Recorder, TrainLog
@@ -120,6 +121,9 @@ class Trainer:
             # applied after the skip, so the skipped batches' augmentation does not shift the RNG
             train_state.set_rng_state(self.resume_rng, self.device)
             self.resume_rng = None
+        # batches arrive on the card, normalised; the next one is copied while this step runs
+        it = DeviceFeed(it, self.device, channels_last=self.cfg.channels_last,
+                        overlap=not getattr(self.data, "synthetic", False))
         if self.step_in_epoch == 0:
             self.epoch_loss = [0.0, 0]
         bar = self._progress(steps)
@@ -161,15 +165,12 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         buf = torch.zeros(max(1, cfg.log_interval), device=self.tdev)
         pending = []  # (global_step, lr, data_time, compute_time) since the last flush
-        cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
         while self.step_in_epoch < steps:
             t0 = dev.timestamp()  # every timer read is dev.timestamp(): synchronize, then perf_counter
             try:
                 images, labels = next(it)
             except StopIteration:
                 break
-            images = images.to(self.tdev, non_blocking=True, memory_format=cl)
-            labels = labels.to(self.tdev, non_blocking=True)
             t1 = dev.timestamp()  # the host-to-device copy is data time, not compute
             buf[len(pending)] = self.train_step(images, labels)
             lr = self.scheduler.get_last_lr()[0]

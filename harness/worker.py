@@ -172,7 +172,9 @@ def _data_info(cfg: RunConfig, data, vset) -> dict:
 
     generated = is_generated(cfg.train_data) and cfg.train_data != "synthetic"
     return {"train_set": SYNTHETIC_FACES if generated else data.name, "eval_set": getattr(vset, "name", None),
-            "synthetic": bool(getattr(data, "synthetic", False))}
+            "synthetic": bool(getattr(data, "synthetic", False)),
+            "workers": getattr(data, "workers", None),  # the loader's decode workers per rank
+            "decode": cfg.decode}  # "device": nvJPEG pixels, not the reference's
 
 
 def say(message: str) -> None:

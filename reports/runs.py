@@ -37,15 +37,16 @@ EXTRA_COLUMNS = [
     "train_set_raw",
     "eval_set_raw", "input_size", "weights", "bad_log_lines", "source", "path",
     "amp_dtype", "compile", "num_classes", "sample_rate", "timing_warmup",
+    "feed_ratio", "workers", "decode",  # bench --mode data,train; loader workers; decode "device": nvJPEG pixels
 ]
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
 
 INT_COLUMNS = ["nproc", "nnodes", "batch_size", "epochs", "steps", "peak_memory", "bad_images", "bad_log_lines",
-               "input_size", "num_classes", "timing_warmup"]
+               "input_size", "num_classes", "timing_warmup", "workers"]
 FLOAT_COLUMNS = ["throughput_median", "amp_speedup", "scaling_efficiency", "mfu", "lfw_accuracy", "lfw_accuracy_std",
                  "val_at_far", "reference", "wall_time", "throughput_mean", "compute_ips", "data_wait_fraction",
                  "latency_p50", "latency_p95", "latency_p99", "best_lfw_accuracy", "lfw_accuracy_exact", "auc", "eer",
-                 "final_loss", "sample_rate"]
+                 "final_loss", "sample_rate", "feed_ratio"]
 BOOL_COLUMNS = ["synthetic", "amp", "compile"]
 
 #: summary.json keys copied as they are
@@ -56,6 +57,7 @@ _SUMMARY_KEYS = [
     "amp_speedup", "scaling_efficiency", "lfw_accuracy", "lfw_accuracy_std", "best_lfw_accuracy", "val_at_far",
     "auc", "eer", "final_loss", "bad_images", "mode", "input_size", "weights",
     "lfw_accuracy_exact",  # only where the 0.01 threshold grid could not read the distances
+    "feed_ratio", "workers", "decode",
 ]
 _CONFIG_KEYS = ["run_id", "mode", "device", "backbone", "head", "precision", "nproc", "nnodes", "batch_size",
                 "epochs", "input_size"]

@@ -79,6 +79,9 @@ Examples:
 @click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
       help="Corrupt training images: skip and count them, or stop the run.")
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes per rank (default: from the CPU count).")
+@click.option("--decode", type=click.Choice(["host", "device"]), default="host", show_default=True,
+              help="Where training JPEGs are decoded: host (the reference's libjpeg-turbo pixels) or device "
+                   "(torchvision's nvJPEG on a CUDA card, for hosts short of cores; not bit-identical).")
 # -- length and optimisation
 @click.option("--epochs", "--epoch", "--total_epochs", "epochs", type=int, default=None,
       help="Epochs (default 50, the reference recipe; 3 for the embedded synthetic set).")
@@ -282,7 +285,7 @@ def build_config(o: dict):
         eval_precision=o["eval_precision"],
         compile=o["compile"], channels_last=o["channels_last"], seed=o["seed"], nproc=nproc, nnodes=o["nnodes"],
         node_rank=o["node_rank"], master_addr=o["master_addr"], master_port=o["master_port"],
-        workers=o["workers"], eval_batch_size=o["eval_batch_size"], eval_flip=o["flip"],
+        workers=o["workers"], decode=o["decode"], eval_batch_size=o["eval_batch_size"], eval_flip=o["flip"],
         eval_every=o["eval_every"] if o["eval_every"] is not None else (0 if embedded else 1),
         checkpoint_every=o["checkpoint_every"], checkpoint_steps=o["checkpoint_steps"],
         log_interval=max(1, o["log_interval"]), on_bad_image=o["on_bad_image"], out=o["out"],

@@ -20,10 +20,10 @@ def open_train_data(cfg: RunConfig, device, rank: int, world_size: int, input_si
                                 steps_per_epoch=cfg.synthetic_steps, device=device.torch_device(),
                                 input_size=input_size, seed=cfg.seed + rank)
     dataset = open_train_set(cfg.train_data, annotation=cfg.annotation, input_size=input_size,
-                             on_bad_image=cfg.on_bad_image)
+                             on_bad_image=cfg.on_bad_image, decode=cfg.decode)
     return make_loader(dataset, batch_size=cfg.per_process_batch, rank=rank, world_size=world_size,
                        seed=cfg.seed, workers=cfg.workers, pin_memory=device.torch_type != "cpu",
-                       on_bad_image=cfg.on_bad_image)
+                       on_bad_image=cfg.on_bad_image, device=device.torch_device())  # pinned for this card
 
 
 def open_verification(cfg: RunConfig):
