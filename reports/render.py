@@ -187,9 +187,11 @@ def default_table_columns(df: pd.DataFrame) -> List[str]:
         at = cols.index("batch_size") + 1
         cols[at:at] = CLASS_COLUMNS
     at = cols.index("lfw_accuracy") + 1
-    for c in set_accuracy_columns(df):  # runs with several verification sets: one column per set
-        cols[at:at] = [c, "check:" + c.split(":", 1)[1]] if "check:" + c.split(":", 1)[1] in df.columns else [c]
-        at += 2 if "check:" + c.split(":", 1)[1] in df.columns else 1
+    for c in set_accuracy_columns(df):  # runs with several verification sets: one column per set,
+        check = "check:" + c.split(":", 1)[1]  # and its check where a published figure judged one
+        judged = check in df.columns and df[check].isin(["PASS", "FAIL"]).any()
+        cols[at:at] = [c, check] if judged else [c]
+        at += 2 if judged else 1
     return cols
 
 

@@ -141,6 +141,13 @@ def test_two_val_bins_and_a_folder_are_all_recorded(vfaces, bins, tmp_path, monk
     s = check_run(rd, vfaces, bins)
     cfg = json.loads((rd / "config.json").read_text())
     assert cfg["val_bin"] == [str(bins[1]), str(bins[2])]
+    # the report of the run has one accuracy column per set
+    from arcbench.reports.runs import load_runs
+
+    row = load_runs(out).iloc[0]
+    assert row["acc:CFP-FP"] == s["verification"]["cfp_fp"]["accuracy"]
+    assert row["acc:AgeDB-30"] == s["verification"]["agedb_30"]["accuracy"]
+    assert len([c for c in row.index if c.startswith("acc:")]) == 3
     # the tcap log carries the same per-set records when the library is there
     if with_tcap:
         from arcbench.reports.dllog import parse_file
