@@ -9,7 +9,9 @@ a status per face, and ``embeddings.json`` saying which weights and settings mad
 ``--resume`` reuses them only when that matches.
 
 A face that cannot be used is skipped and counted by reason: its crop is missing or cannot be
-decoded, its landmarks lie outside the crop, or its detector score is not above zero.
+decoded, its landmarks lie outside the crop (by more than :data:`OUTSIDE_SLACK` of its size), or
+its detector score is not above zero (with detector weighting it would add nothing but still
+count in its media's mean).
 """
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ PENDING, OK, MISSING, UNDECODABLE, OUTSIDE, ZERO_SCORE = 0, 1, 2, 3, 4, 5
 SKIP_REASONS = {MISSING: "crop missing", UNDECODABLE: "crop cannot be decoded",
                 OUTSIDE: "landmarks outside the crop", ZERO_SCORE: "detector score not above 0"}
 CACHE_FILES = ("embeddings.npy", "status.npy", "embeddings.json")
+#: how far (a fraction of the crop's longer side) a landmark may lie outside its crop and still be
+#: aligned (black fills the rest, as the published evaluation warps); further out, the landmarks
+#: cannot belong to this crop (coordinates of another frame, the wrong file) and the face is skipped
+OUTSIDE_SLACK = 0.25
 
 
 def precheck(meta: IJBMeta) -> np.ndarray:
@@ -66,7 +72,9 @@ class _AlignedFaces(torch.utils.data.Dataset):
             return i, blank, UNDECODABLE
         lm = self.meta.landmarks[i]
         h, w = rgb.shape[:2]
-        if lm[:, 0].min() < 0 or lm[:, 1].min() < 0 or lm[:, 0].max() > w - 1 or lm[:, 1].max() > h - 1:
+        slack = OUTSIDE_SLACK * max(h, w)  # a face at the crop's edge may overshoot it a little
+        if lm[:, 0].min() < -slack or lm[:, 1].min() < -slack or lm[:, 0].max() > w - 1 + slack \
+                or lm[:, 1].max() > h - 1 + slack:
             return i, blank, OUTSIDE
         try:
             aligned = ijb_align.align(rgb, lm, self.size)

@@ -225,8 +225,11 @@ def test_unusable_faces_are_skipped_and_counted(copy, tmp_path):
     lmk = _meta_file(copy, "name_5pts_score")
     lines = lmk.read_text().splitlines()
     f = lines[1].split()
-    f[1] = "-40.0"                                                   # a landmark left of the crop
+    f[1] = "-100.0"                                                  # a landmark far left of the crop
     lines[1] = " ".join(f)
+    f = lines[3].split()
+    f[1] = "-3.0"                                                    # just outside: still aligned
+    lines[3] = " ".join(f)
     f = lines[2].split()
     f[-1] = "0.0"                                                    # a zero-score face
     lines[2] = " ".join(f)
