@@ -253,3 +253,29 @@ def test_unusable_faces_are_skipped_and_counted(copy, tmp_path):
                                   "detector score not above 0": 1}
     assert r["faces_used"] == r["faces"] - 3
     assert os.path.isfile(tmp_path / "o" / "roc.png")
+
+
+def test_detector_weighting_and_the_whole_scoring_path_by_hand():
+    """Planted face embeddings through ``score_meta``: the detector score weighs a face inside its
+    media's mean (D1), or not (D0); scores and TARs worked by hand."""
+    from arcbench.data.ijb_meta import IJBMeta
+    from arcbench.ijb_embed import OK, ZERO_SCORE
+    from arcbench.ijb_eval import score_meta
+
+    feats = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 3.0], [1.0, 1.0], [7.0, -7.0]])
+    meta = IJBMeta(name="hand", root="", image_dir="", images=[f"{i}.jpg" for i in range(6)],
+                   templates=np.array([1, 1, 1, 2, 3, 3]), medias=np.array([10, 10, 11, 20, 30, 30]),
+                   landmarks=np.zeros((6, 5, 2), np.float32),
+                   scores=np.array([1.0, 0.5, 1.0, 1.0, 0.5, 0.0], np.float32),
+                   pairs=np.array([[1, 2], [1, 3], [2, 3], [1, 1], [3, 3]]), labels=np.array([0, 1, 0, 1, 1], np.int8))
+    status = np.array([OK, OK, OK, OK, OK, ZERO_SCORE])  # the zero-score face is skipped, not averaged in
+    # D1: m10 = mean((2,0), (0,1)) = (1, .5); t1 = (1,.5) + (1,0) = (2,.5); t2 = (0,1); t3 = (1,1)
+    d1 = score_meta(meta, feats, status)
+    n1 = np.hypot(2, .5)
+    np.testing.assert_allclose(d1["scores"], [.5 / n1, 2.5 / (n1 * np.sqrt(2)), 1 / np.sqrt(2), 1, 1], rtol=1e-6)
+    # D0: m10 = (1,1); t1 = (2,1)
+    d0 = score_meta(meta, feats, status, detector_score=False)
+    np.testing.assert_allclose(d0["scores"][:3], [1 / np.sqrt(5), 3 / np.sqrt(10), 1 / np.sqrt(2)], rtol=1e-6)
+    # genuine 1, 1, .86 all above the impostors .71, .24: TAR 1 at every FAR; 1 face skipped
+    assert set(d1["tar_at_far"].values()) == {1.0} and d1["faces_skipped"] == {"detector score not above 0": 1}
+    assert d1["genuine_pairs"] == 3 and d1["impostor_pairs"] == 2 and d1["faces_used"] == 5
