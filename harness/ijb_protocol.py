@@ -28,22 +28,21 @@ def pool_templates(feats: np.ndarray, templates: np.ndarray, medias: np.ndarray,
     ``feats``: (F, D) face features, already weighted as the protocol variant says.
     ``keep``: faces to use (skipped faces are left out; a template with none is absent).
     """
-    feats = np.asarray(feats, dtype=np.float64)
+    feats = np.asarray(feats)  # float32 stays float32 (IJB-C: 469k x 512), as the published code averages
     templates, medias = np.asarray(templates), np.asarray(medias)
     if keep is not None:
         feats, templates, medias = feats[keep], templates[keep], medias[keep]
     if not len(feats):
         return np.zeros(0, dtype=np.int64), np.zeros((0, feats.shape[1]), dtype=np.float32)
-    tm = np.stack([templates, medias], axis=1)
-    groups, group_of = np.unique(tm, axis=0, return_inverse=True)
-    group_of = group_of.reshape(-1)
-    sums = np.zeros((len(groups), feats.shape[1]))
-    np.add.at(sums, group_of, feats)
-    counts = np.bincount(group_of, minlength=len(groups)).astype(np.float64)
-    media_feats = sums / counts[:, None]
-    tids, template_of = np.unique(groups[:, 0], return_inverse=True)
-    out = np.zeros((len(tids), feats.shape[1]))
-    np.add.at(out, template_of.reshape(-1), media_feats)
+    order = np.lexsort((medias, templates))  # faces sorted by template, then media
+    t_s, m_s = templates[order], medias[order]
+    starts = np.flatnonzero(np.r_[True, (t_s[1:] != t_s[:-1]) | (m_s[1:] != m_s[:-1])])  # each media
+    counts = np.diff(np.r_[starts, len(order)])
+    media_feats = np.add.reduceat(feats[order], starts, axis=0).astype(np.float64) / counts[:, None]
+    media_t = t_s[starts]
+    first = np.flatnonzero(np.r_[True, media_t[1:] != media_t[:-1]])  # each template's first media
+    tids = media_t[first]
+    out = np.add.reduceat(media_feats, first, axis=0)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     out = out / np.where(norms > 0, norms, 1.0)
     return tids.astype(np.int64), out.astype(np.float32)
