@@ -253,6 +253,12 @@ def test_unusable_faces_are_skipped_and_counted(copy, tmp_path):
                                   "detector score not above 0": 1}
     assert r["faces_used"] == r["faces"] - 3
     assert os.path.isfile(tmp_path / "o" / "roc.png")
+    # the cache is never reused for other weights
+    torch.manual_seed(1)
+    torch.save(create_backbone("mobilefacenet").state_dict(), tmp_path / "other.pth")
+    res = ijb(["--root", str(copy), "--weights", str(tmp_path / "other.pth"), "--out", str(tmp_path / "o"),
+               "--resume"], expect=2)
+    assert "other weights or settings" in res.output and len(res.output.strip().splitlines()) == 1
 
 
 def test_detector_weighting_and_the_whole_scoring_path_by_hand():
