@@ -228,3 +228,20 @@ def test_report_has_one_column_and_one_check_per_set(tmp_path, monkeypatch):
     head = [line for line in res.output.splitlines() if "acc:CFP-FP" in line]
     assert head and "acc:AgeDB-30" in head[0] and "check:AgeDB-30" in head[0], res.output
     assert "97.00%" in res.output
+
+
+def test_a_resumed_run_keeps_every_sets_history(vfaces, bins, tmp_path, tiny):
+    """Interrupted in epoch 2 and resumed: each set's history and best-so-far cover the whole run."""
+    out = tmp_path / "runs"
+    tiny.INTERRUPT_AT = 9  # mid-epoch 2 (6 steps an epoch)
+    res = CliRunner().invoke(main, ["--plugin", "tinyplugin", *run_args(vfaces, bins, out)])
+    assert res.exit_code == 130, res.output
+    tiny.INTERRUPT_AT = None
+    rd = only_run_dir(out)
+    res = CliRunner().invoke(main, ["--plugin", "tinyplugin", "run", "--resume", str(rd), "--quiet"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    s = json.loads((rd / "summary.json").read_text())
+    assert s["status"] == "completed" and len(s["verification"]) == 3
+    for name, v in s["verification"].items():
+        assert [e for e, _a, _s in v["history"]] == [1, 2], name
+        assert v["best_accuracy"] == max(a for _e, a, _s in v["history"])
