@@ -41,7 +41,7 @@ from .output import echo_json
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def eval_ijb_cmd(root, backbone, weights, out_dir, resume, detector_score, unit_faces, flip, batch_size, device,
                  amp, workers, save_scores, progress, as_json):
-    """TAR at FAR = 1e-6 ... 1e-1 of BACKBONE with WEIGHTS on the IJB-B or IJB-C 1:1 protocol.
+    """IJB-B/C 1:1 template verification of BACKBONE with WEIGHTS: TAR at FAR 1e-6 to 1e-1.
 
     Each loose crop is aligned to the ArcFace 112x112 five-point template with a similarity
     transform, embedded with its mirror image (the two summed), weighed by its detector score,
