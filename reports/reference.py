@@ -13,6 +13,8 @@ this project is qualified against.
 
 A run whose train set is unknown (e.g. an eval of downloaded weights) matches
 on backbone and eval set only when all candidate rows share one train set.
+A run whose eval set is unknown (an imported log) is matched as LFW, the set its
+``lfw_accuracy`` has always meant.
 """
 from __future__ import annotations
 
@@ -141,12 +143,14 @@ def match(refs: pd.DataFrame, backbone, train_set, eval_set, device=None) -> Opt
     bb = canonical_backbone(backbone)
     if bb is None:
         return None
-    ts, es = canonical_dataset(train_set), canonical_dataset(eval_set)
+    # an unnamed eval set (an imported log) is LFW: the figure judged is lfw_accuracy, and the
+    # table's other sets (CFP-FP, AgeDB-30, IJB-C) must not make such a run ambiguous
+    ts, es = canonical_dataset(train_set), canonical_dataset(eval_set) or "LFW"
     cands = []
     for row in refs.to_dict("records"):
         if canonical_backbone(row["backbone"]) != bb:
             continue
-        if es is not None and canonical_dataset(row["eval_set"]) != es:
+        if canonical_dataset(row["eval_set"]) != es:
             continue
         if ts is not None and canonical_dataset(row["train_set"]) != ts:
             continue
