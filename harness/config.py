@@ -11,7 +11,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Union
 
 from .errors import ArcbenchError
 
@@ -44,7 +44,7 @@ class RunConfig:
     annotation: Optional[str] = None
     val_data: Optional[str] = None
     val_pairs: Optional[str] = None
-    val_bin: Optional[str] = None
+    val_bin: Optional[Union[str, List[str]]] = None  # one .bin or folder of them, or a list (several sets)
     weights: Optional[str] = None       # eval mode / fine-tuning start point
     epochs: int = DEFAULT_EPOCHS
     max_steps: Optional[int] = None
@@ -185,16 +185,32 @@ class RunConfig:
             bad(f"unknown --eval-precision {self.eval_precision!r}; known: fp32, amp")
         if self.on_bad_image not in ("skip", "fail"):
             bad("--on-bad-image must be skip or fail")
-        if self.val_bin and (self.val_data or self.val_pairs):
-            bad("give either --val-bin or --val-data with --val-pairs, not both")
         if bool(self.val_data) != bool(self.val_pairs):
             bad("--val-data and --val-pairs go together")
         for flag, path in (("--train-data", self.train_data), ("--val-data", self.val_data),
-                           ("--val-pairs", self.val_pairs), ("--val-bin", self.val_bin),
-                           ("--annotation", self.annotation), ("--weights", self.weights)):
+                           ("--val-pairs", self.val_pairs), ("--annotation", self.annotation),
+                           ("--weights", self.weights)):
             if path and path != "synthetic" and not os.path.exists(path):
                 raise ArcbenchError(f"{flag}: path does not exist", path)
+        self.val_bin_files()  # every --val-bin exists; a folder holds at least one .bin
         return self
+
+    def val_bin_files(self) -> List[str]:
+        """Every ``.bin`` verification set of the run, in the order given; a folder gives its ``.bin``
+        files in name order (``--val-bin DIR`` for lfw.bin, cfp_fp.bin, agedb_30.bin together)."""
+        given = [self.val_bin] if isinstance(self.val_bin, str) else list(self.val_bin or [])
+        files = []
+        for path in given:
+            if not os.path.exists(path):
+                raise ArcbenchError("--val-bin: path does not exist", path)
+            if os.path.isdir(path):
+                found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(".bin"))
+                if not found:
+                    raise ArcbenchError("--val-bin: the folder holds no .bin verification set", path)
+                files += found
+            else:
+                files.append(path)
+        return files
 
     # ---------------------------------------------------------------- storage
     def to_dict(self) -> dict:

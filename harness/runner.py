@@ -258,25 +258,40 @@ def annotate(run_dir: str, **fields) -> dict:
 
 
 def evaluate_only(run: Run) -> dict:
-    """The seed's ``--do_eval True``: verify given weights, recorded as an eval run."""
+    """The seed's ``--do_eval True``: verify given weights on every set, recorded as an eval run."""
     from .artefacts import write_roc
-    from .data.run_data import open_verification
+    from .data.run_data import open_verification_sets
+    from .epoch_eval import set_figures
     from .eval_weights import evaluate_weights
+    from .recorder import set_key
 
     cfg = run.cfg
     run.device.bind(0)  # one process: the first visible card
-    vset = open_verification(cfg)
-    r = evaluate_weights(cfg.backbone, cfg.weights, run.device, vset, batch_size=cfg.eval_batch_size,
-                         flip=cfg.eval_flip, amp=cfg.amp, workers=cfg.workers,
-                         progress=not cfg.quiet and sys.stdout.isatty())
+    vsets = open_verification_sets(cfg)
     rec = run.rec
-    rec.log((), {"val.lfw.accuracy": r["accuracy"], "val.lfw.accuracy_std": r["accuracy_std"],
-                 "val.ips": r.get("images_per_second")})
+    results = []
+    for i, vset in enumerate(vsets):
+        start = run.device.timestamp()
+        r = evaluate_weights(cfg.backbone, cfg.weights, run.device, vset, batch_size=cfg.eval_batch_size,
+                             flip=cfg.eval_flip, amp=cfg.amp, workers=cfg.workers,
+                             progress=not cfg.quiet and sys.stdout.isatty())
+        r["seconds"] = run.device.timestamp() - start
+        data = {"val.lfw.accuracy": r["accuracy"], "val.lfw.accuracy_std": r["accuracy_std"]} if i == 0 else {}
+        if len(vsets) > 1:
+            data.update({"val.set": vset.name, f"val.{set_key(vset.name)}.accuracy": r["accuracy"],
+                         f"val.{set_key(vset.name)}.accuracy_std": r["accuracy_std"], "val.seconds": r["seconds"]})
+        rec.log((), {**data, "val.ips": r.get("images_per_second")})
+        results.append(r)
+    r, vset = results[0], vsets[0]
     write_roc(rec, r)
     rec.close()
+    per_set = {v.name: set_figures(res, [[0, res["accuracy"], res["accuracy_std"]]]) for v, res in zip(vsets, results)}
+    for fig in per_set.values():
+        fig.pop("history")  # an eval run verifies once
     return dict(status="completed", reason=None, eval_set=vset.name, train_set=None,
                 weights=os.path.abspath(cfg.weights), lfw_accuracy=r["accuracy"],
                 lfw_accuracy_std=r["accuracy_std"], best_lfw_accuracy=r["accuracy"], val_at_far=r.get("val"),
                 auc=r.get("auc"), eer=r.get("eer"), eval_pairs=r.get("pairs_used"),
                 eval_pairs_skipped=r.get("pairs_skipped"), eval_ips=r.get("images_per_second"),
+                eval_sets=list(per_set), verification=per_set,
                 **({"lfw_accuracy_exact": r["accuracy_exact"]} if r.get("grid_unresolved") else {}))

@@ -115,7 +115,7 @@ class _Process:
 
     def _set_up(self, local_rank: int) -> None:
         from . import registry
-        from .data.run_data import open_train_data, open_verification
+        from .data.run_data import open_train_data, open_verification_sets
         from .hostmem import reset_host_peak
 
         cfg = self.cfg
@@ -128,15 +128,18 @@ class _Process:
         self.device.seed(cfg.seed + self.rank)
         spec = registry.get_backbone(cfg.backbone)
         self.data = open_train_data(cfg, self.device, self.rank, self.world_size, input_size=spec.input_size)
-        self.vset = open_verification(cfg)  # every rank embeds its share of the verification set
-        self.data_info = _data_info(cfg, self.data, self.vset)
+        # every rank embeds its share of each verification set; the headline set comes first
+        self.vsets = open_verification_sets(cfg)
+        self.data_info = _data_info(cfg, self.data, self.vsets[0] if self.vsets else None)
+        if len(self.vsets) > 1:
+            self.data_info["eval_sets"] = [v.name for v in self.vsets]
 
     def _start(self, resume: bool) -> None:
         from . import train_state
         from .train import Trainer
 
         cfg = self.cfg
-        self.trainer = Trainer(cfg, self.device, self.data, self.vset, self.rec, rank=self.rank,
+        self.trainer = Trainer(cfg, self.device, self.data, self.vsets, self.rec, rank=self.rank,
                                world_size=self.world_size, log=say, stop=self.stop, run_dir=self.run_dir or None)
         last = train_state.latest(self.run_dir) if (resume and self.run_dir) else None
         if last:

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import pandas as pd
 
 from ..errors import ArcbenchError
-from .runs import COLUMNS
+from .runs import COLUMNS, set_accuracy_columns
 
 FORMATS = ("table", "md", "csv", "json", "html")
 
@@ -103,13 +103,16 @@ FORMATTERS: Dict[str, Callable] = {
     "synthetic": _yesno, "amp": _yesno, "regression": _yesno, "inconclusive": _yesno, "compile": _yesno,
 }
 
+#: the per-set columns of runs with several verification sets (``acc:CFP-FP``, ``ref:CFP-FP``)
+_SET_FORMATTERS = {"acc:": _frac_pct(2), "ref:": _num("{:.2f}%")}
+
 
 def display(df: pd.DataFrame, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """The frame as strings for people: units, percentages, ``-`` for missing."""
     cols = [c for c in (columns or list(df.columns)) if c in df.columns]
     out = {}
     for c in cols:
-        f = FORMATTERS.get(c, str)
+        f = FORMATTERS.get(c) or _SET_FORMATTERS.get(str(c).split(":", 1)[0] + ":", str)
         vals = []
         for v in df[c].tolist():
             if missing(v):
@@ -183,6 +186,12 @@ def default_table_columns(df: pd.DataFrame) -> List[str]:
     if (rates is not None and bool((rates < 1).any())) or (classes is not None and classes.nunique() > 1):
         at = cols.index("batch_size") + 1
         cols[at:at] = CLASS_COLUMNS
+    at = cols.index("lfw_accuracy") + 1
+    for c in set_accuracy_columns(df):  # runs with several verification sets: one column per set,
+        check = "check:" + c.split(":", 1)[1]  # and its check where a published figure judged one
+        judged = check in df.columns and df[check].isin(["PASS", "FAIL"]).any()
+        cols[at:at] = [c, check] if judged else [c]
+        at += 2 if judged else 1
     return cols
 
 

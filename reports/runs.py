@@ -23,7 +23,7 @@ import pandas as pd
 from ..errors import ArcbenchError
 from . import curves
 from .dllog import ParsedLog, parse_file, truthy
-from .reference import DEFAULT_TOLERANCE, apply_references, canonical_dataset
+from .reference import DEFAULT_TOLERANCE, SET_ACCURACY_PREFIX, apply_references, canonical_dataset
 
 COLUMNS = [
     "run_id", "date", "status", "device", "device_name", "backbone", "head", "precision", "nproc", "nnodes",
@@ -48,6 +48,9 @@ FLOAT_COLUMNS = ["throughput_median", "amp_speedup", "scaling_efficiency", "mfu"
                  "latency_p50", "latency_p95", "latency_p99", "best_lfw_accuracy", "lfw_accuracy_exact", "auc", "eer",
                  "final_loss", "sample_rate", "feed_ratio"]
 BOOL_COLUMNS = ["synthetic", "amp", "compile"]
+#: one column per verification set of a run with several (``acc:CFP-FP``), named by the set's canonical
+#: name so runs that share a set share the column; ``ref:``/``check:`` columns beside them hold that
+#: set's published figure and PASS/FAIL (:func:`arcbench.reports.reference.apply_references`)
 
 #: summary.json keys copied as they are
 _SUMMARY_KEYS = [
@@ -186,6 +189,7 @@ def load_run(run_dir, problems: Optional[list] = None) -> Optional[dict]:
     parsed = _log_if_needed(run_dir, summary, problems)
     row = _merged_row(run_dir, summary, config, system, sysdev, parsed)
     _add_data_sets(row, summary, config)
+    _add_set_accuracies(row, summary)
     row["weights"] = _weights(run_dir, summary, config)
     row["bad_log_lines"] = (len(parsed.bad) + parsed.other) if parsed is not None else None
     if parsed is not None and parsed.bad:
@@ -274,6 +278,21 @@ def _add_data_sets(row: dict, summary: dict, config: dict) -> None:
         row[k] = curves.as_fraction(row.get(k))
 
 
+def _add_set_accuracies(row: dict, summary: dict) -> None:
+    """``acc:<set>`` for each set the summary's ``verification`` holds (runs with several sets)."""
+    per_set = summary.get("verification")
+    if not isinstance(per_set, dict) or len(per_set) < 2:
+        return  # one set: its figure is lfw_accuracy, as it always was
+    for name, fig in per_set.items():
+        if isinstance(fig, dict):
+            row[SET_ACCURACY_PREFIX + str(canonical_dataset(name))] = curves.as_fraction(fig.get("accuracy"))
+
+
+def set_accuracy_columns(df: pd.DataFrame) -> List[str]:
+    """The per-set accuracy columns of a runs frame, in the order they first appear."""
+    return [c for c in df.columns if str(c).startswith(SET_ACCURACY_PREFIX)]
+
+
 def _add_throughput_context(row: dict, summary: dict, config: dict, sysdev: dict) -> None:
     """What else changes a throughput figure (``report --compare`` matches on these when present)."""
     row["compile"] = _first(summary.get("compile"), config.get("compile"))
@@ -292,14 +311,14 @@ def frame(rows: Sequence[dict]) -> pd.DataFrame:
         if c not in df.columns:
             df[c] = None
     df = df[ALL_COLUMNS + [c for c in df.columns if c not in ALL_COLUMNS]]
-    for c in FLOAT_COLUMNS:
+    for c in FLOAT_COLUMNS + set_accuracy_columns(df):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     for c in INT_COLUMNS:
         num = pd.to_numeric(df[c], errors="coerce")
         df[c] = num.round().astype("Int64")
     for c in BOOL_COLUMNS:
         df[c] = pd.array([truthy(v) if _present(v) else None for v in df[c]], dtype="boolean")
-    typed = set(FLOAT_COLUMNS) | set(INT_COLUMNS) | set(BOOL_COLUMNS)
+    typed = set(FLOAT_COLUMNS) | set(INT_COLUMNS) | set(BOOL_COLUMNS) | set(set_accuracy_columns(df))
     for c in df.columns:
         if c in typed:
             continue

@@ -75,7 +75,9 @@ Examples:
       help="LFW-layout folder (<name>/<name>_0001.jpg); needs --val-pairs.")
 @click.option("--val-pairs", "--val_pairs_path", "--val-pairs-path", "val_pairs", default=None,
       help="Pairs file: lfw_pair.txt or the official LFW pairs.txt.")
-@click.option("--val-bin", default=None, help="insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin).")
+@click.option("--val-bin", multiple=True,
+      help="insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin), or a folder of them. Repeat it "
+           "for several sets; they add to a --val-data/--val-pairs set, and each is verified at every point.")
 @click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
       help="Corrupt training images: skip and count them, or stop the run.")
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes per rank (default: from the CPU count).")
@@ -278,7 +280,7 @@ def build_config(o: dict):
         mode="eval" if o["do_eval"] else "train", device=o["device"], backbone=backbone, head=o["head"],
         margin_s=o["margin_s"], margin_m=o["margin_m"], margin=o["margin"], sample_rate=o["sample_rate"],
         train_data=o["train_data"], annotation=o["annotation"],
-        val_data=o["val_data"], val_pairs=o["val_pairs"], val_bin=o["val_bin"], weights=o["weights"],
+        val_data=o["val_data"], val_pairs=o["val_pairs"], val_bin=_val_bins(o["val_bin"]), weights=o["weights"],
         epochs=epochs, max_steps=o["max_steps"], batch_size=global_batch, lr=lr,
         scale_lr=not o["no_lr_scaling"], optimizer=o["optimizer"], lr_schedule=o["lr_schedule"],
         warmup_steps=o["warmup_steps"], grad_clip=o["grad_clip"], precision=precision or "fp32",
@@ -292,6 +294,12 @@ def build_config(o: dict):
         run_id=o["run_id"], quiet=o["quiet"], synthetic_classes=o["synthetic_classes"],
         synthetic_steps=o["synthetic_steps"], collective_wait=o["collective_wait"],
     )
+
+
+def _val_bins(given):
+    """``--val-bin`` as the config keeps it: None, one path (as before several were allowed), or a list."""
+    given = list(given or ())
+    return None if not given else given[0] if len(given) == 1 else given
 
 
 def _fmt(v, spec=""):
@@ -334,6 +342,12 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
         mib = s["head_memory"] / 2**20
         rows.insert(3, ("classes / sample rate", f"{_fmt(s.get('num_classes'), ',')} / {_fmt(s.get('sample_rate'), 'g')}"
                         f" (head {mib:.{2 if mib < 10 else 0}f} MiB per process)"))
+    per_set = s.get("verification") or {}
+    if len(per_set) > 1:  # several sets: each one's figures and what verifying it took per point
+        at = [k for k, _ in rows].index("verification accuracy") + 1
+        rows[at:at] = [(f"  {name}", f"{v['accuracy']:.4f} ± {v.get('accuracy_std') or 0:.4f} (best "
+                        f"{_fmt(v.get('best_accuracy'), '.4f')}), {_fmt(v.get('seconds'), '.1f')} s")
+                       for name, v in per_set.items()]
     if s.get("bad_images"):
         rows.append(("bad images skipped", s["bad_images"]))
     width = max(len(k) for k, _ in rows)

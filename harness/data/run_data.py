@@ -7,7 +7,7 @@ registered backbone's input size reaches whatever makes the images.
 from __future__ import annotations
 
 from ..config import RunConfig
-from ..verification import load_verification
+from ..verification import load_verification_sets
 from .synth import SYNTHETIC_FACES, is_generated
 from .synthetic_batches import SyntheticBatches
 from .train_sets import make_loader, open_train_set
@@ -26,9 +26,19 @@ def open_train_data(cfg: RunConfig, device, rank: int, world_size: int, input_si
                        on_bad_image=cfg.on_bad_image, device=device.torch_device())  # pinned for this card
 
 
+def open_verification_sets(cfg: RunConfig) -> list:
+    """The run's verification sets, headline set first (empty without any); a generated set is named
+    as such.  A seed-style ``--val_data_path lfw.bin`` (no pairs file) counts as a ``.bin``."""
+    val_data, bins = cfg.val_data, cfg.val_bin_files()
+    if val_data and not cfg.val_pairs and str(val_data).lower().endswith(".bin"):
+        val_data, bins = None, [val_data] + bins
+    if not (val_data or bins):
+        return []
+    name = f"{SYNTHETIC_FACES} (held-out identities)" if is_generated(val_data) else None
+    return load_verification_sets(val_data=val_data, val_pairs=cfg.val_pairs, val_bins=bins, name=name)
+
+
 def open_verification(cfg: RunConfig):
-    """The run's verification set, or None without one; a generated set is named as such."""
-    if not (cfg.val_data or cfg.val_bin):
-        return None
-    name = f"{SYNTHETIC_FACES} (held-out identities)" if is_generated(cfg.val_data) else None
-    return load_verification(val_data=cfg.val_data, val_pairs=cfg.val_pairs, val_bin=cfg.val_bin, name=name)
+    """The run's headline verification set, or None without one."""
+    sets = open_verification_sets(cfg)
+    return sets[0] if sets else None
