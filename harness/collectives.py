@@ -145,3 +145,25 @@ def all_gather_rows(name: str, rows: Optional[torch.Tensor]) -> List[torch.Tenso
         padded[:n] = rows.detach().float().cpu()
     shares = all_gather(name, padded)
     return [share[: int(count)] for share, count in zip(shares, shapes[:, 0].tolist())]
+
+
+def all_gather_json(name: str, obj) -> list:
+    """Each rank's small JSON-able ``obj`` (a start-up error, the run directory), in rank order.
+
+    On the gloo side group with host tensors, so it works before this process's card is bound
+    (JSON, not pickle: nothing received is unpickled)."""
+    data = json.dumps(obj).encode()
+    _enter("all_gather_json", name)
+    if _s.world_size <= 1:
+        return [obj]
+    import torch.distributed as dist
+
+    size = torch.tensor([len(data)], dtype=torch.int64)
+    sizes = [torch.empty_like(size) for _ in range(_s.world_size)]
+    dist.all_gather(sizes, size, group=_s.side_group)
+    longest = int(max(int(s) for s in sizes))
+    buf = torch.zeros(longest, dtype=torch.uint8)
+    buf[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    shares = [torch.empty_like(buf) for _ in range(_s.world_size)]
+    dist.all_gather(shares, buf, group=_s.side_group)
+    return [json.loads(bytes(share[:int(n)].tolist()).decode()) for share, n in zip(shares, sizes)]

@@ -168,7 +168,12 @@ def execute(cfg: Optional[RunConfig], resume: Optional[str] = None, log=print, f
     ``resume``: continue that run directory (``overrides``: the flags given with it: epochs,
     max_steps, nproc, quiet).  ``fresh_process``: even one process is started through the
     launcher (``bench --repeat``).  ``body(run) -> outcome`` replaces training (bench points)."""
-    run = prepare(cfg, resume, overrides)
+    return execute_prepared(prepare(cfg, resume, overrides), log, fresh_process, body)
+
+
+def execute_prepared(run: Run, log=print, fresh_process: bool = False,
+                     body: Optional[Callable[[Run], dict]] = None) -> Tuple[str, dict]:
+    """:func:`execute` for a run already prepared (by rank 0 of an outer launcher's group)."""
     try:
         return _execute(run, log, fresh_process, body)
     except (KeyboardInterrupt, RunFailed) as exc:

@@ -121,6 +121,9 @@ Examples:
       help="Address of node 0.")
 @click.option("--master-port", "--master_port", "master_port", type=int, default=29505, show_default=True,
       help="Port on node 0.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+      help="Restart the workers up to N times when one fails; they resume from the last checkpoint "
+           "(--checkpoint-steps bounds what is repeated). Under torchrun, its own --max-restarts applies.")
 # -- evaluation
 @click.option("--eval-batch-size", "--eval_batch_size", "eval_batch_size", type=int, default=256, show_default=True,
       help="Batch size for embedding verification images.")
@@ -147,15 +150,31 @@ Examples:
 @click.option("--synthetic-classes", type=int, default=1000, show_default=True, help="Classes for --train-data synthetic.")
 @click.option("--synthetic-steps", type=int, default=100, show_default=True, help="Steps per epoch for --train-data synthetic.")
 def run_cmd(**o):
+    from ..cluster import detect
     from ..runner import RunFailed, execute
 
+    ctx = click.get_current_context()
+
+    def given(name):
+        return ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+
+    outer = detect()  # torchrun, srun or a scheduler's environment: this process is one rank of the run
+    if outer is not None:
+        from ..group_run import launch_flags
+
+        o = launch_flags(o, outer, given)
     cfg = build_config(o)
     overrides = None
-    if o["resume"]:
-        # the run's own settings, continued with what was given beside --resume
-        given = click.get_current_context().get_parameter_source("nproc")
+    if o["resume"] or outer is not None:
+        # the run's own settings, continued with what was given beside --resume (or an elastic restart)
         overrides = dict(epochs=o["epochs"], max_steps=o["max_steps"], quiet=o["quiet"],
-                         nproc=cfg.nproc if given is click.core.ParameterSource.COMMANDLINE else None)
+                         nproc=cfg.nproc if given("nproc") or outer is not None else None,
+                         nnodes=cfg.nnodes if outer is not None else None)
+    if outer is not None:
+        from ..group_run import execute as group_execute
+
+        def execute(cfg, resume, overrides, log):  # noqa: F811  (one rank of the launcher's group)
+            return group_execute(cfg, outer, resume=resume, overrides=overrides, log=log)
     try:
         with no_ctrl_c_echo():
             run_dir, summary = execute(cfg, resume=o["resume"], overrides=overrides,
@@ -169,7 +188,8 @@ def run_cmd(**o):
     except KeyboardInterrupt as exc:
         click.echo(interrupted_message(getattr(exc, "run_dir", None), _tty()), err=True)
         sys.exit(130)
-    print_summary(run_dir, summary, cfg.out)
+    if outer is None or run_dir:  # in a launcher's group, the rank that records prints
+        print_summary(run_dir, summary, cfg.out)
 
 
 def echoctl_off(fd: int, foreground_only: bool = True):
@@ -288,6 +308,7 @@ def build_config(o: dict):
         log_interval=max(1, o["log_interval"]), on_bad_image=o["on_bad_image"], out=o["out"],
         run_id=o["run_id"], quiet=o["quiet"], synthetic_classes=o["synthetic_classes"],
         synthetic_steps=o["synthetic_steps"], collective_wait=o["collective_wait"],
+        max_restarts=o.get("max_restarts") or 0,
     )
 
 
@@ -310,7 +331,10 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
         ("backbone / head", f"{s.get('backbone')} / {s.get('head')}"),
         ("precision", s.get("precision") if not s.get("eval_precision")
          else f"{s.get('precision')} (verification {s['eval_precision']})"),
-        ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"),
+        ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"
+         + ("" if (s.get("nnodes") or 1) == 1 and not s.get("launcher") else
+            f"; {s.get('nnodes') or 1} node{'' if (s.get('nnodes') or 1) == 1 else 's'}"
+            + (f", started by {s['launcher']}" if s.get("launcher") else ""))),
         ("train / eval set", f"{s.get('train_set')} / {s.get('eval_set')}"
          + ("  [synthetic]" if s.get("synthetic") else "")),
         ("epochs / steps", f"{_fmt(s.get('epochs'))} / {_fmt(s.get('steps'))}"),
