@@ -62,10 +62,30 @@ def setup(device, rank: int, world_size: int, *, timeout: float = 300.0, wait: f
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group(backend=device.dist_backend, timeout=datetime.timedelta(seconds=timeout))
+        limit = datetime.timedelta(seconds=timeout)
+        store = _attempt_store(world_size, limit)
+        if store is None:
+            dist.init_process_group(backend=device.dist_backend, timeout=limit)
+        else:
+            dist.init_process_group(backend=device.dist_backend, timeout=limit, store=store, rank=int(rank),
+                                    world_size=int(world_size))
     # monitored_barrier exists only on gloo, and its point-to-point messages must not share a
     # channel with the data collectives (gloo then mixes up their sizes): it gets its own group
     _s.side_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout))
+
+
+def _attempt_store(world_size: int, timeout):
+    """Under torch's elastic agent, the agent's store seen through this attempt's own prefix.
+
+    The agent keeps one store across restarts: a restarted attempt would read the addresses the
+    failed attempt's groups left there (gloo then dials a dead rank).  None: not under the agent."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    import torch.distributed as dist
+
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(world_size),
+                         is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"arcbench/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", base)
 
 
 def teardown() -> None:

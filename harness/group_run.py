@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from typing import Callable, Optional, Tuple
 
 from .cluster import OuterLaunch
@@ -98,12 +99,15 @@ def _prepared(cfg, outer: OuterLaunch, device, resume, overrides, log):
     run, failure, note = None, None, None
     if outer.rank == 0:
         try:
-            target = resume or _restart_target(cfg, outer)
-            if target and not resume and not cfg.quiet:
+            earlier = _launch_note(cfg, outer) if outer.restart_count else {}
+            target = resume or earlier.get("run_dir")
+            if outer.restart_count and target and not cfg.quiet:
                 log(f"arcbench: {outer.launcher} restarted the workers (restart {outer.restart_count} of "
                     f"{outer.max_restarts}); resuming {target}")
             run = runner.prepare(cfg, target, overrides if target else None)
-            if not target:
+            if earlier.get("run_dir") == run.run_dir:
+                run.started = earlier.get("started")  # the record spans the attempts of this launch
+            else:
                 _remember(cfg.out, outer, run.run_dir)
             note = {"run_dir": run.run_dir, "cfg": run.cfg.to_dict(), "resumed": run.resumed}
         except BaseException as exc:
@@ -128,23 +132,25 @@ def _note_path(out: str, outer: OuterLaunch) -> str:
 
 
 def _remember(out: str, outer: OuterLaunch, run_dir: str) -> None:
-    from .atomic import write_text
+    from .atomic import write_json
 
-    write_text(_note_path(out, outer), json.dumps({"run_dir": run_dir, "job": outer.job}))
+    write_json(_note_path(out, outer), {"run_dir": run_dir, "job": outer.job, "started": time.time()})
 
 
-def _restart_target(cfg: RunConfig, outer: OuterLaunch) -> Optional[str]:
-    """On an elastic restart, the run the first attempt started (None: start one)."""
-    if not outer.restart_count:
-        return None
-    if cfg.run_id:
+def _launch_note(cfg: RunConfig, outer: OuterLaunch) -> dict:
+    """On an elastic restart: the run the first attempt started and when ({}: none, start one)."""
+    try:
+        with open(_note_path(cfg.out, outer)) as fh:
+            note = json.load(fh)
+    except (OSError, ValueError):
+        note = {}
+    note = note if isinstance(note, dict) and isinstance(note.get("run_dir"), str) else {}
+    if cfg.run_id:  # named by the command line: that one, whatever the note says
         from .rundir import sanitize_run_id
 
         path = os.path.join(os.path.abspath(cfg.out), sanitize_run_id(cfg.run_id))
-        return path if os.path.isdir(path) else None
-    try:
-        with open(_note_path(cfg.out, outer)) as fh:
-            path = json.load(fh).get("run_dir")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return path if isinstance(path, str) and os.path.isdir(path) else None
+        note = note if note.get("run_dir") == path else {"run_dir": path}
+    if not os.path.isdir(note.get("run_dir") or ""):
+        return {}
+    started = note.get("started")
+    return {"run_dir": note["run_dir"], "started": started if isinstance(started, (int, float)) else None}

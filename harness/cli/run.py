@@ -186,10 +186,29 @@ def run_cmd(**o):
         click.echo(f"arcbench: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt as exc:
+        if outer is not None and _restarting(outer, exc):
+            sys.exit(130)
         click.echo(interrupted_message(getattr(exc, "run_dir", None), _tty()), err=True)
         sys.exit(130)
+    except Exception as exc:
+        if outer is not None and _restarting(outer, exc):
+            sys.exit(1)
+        raise
     if outer is None or run_dir:  # in a launcher's group, the rank that records prints
         print_summary(run_dir, summary, cfg.out)
+
+
+def _restarting(outer, exc: BaseException) -> bool:
+    """This attempt ended and the launcher's agent will start the workers again: say so in one line."""
+    from ..restarts import plain_message, will_restart
+
+    if not will_restart(exc):
+        return False
+    first = (plain_message(str(exc)).splitlines() or [type(exc).__name__])[0][:200]
+    what = "stopped" if isinstance(exc, KeyboardInterrupt) else f"failed ({first})"
+    click.echo(f"arcbench: rank {outer.rank} {what}; {outer.launcher} restarts the workers from the last "
+               "checkpoint", err=True)
+    return True
 
 
 def echoctl_off(fd: int, foreground_only: bool = True):
