@@ -87,6 +87,20 @@ def test_each_launcher_is_detected_with_its_rank_world_and_master():
     assert detect({"ARCBENCH_LAUNCHER": "none", **slurm_env(0)}) is None
 
 
+@pytest.mark.parametrize("env, words", [
+    ({"TORCHELASTIC_RUN_ID": "j", "RANK": "0", "WORLD_SIZE": "5", "LOCAL_WORLD_SIZE": "2"}, "not a whole number of nodes"),
+    ({"TORCHELASTIC_RUN_ID": "j", "RANK": "4", "WORLD_SIZE": "4"}, "rank 4 is outside world size 4"),
+    ({"MASTER_ADDR": "m", "WORLD_SIZE": "two", "RANK": "0"}, "WORLD_SIZE='two' is not a whole number"),
+    (slurm_env(0, ntasks=3, SLURM_NTASKS_PER_NODE="2"), "world size 3 is not a whole number of nodes of 2"),
+])
+def test_a_launcher_environment_that_disagrees_with_itself_is_one_line(env, words):
+    from arcbench.cluster import detect
+    from arcbench.errors import ArcbenchError
+
+    with pytest.raises(ArcbenchError, match=words):
+        detect(env)
+
+
 # ------------------------------------------------------------------ one-line refusals (no group needed)
 
 def arcbench(args, env, timeout=240):
