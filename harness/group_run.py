@@ -63,16 +63,30 @@ def execute(cfg: RunConfig, outer: OuterLaunch, resume: Optional[str] = None, ov
     except BaseException:
         collectives.teardown()
         raise
-    worker_dir = run_dir if outer.node_rank == 0 else ""  # like --nnodes: other nodes keep no files
-
     def body(run) -> dict:
         from .worker import worker_main
 
+        worker_dir = _visible(run_dir, run.resumed, outer.rank)
         out = worker_main(run.cfg.to_dict(), worker_dir, run.resumed, rank=outer.rank,
                           local_rank=outer.local_rank, world_size=outer.world_size)
         return {**out, "launcher": outer.launcher}
 
     return runner.execute_prepared(run, log, body=body)
+
+
+def _visible(run_dir: str, resumed: bool, rank: int) -> str:
+    """The run directory where this rank sees it (its checkpoints and RNG streams), else "".
+
+    Ranks on other nodes see it on a shared file system; a resumed run needs every rank to,
+    or those ranks would start again from scratch."""
+    from . import collectives
+
+    seen = os.path.isdir(run_dir) if run_dir else False
+    blind = [r for r, ok in enumerate(collectives.all_gather_json("launch.sees_run", seen)) if not ok]
+    if resumed and blind:
+        raise ArcbenchError(f"rank {blind[0]} cannot see the run directory to resume it: with several "
+                            "nodes, --out must be on a file system every node sees", run_dir)
+    return run_dir if seen else ""
 
 
 def _bind(device, outer: OuterLaunch) -> None:
