@@ -34,8 +34,10 @@ def launch_flags(o: dict, outer: OuterLaunch, given: Callable[[str], bool]) -> d
     for key, flag, attr in _LAUNCH_FLAGS:
         want = getattr(outer, attr)
         if key in o and given(key) and o[key] != want:
-            raise ArcbenchError(f"{flag} {o[key]} disagrees with the {outer.launcher} launch ({outer.describe()}): "
-                                f"{outer.launcher} starts the processes, drop {flag}")
+            hint = " (or ARCBENCH_LAUNCHER=none to ignore RANK/WORLD_SIZE/MASTER_ADDR)" if outer.launcher == "env" else ""
+            starter = {"slurm": "srun", "env": "the scheduler"}.get(outer.launcher, outer.launcher)
+            raise ArcbenchError(f"{flag} {o[key]} disagrees with the launch ({outer.describe()}): "
+                                f"{starter} starts the processes, drop {flag}{hint}")
     if o.get("distributed") is False and outer.world_size > 1:
         raise ArcbenchError(f"--distributed False inside a {outer.launcher} launch of {outer.world_size} processes")
     if o.get("max_restarts") and given("max_restarts"):

@@ -115,7 +115,7 @@ def test_nproc_inside_torchrun_is_refused_in_one_line(tmp_path):
                   "--out", str(tmp_path / "runs")], clean_env(**torchrun))
     assert p.returncode == 2, p.stdout
     assert p.stdout.strip().splitlines() == [p.stdout.strip()]
-    assert "--nproc 3 disagrees with the torchrun launch" in p.stdout and "drop --nproc" in p.stdout
+    assert "--nproc 3 disagrees with the launch (torchrun launch: world size 2" in p.stdout and "drop --nproc" in p.stdout
     assert not (tmp_path / "runs").exists()
     p = arcbench(["run", "--device", "cpu", "--train-data", "synthetic", "--nnodes", "2",
                   "--out", str(tmp_path / "runs")], clean_env(**torchrun))
