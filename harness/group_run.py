@@ -40,6 +40,8 @@ def launch_flags(o: dict, outer: OuterLaunch, given: Callable[[str], bool]) -> d
                                 f"{starter} starts the processes, drop {flag}{hint}")
     if o.get("distributed") is False and outer.world_size > 1:
         raise ArcbenchError(f"--distributed False inside a {outer.launcher} launch of {outer.world_size} processes")
+    if o.get("submit"):
+        raise ArcbenchError(f"--submit inside a {outer.launcher} launch: submit from a login node instead")
     if o.get("max_restarts") and given("max_restarts"):
         raise ArcbenchError(f"--max-restarts is for arcbench's own launcher; under {outer.launcher} its own "
                             "restart setting applies (torchrun --max-restarts N)")

@@ -121,6 +121,15 @@ Examples:
       help="Address of node 0.")
 @click.option("--master-port", "--master_port", "master_port", type=int, default=29505, show_default=True,
       help="Port on node 0.")
+@click.option("--submit", type=click.Choice(["slurm", "local"]), default=None,
+      help="Submit this run as a batch job with submitit (pip install 'arcbench[slurm]'): one task per "
+           "card, the job is one run; prints the job id and the run directory. local: run the job here.")
+@click.option("--partition", default=None, help="--submit slurm: the Slurm partition.")
+@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="--submit: nodes.")
+@click.option("--gpus-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+      help="--submit: cards (and tasks) per node.")
+@click.option("--time-limit", type=click.IntRange(min=1), default=1440, show_default=True, metavar="MINUTES",
+      help="--submit: the job's time limit.")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
       help="Restart the workers up to N times when one fails; they resume from the last checkpoint "
            "(--checkpoint-steps bounds what is repeated). Under torchrun, its own --max-restarts applies.")
@@ -164,6 +173,8 @@ def run_cmd(**o):
 
         o = launch_flags(o, outer, given)
     cfg = build_config(o)
+    if o.get("submit"):
+        return _submit(o, cfg)
     overrides = None
     if o["resume"] or outer is not None:
         # the run's own settings, continued with what was given beside --resume (or an elastic restart)
@@ -196,6 +207,26 @@ def run_cmd(**o):
         raise
     if outer is None or run_dir:  # in a launcher's group, the rank that records prints
         print_summary(run_dir, summary, cfg.out)
+
+
+def _submit(o: dict, cfg) -> None:
+    """``--submit``: the same command line as a batch job; prints the job id and the run directory."""
+    from ..errors import ArcbenchError
+    from ..rundir import new_run_id, sanitize_run_id
+    from ..submit import strip_submit_flags, submit
+
+    if o["resume"] or o["do_eval"]:
+        raise ArcbenchError("--submit starts a new training run (not --resume or --do_eval)")
+    if o["submit"] == "slurm" and not o["partition"]:
+        raise ArcbenchError("--submit slurm needs --partition")
+    cfg.validate()
+    run_id = sanitize_run_id(cfg.run_id) if cfg.run_id else new_run_id(cfg.backbone, cfg.device, cfg.mode)
+    job, run_dir = submit(strip_submit_flags(sys.argv[1:]), cluster=o["submit"], out=cfg.out, run_id=run_id,
+                          partition=o["partition"], nodes=o["nodes"], gpus_per_node=o["gpus_per_node"],
+                          time_limit=o["time_limit"])
+    click.echo(f"arcbench: submitted job {job.job_id} ({o['submit']}, {o['nodes']} node(s) x {o['gpus_per_node']})")
+    click.echo(f"run directory: {run_dir}")
+    click.echo(f"job output:    {os.path.dirname(str(job.paths.stdout))}")
 
 
 def _restarting(outer, exc: BaseException) -> bool:
