@@ -67,6 +67,7 @@ class RunConfig:
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 29505
+    max_restarts: int = 0               # arcbench's own launcher: restart failed workers from the last checkpoint
     workers: Optional[int] = None
     decode: str = "host"                # host | device (nvJPEG on the card: opt-in, not bit-identical)
     eval_batch_size: int = 256
@@ -241,13 +242,16 @@ class RunConfig:
             raise ArcbenchError(f"cannot read run config: {exc}", path) from None
 
     def resumed(self, epochs: Optional[int] = None, max_steps: Optional[int] = None,
-                nproc: Optional[int] = None, quiet: Optional[bool] = None) -> "RunConfig":
+                nproc: Optional[int] = None, quiet: Optional[bool] = None,
+                nnodes: Optional[int] = None) -> "RunConfig":
         """This saved run continued with the flags given beside ``--resume`` (None: not given).
 
         ``epochs``/``max_steps`` may extend it; ``nproc`` changes the process count (the global
-        batch stays, a sharded head is re-sharded); nothing else changes on resume."""
+        batch stays, a sharded head is re-sharded), ``nnodes`` the node count (an outer launcher's);
+        nothing else changes on resume."""
         return self.replace(epochs=max(self.epochs, epochs or 0), max_steps=max_steps or self.max_steps,
-                            nproc=nproc or self.nproc, quiet=self.quiet if quiet is None else quiet)
+                            nproc=nproc or self.nproc, quiet=self.quiet if quiet is None else quiet,
+                            nnodes=nnodes or self.nnodes)
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
-from . import segments
+from . import restarts, segments
 from .config import RunConfig
 from .data.synth import is_generated
 from .errors import ArcbenchError
@@ -47,6 +47,8 @@ class Run:
     #: the run directory's files as the runner last wrote them (None on nodes that do not record)
     rec: Optional[Recorder] = None
     system: Optional[dict] = None
+    #: when this launch began, where it spans several process starts (torchrun's elastic restarts)
+    started: Optional[float] = None
 
     def release(self) -> None:
         if self.lock is not None:
@@ -172,7 +174,12 @@ def execute(cfg: Optional[RunConfig], resume: Optional[str] = None, log=print, f
     ``resume``: continue that run directory (``overrides``: the flags given with it: epochs,
     max_steps, nproc, quiet).  ``fresh_process``: even one process is started through the
     launcher (``bench --repeat``).  ``body(run) -> outcome`` replaces training (bench points)."""
-    run = prepare(cfg, resume, overrides)
+    return execute_prepared(prepare(cfg, resume, overrides), log, fresh_process, body)
+
+
+def execute_prepared(run: Run, log=print, fresh_process: bool = False,
+                     body: Optional[Callable[[Run], dict]] = None) -> Tuple[str, dict]:
+    """:func:`execute` for a run already prepared (by rank 0 of an outer launcher's group)."""
     try:
         return _execute(run, log, fresh_process, body)
     except (KeyboardInterrupt, RunFailed) as exc:
@@ -186,14 +193,16 @@ def _execute(run: Run, log, fresh_process: bool, body) -> Tuple[str, dict]:
     cfg = run.cfg
     if run.run_dir and not cfg.quiet:
         log(f"arcbench: run directory {run.run_dir}")
-    start = time.time()
+    start = run.started or time.time()
     try:
         outcome = _outcome(run, fresh_process, body)
     except KeyboardInterrupt as exc:
-        _finish(run, start, {"status": "interrupted", "reason": INTERRUPTED, **getattr(exc, "outcome", {})})
+        if not restarts.will_restart(exc):  # else the restarted attempt records this one
+            _finish(run, start, {"status": "interrupted", "reason": INTERRUPTED, **getattr(exc, "outcome", {})})
         raise
     except BaseException as exc:
-        _finish(run, start, _failure(exc))
+        if not restarts.will_restart(exc):
+            _finish(run, start, _failure(exc))
         raise
     summary = _finish(run, start, outcome)
     if summary.get("status") != "completed":  # on every node: a node whose workers failed exits 1
@@ -209,7 +218,7 @@ def _outcome(run: Run, fresh_process: bool, body) -> dict:
         return body(run)
     if cfg.mode == "eval":
         return evaluate_only(run)
-    if cfg.world_size == 1 and not fresh_process:
+    if cfg.world_size == 1 and not fresh_process and not cfg.max_restarts:
         from .worker import worker_main
 
         return worker_main(cfg.to_dict(), run.run_dir, run.resumed, rank=0, local_rank=0, world_size=1)
@@ -249,7 +258,7 @@ def _finish(run: Run, start: float, outcome: dict) -> dict:
     rec.update_summary(**fields)
     if run.cfg.mode == "eval":
         return rec.update_summary(wall_time=round(time.time() - start, 3))
-    return rec.update_summary(**segments.closed(rec.summary, start))
+    return rec.update_summary(**segments.closed(rec.summary, start, restarts.since(run.run_dir, start)))
 
 
 def annotate(run_dir: str, **fields) -> dict:

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from . import collectives, signals
+from . import collectives, restarts, signals
 from .config import RunConfig
 from .recorder import Recorder
 
@@ -57,6 +57,7 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     local_rank = int(os.environ.get("LOCAL_RANK", 0)) if local_rank is None else local_rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    resume = resume or restarts.attempt() > 0  # the elastic agent restarted the workers: resume the run
     process = _Process(cfg, run_dir, rank, world_size)
     try:
         with signals.stop_on_signals(process.stop):
@@ -86,6 +87,8 @@ class _Process:
         try:
             self._set_up(local_rank)
             self._start(resume)
+            if self.rank == 0:
+                restarts.note_restart(self.run_dir, self.trainer.global_step)
             self.ready = True
             results = self.trainer.run()
             results = _global_figures({**results, "card": self.device.index}, self.world_size)
@@ -104,6 +107,8 @@ class _Process:
             exc.outcome = self._partial()
             raise
         except BaseException as exc:
+            if not isinstance(exc, (SystemExit, GeneratorExit)):
+                restarts.note_failure(self.run_dir, self.rank, exc)  # under an elastic agent only
             if self.rec and not isinstance(exc, (SystemExit, GeneratorExit)):
                 from .errors import ArcbenchError
 

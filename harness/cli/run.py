@@ -126,6 +126,18 @@ Examples:
       help="Address of node 0.")
 @click.option("--master-port", "--master_port", "master_port", type=int, default=29505, show_default=True,
       help="Port on node 0.")
+@click.option("--submit", type=click.Choice(["slurm", "local"]), default=None,
+      help="Submit this run as a batch job with submitit (pip install 'arcbench[slurm]'): one task per "
+           "card, the job is one run; prints the job id and the run directory. local: run the job here.")
+@click.option("--partition", default=None, help="--submit slurm: the Slurm partition.")
+@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="--submit: nodes.")
+@click.option("--gpus-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+      help="--submit: cards (and tasks) per node.")
+@click.option("--time-limit", type=click.IntRange(min=1), default=1440, show_default=True, metavar="MINUTES",
+      help="--submit: the job's time limit.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+      help="Restart the workers up to N times when one fails; they resume from the last checkpoint "
+           "(--checkpoint-steps bounds what is repeated). Under torchrun, its own --max-restarts applies.")
 # -- evaluation
 @click.option("--eval-batch-size", "--eval_batch_size", "eval_batch_size", type=int, default=256, show_default=True,
       help="Batch size for embedding verification images.")
@@ -152,15 +164,33 @@ Examples:
 @click.option("--synthetic-classes", type=int, default=1000, show_default=True, help="Classes for --train-data synthetic.")
 @click.option("--synthetic-steps", type=int, default=100, show_default=True, help="Steps per epoch for --train-data synthetic.")
 def run_cmd(**o):
+    from ..cluster import detect
     from ..runner import RunFailed, execute
 
+    ctx = click.get_current_context()
+
+    def given(name):
+        return ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+
+    outer = detect()  # torchrun, srun or a scheduler's environment: this process is one rank of the run
+    if outer is not None:
+        from ..group_run import launch_flags
+
+        o = launch_flags(o, outer, given)
     cfg = build_config(o)
+    if o.get("submit"):
+        return _submit(o, cfg)
     overrides = None
-    if o["resume"]:
-        # the run's own settings, continued with what was given beside --resume
-        given = click.get_current_context().get_parameter_source("nproc")
+    if o["resume"] or outer is not None:
+        # the run's own settings, continued with what was given beside --resume (or an elastic restart)
         overrides = dict(epochs=o["epochs"], max_steps=o["max_steps"], quiet=o["quiet"],
-                         nproc=cfg.nproc if given is click.core.ParameterSource.COMMANDLINE else None)
+                         nproc=cfg.nproc if given("nproc") or outer is not None else None,
+                         nnodes=cfg.nnodes if outer is not None else None)
+    if outer is not None:
+        from ..group_run import execute as group_execute
+
+        def execute(cfg, resume, overrides, log):  # noqa: F811  (one rank of the launcher's group)
+            return group_execute(cfg, outer, resume=resume, overrides=overrides, log=log)
     try:
         with no_ctrl_c_echo():
             run_dir, summary = execute(cfg, resume=o["resume"], overrides=overrides,
@@ -172,9 +202,49 @@ def run_cmd(**o):
         click.echo(f"arcbench: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt as exc:
+        if outer is not None and _restarting(outer, exc):
+            sys.exit(130)
         click.echo(interrupted_message(getattr(exc, "run_dir", None), _tty()), err=True)
         sys.exit(130)
-    print_summary(run_dir, summary, cfg.out)
+    except Exception as exc:
+        if outer is not None and _restarting(outer, exc):
+            sys.exit(1)
+        raise
+    if outer is None or run_dir:  # in a launcher's group, the rank that records prints
+        print_summary(run_dir, summary, cfg.out)
+
+
+def _submit(o: dict, cfg) -> None:
+    """``--submit``: the same command line as a batch job; prints the job id and the run directory."""
+    from ..errors import ArcbenchError
+    from ..rundir import new_run_id, sanitize_run_id
+    from ..submit import strip_submit_flags, submit
+
+    if o["resume"] or o["do_eval"]:
+        raise ArcbenchError("--submit starts a new training run (not --resume or --do_eval)")
+    if o["submit"] == "slurm" and not o["partition"]:
+        raise ArcbenchError("--submit slurm needs --partition")
+    cfg.validate()
+    run_id = sanitize_run_id(cfg.run_id) if cfg.run_id else new_run_id(cfg.backbone, cfg.device, cfg.mode)
+    job, run_dir = submit(strip_submit_flags(sys.argv[1:]), cluster=o["submit"], out=cfg.out, run_id=run_id,
+                          partition=o["partition"], nodes=o["nodes"], gpus_per_node=o["gpus_per_node"],
+                          time_limit=o["time_limit"])
+    click.echo(f"arcbench: submitted job {job.job_id} ({o['submit']}, {o['nodes']} node(s) x {o['gpus_per_node']})")
+    click.echo(f"run directory: {run_dir}")
+    click.echo(f"job output:    {os.path.dirname(str(job.paths.stdout))}")
+
+
+def _restarting(outer, exc: BaseException) -> bool:
+    """This attempt ended and the launcher's agent will start the workers again: say so in one line."""
+    from ..restarts import plain_message, will_restart
+
+    if not will_restart(exc):
+        return False
+    first = (plain_message(str(exc)).splitlines() or [type(exc).__name__])[0][:200]
+    what = "stopped" if isinstance(exc, KeyboardInterrupt) else f"failed ({first})"
+    click.echo(f"arcbench: rank {outer.rank} {what}; {outer.launcher} restarts the workers from the last "
+               "checkpoint", err=True)
+    return True
 
 
 def echoctl_off(fd: int, foreground_only: bool = True):
@@ -293,6 +363,7 @@ def build_config(o: dict):
         log_interval=max(1, o["log_interval"]), on_bad_image=o["on_bad_image"], out=o["out"],
         run_id=o["run_id"], quiet=o["quiet"], synthetic_classes=o["synthetic_classes"],
         synthetic_steps=o["synthetic_steps"], collective_wait=o["collective_wait"],
+        max_restarts=o.get("max_restarts") or 0,
     )
 
 
@@ -321,7 +392,10 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
         ("backbone / head", f"{s.get('backbone')} / {s.get('head')}"),
         ("precision", s.get("precision") if not s.get("eval_precision")
          else f"{s.get('precision')} (verification {s['eval_precision']})"),
-        ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"),
+        ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"
+         + ("" if (s.get("nnodes") or 1) == 1 and not s.get("launcher") else
+            f"; {s.get('nnodes') or 1} node{'' if (s.get('nnodes') or 1) == 1 else 's'}"
+            + (f", started by {s['launcher']}" if s.get("launcher") else ""))),
         ("train / eval set", f"{s.get('train_set')} / {s.get('eval_set')}"
          + ("  [synthetic]" if s.get("synthetic") else "")),
         ("epochs / steps", f"{_fmt(s.get('epochs'))} / {_fmt(s.get('steps'))}"),
