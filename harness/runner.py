@@ -275,4 +275,5 @@ def evaluate_only(run: Run) -> dict:
                 lfw_accuracy_std=r["accuracy_std"], best_lfw_accuracy=r["accuracy"], val_at_far=r.get("val"),
                 auc=r.get("auc"), eer=r.get("eer"), eval_pairs=r.get("pairs_used"),
                 eval_pairs_skipped=r.get("pairs_skipped"), eval_ips=r.get("images_per_second"),
+                engine=r.get("engine"),
                 **({"lfw_accuracy_exact": r["accuracy_exact"]} if r.get("grid_unresolved") else {}))
