@@ -183,6 +183,8 @@ def default_table_columns(df: pd.DataFrame) -> List[str]:
     if (rates is not None and bool((rates < 1).any())) or (classes is not None and classes.nunique() > 1):
         at = cols.index("batch_size") + 1
         cols[at:at] = CLASS_COLUMNS
+    if "engine" in df.columns and df["engine"].dropna().nunique() > 1:  # torch beside onnxruntime
+        cols.insert(cols.index("precision"), "engine")
     return cols
 
 
