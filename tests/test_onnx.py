@@ -278,3 +278,16 @@ def test_weights_that_overflow_are_refused_with_the_reason(reference_dir, tmp_pa
                     "not finite")
     assert not out.exists()
 
+
+
+def test_torchscript_exporter_gives_the_same_graph_contract(reference_dir, tmp_path):
+    """The exporter used where torch has no dynamo-based one: same names, dynamic batch, metadata, check."""
+    out = tmp_path / "ts.onnx"
+    r = json.loads(_ok(_run("export", "--weights", reference_dir / "arcface_mobilefacenet.pth", "--out", out,
+                            "--exporter", "torchscript", "--check-images", reference_dir / "faces",
+                            "--json")).stdout)
+    assert r["exporter"] == "torchscript" and r["opset"] == 17 and r["max_abs_diff"] <= 1e-4
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input"] and sess.get_outputs()[0].name == "embedding"
+    assert sess.run(None, {"input": np.zeros((3, 3, 112, 112), np.float32)})[0].shape == (3, 128)
+    assert sess.get_modelmeta().custom_metadata_map["backbone"] == "mobilefacenet"

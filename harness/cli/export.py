@@ -9,6 +9,12 @@ from .output import echo_json
 from .options import RegistryOption
 
 
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 @click.command("export")
 @click.option("--backbone", default="mobilefacenet", show_default=True, cls=RegistryOption, names_of="backbone",
               help="Backbone plugin: {names}.")
@@ -18,6 +24,9 @@ from .options import RegistryOption
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(min=7), help="ONNX opset version.")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16: a half-precision graph (input and weights) for accelerators.")
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
+              help="torch's exporter: auto = dynamo where this torch has it and onnxscript is installed, "
+                   "else torchscript.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run ONNX Runtime (CPU) and torch on the same faces and refuse a file whose unit embeddings "
                    "differ by more than 1e-4 (fp32) or 1e-2 (fp16).")
@@ -27,7 +36,7 @@ from .options import RegistryOption
               help="At most this many images in the check batch.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: out, exporter, opset, dtype, max_abs_diff, bound.")
 @click.pass_context
-def export_cmd(ctx, backbone, weights, out, opset, dtype, check, check_images, check_batch, as_json):
+def export_cmd(ctx, backbone, weights, out, opset, dtype, exporter, check, check_images, check_batch, as_json):
     """Export BACKBONE with WEIGHTS to ONNX for deployment.
 
     The graph is the one evaluation runs (conv+BatchNorm folded where the backbone allows),
@@ -47,10 +56,15 @@ def export_cmd(ctx, backbone, weights, out, opset, dtype, check, check_images, c
     from ..engines import open_onnx
     from ..errors import ArcbenchError
     from ..onnx_export import (backbone_metadata, bound_for, check_images as faces, export_module,
-                               max_difference, require)
+                               exporter_name, max_difference, require)
 
     require("onnx")
     ort = require("onnxruntime")
+    if exporter == "auto":
+        exporter = exporter_name()
+    elif exporter == "dynamo" and exporter_name() != "dynamo":
+        raise ArcbenchError(f"the dynamo-based exporter needs torch>=2.5 with dynamo= in torch.onnx.export and "
+                            f"onnxscript installed (torch {torch_version()}); use --exporter torchscript")
     debug = bool(os.environ.get("ARCBENCH_DEBUG") or (ctx.obj or {}).get("debug"))
     spec = registry.get_backbone(backbone)
     batch = label = None
@@ -63,7 +77,8 @@ def export_cmd(ctx, backbone, weights, out, opset, dtype, check, check_images, c
     tmp = os.path.join(folder, f".{os.path.basename(out)}.{os.getpid()}.tmp")
     try:
         info = export_module(model, tmp, input_size=spec.input_size, fold_bn=spec.fold_bn, opset=opset, dtype=dtype,
-                             metadata=backbone_metadata(backbone, spec, weights, dtype), name=backbone, debug=debug)
+                             metadata=backbone_metadata(backbone, spec, weights, dtype), name=backbone,
+                             exporter=exporter, debug=debug)
         diff = bound = None
         if check:
             module, _, _ = open_onnx(tmp, registry.require_device("cpu"))
