@@ -34,10 +34,10 @@ PREPROCESSING = ("RGB; letterbox to input_size x input_size keeping the aspect r
                  "on a (128,128,128) grey canvas; x = (pixel / 255 - 0.5) / 0.5; NCHW float")
 #: largest |torch - onnxruntime| over unit embeddings an fp32 file may show (else it is not kept)
 FP32_BOUND = 1e-4
-#: the same for ``--dtype fp16``.  fp16 keeps 11 significant bits (unit round-off 4.9e-4); measured
-#: on the reference photos and generated faces the largest differences of the unit embeddings are
-#: 1e-3 to 3e-3 over the built-in backbones (see docs/PERFORMANCE.md), so 1e-2 leaves room for deeper
-#: nets and other inputs while still catching a broken graph (a wrong layer moves embeddings by 0.1-1).
+#: the same for ``--dtype fp16``.  fp16 keeps 11 significant bits (unit round-off 4.9e-4); measured on
+#: the reference photos and generated faces, the trained reference MobileFaceNet and iresnet18-200 differ
+#: by at most 9.2e-4 (docs/PERFORMANCE.md), so 1e-2 leaves 10x room for other nets and inputs while a
+#: broken graph (a wrong layer moves unit embeddings by 0.1-1) still fails.
 FP16_BOUND = 1e-2
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 

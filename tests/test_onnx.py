@@ -252,7 +252,7 @@ def _calibrated_weights(name: str, path: Path, faces: Path) -> None:
     torch.save(model.state_dict(), path)
 
 
-#: measured on the shared 2-core CI-class CPU: 13-33 s each up to iresnet50, iresnet100 49 s, iresnet200 71 s
+#: export + check, measured on 2 shared cores: 9-33 s each up to iresnet50, iresnet100 26-49 s, iresnet200 45-71 s
 BUILT_IN = ["mobilefacenet", "mobilenetv1", "iresnet18", "iresnet34",
             "iresnet50", pytest.param("iresnet100", marks=pytest.mark.slow),
             pytest.param("iresnet200", marks=pytest.mark.slow)]
