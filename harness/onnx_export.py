@@ -118,9 +118,9 @@ def _quiet(sink: io.StringIO):
 
 
 _OPERATOR = [re.compile(p) for p in (
-    r"op='([\w.:]+)'",                                   # dynamo: No ONNX function found for <OpOverload(op='aten.x' ...
-    r"operator '([\w.:]+)'",                             # torchscript: Exporting the operator 'aten::x' ... not supported
-    r"target=torch\.ops\.([\w.]+?)(?:\.default)?\]?\b",  # dynamo: Error when translating node ... target=torch.ops.x
+    r"op='([\w.:]+)'",                                   # dynamo: No ONNX function found for <OpOverload(op=...
+    r"operator '([\w.:]+)'",                             # torchscript: Exporting the operator 'aten::x' ...
+    r"target=torch\.ops\.([\w.]+?)(?:\.default)?\]?\b",  # dynamo: Error when translating node ... target=...
 )]
 
 
@@ -135,7 +135,7 @@ def failure_message(exc: BaseException) -> str:
     for pattern in _OPERATOR:
         found = pattern.search(text)
         if found:
-            return f"operator {found.group(1)} has no ONNX translation"
+            return f"operator {found.group(1)} could not be translated to ONNX"
     inner = chain[-1]
     lines = [ln.strip() for ln in str(inner).splitlines() if ln.strip()]
     return f"{type(inner).__name__}: {(lines[0] if lines else '')[:240]}"
