@@ -293,3 +293,14 @@ def test_torchscript_exporter_gives_the_same_graph_contract(reference_dir, tmp_p
     assert [i.name for i in sess.get_inputs()] == ["input"] and sess.get_outputs()[0].name == "embedding"
     assert sess.run(None, {"input": np.zeros((3, 3, 112, 112), np.float32)})[0].shape == (3, 128)
     assert sess.get_modelmeta().custom_metadata_map["backbone"] == "mobilefacenet"
+
+
+def test_recorded_eval_run_of_an_onnx_file_says_onnxruntime(reference_onnx, synth_set, tmp_path):
+    """`run --do_eval` with an .onnx file goes through the same engine choice and records it."""
+    out, _ = reference_onnx
+    runs = tmp_path / "runs"
+    _ok(_run("run", "--do_eval", "True", "--model_path", out, "--val_data_path", synth_set / "verify",
+             "--val_pairs_path", synth_set / "pairs.txt", "--device", "cpu", "--out", runs))
+    (summary,) = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
+    assert summary["status"] == "completed" and summary["engine"] == "onnxruntime"
+    assert 0.5 < summary["lfw_accuracy"] <= 1.0
