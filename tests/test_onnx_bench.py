@@ -49,3 +49,8 @@ def test_bench_engine_is_an_eval_axis_only(tmp_path):
                     "--mode eval")
     _one_line_error(_run("bench", "--mode", "eval", "--engine", "tensorrt", "--device", "cpu", "--out", tmp_path),
                     "tensorrt")
+    _one_line_error(_run("bench", "--mode", "eval", "--engine", "onnxruntime", "--compile", "--device", "cpu",
+                         "--out", tmp_path), "--compile")
+    _one_line_error(_run("bench", "--mode", "eval", "--engine", "onnxruntime", "--precision", "amp", "--device", "cpu",
+                         "--out", tmp_path), "fp32")
+    assert not list(tmp_path.iterdir())  # refused before any run directory is made

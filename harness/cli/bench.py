@@ -83,6 +83,8 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         raise ArcbenchError("--engine is an axis of --mode eval (training runs in torch)")
     if "onnxruntime" in engines and "fp32" not in precision:
         raise ArcbenchError("--engine onnxruntime runs the fp32 graph: include fp32 in --precision")
+    if "onnxruntime" in engines and compile:
+        raise ArcbenchError("--compile applies to the torch engine; drop it or --engine onnxruntime")
     if warmup < 0 or steps <= 0:
         raise ArcbenchError("--steps must be positive and --warmup not negative")
     if any(b <= 0 for b in batch_size) or any(n <= 0 for n in nproc):
