@@ -28,7 +28,7 @@ import torch
 from .config import RunConfig
 from .errors import ArcbenchError
 
-ROW_KEYS = ("device", "device_name", "backbone", "mode", "precision", "nproc", "batch_size", "data",
+ROW_KEYS = ("device", "device_name", "backbone", "mode", "engine", "precision", "nproc", "batch_size", "data",
             "head", "num_classes", "sample_rate", "head_memory", "head_memory_planned", "reason",
             "throughput_median", "throughput_mean", "latency_p50", "latency_p95", "latency_p99",
             "data_wait_fraction", "peak_memory", "amp_speedup", "scaling_efficiency", "mfu", "mfu_note",
@@ -137,11 +137,14 @@ def head_plan(backbone: str, head: str, num_classes: int, sample_rate: float, np
     return {"head_memory_planned": params, "step_memory_planned": step, "fit_error": error}
 
 
-def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
+def _eval_point(cfg: RunConfig, warmup: int, steps: int, device, engine: str = "torch",
+                onnx_file: Optional[str] = None) -> dict:
     """Embedding throughput/latency at one batch size (forward only, synthetic or real images),
-    with the model exactly as :func:`arcbench.evaluate.evaluate` prepares it."""
+    with the model exactly as :func:`arcbench.evaluate.evaluate` prepares it; ``engine`` onnxruntime
+    runs ``onnx_file`` (the backbone exported once per bench) through :func:`arcbench.engines.embedder`."""
     from .data.device_feed import DeviceFeed
     from .data.run_data import open_train_data
+    from .engines import embedder
     from .evaluate import inference_model
     from .hostmem import peak_memory
     from .registry import get_backbone
@@ -149,17 +152,23 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
 
     tdev = device.torch_device()
     spec = get_backbone(cfg.backbone)
-    # the module arcbench.evaluate runs: a conv+BN folded copy where the spec allows it
-    model = inference_model(spec.create().to(tdev).eval(), channels_last=cfg.channels_last, fold_bn=spec.fold_bn)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if cfg.compile:
-        model = torch.compile(model, backend=device.compile_backend)  # as training compiles it
+    e = embedder(cfg.backbone, onnx_file if engine == "onnxruntime" else None, device, engine)
+    channels_last = cfg.channels_last and e.channels_last
+    model = e.model
+    if e.engine == "torch":
+        # the module arcbench.evaluate runs: a conv+BN folded copy where the spec allows it
+        model = inference_model(model, channels_last=channels_last, fold_bn=spec.fold_bn)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            model = torch.compile(model, backend=device.compile_backend)  # as training compiles it
+    elif cfg.compile or cfg.amp:
+        raise ArcbenchError("--compile and amp apply to the torch engine, not onnxruntime")
     data = open_train_data(cfg.replace(synthetic_steps=warmup + steps), device, 0, 1, input_size=spec.input_size)
     device.reset_peak_memory()
     dts, cts = [], []
     it = itertools.cycle(data) if cfg.train_data != "synthetic" else iter(data)
-    it = DeviceFeed(it, device, channels_last=cfg.channels_last, overlap=False)  # timed as data: no overlap
+    it = DeviceFeed(it, device, channels_last=channels_last, overlap=False)  # timed as data: no overlap
     with torch.inference_mode():
         for i in range(warmup + steps):
             t0 = device.timestamp()  # synchronize, then perf_counter: as the training loop times
@@ -178,9 +187,11 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
 
 
 def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, mode: str,
-              warmup: int, steps: int, fresh_process: bool = False) -> dict:
+              warmup: int, steps: int, fresh_process: bool = False, engine: str = "torch",
+              onnx_file: Optional[str] = None) -> dict:
     """One grid point as a short run; ``fresh_process`` runs even one process through the launcher,
-    so repeats share no warm caches, allocator state or compiled kernels."""
+    so repeats share no warm caches, allocator state or compiled kernels.  ``engine``/``onnx_file``:
+    what runs an eval point (see :func:`_eval_point`)."""
     from . import runner
 
     cfg = base.replace(precision=precision, batch_size=batch_size * nproc, nproc=nproc, mode="bench",
@@ -196,8 +207,9 @@ def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, m
     if mode == "eval":
         if nproc != 1:
             raise ArcbenchError("--mode eval measures one process; use --nproc 1")
-        _, summary = runner.execute(cfg, body=lambda run: {"bench_mode": "eval", "reason": None,
-                                                           **_eval_point(run.cfg, warmup, steps, run.device)})
+        _, summary = runner.execute(cfg, body=lambda run: {"bench_mode": "eval", "reason": None, "engine": engine,
+                                                           **_eval_point(run.cfg, warmup, steps, run.device,
+                                                                         engine, onnx_file)})
         return summary
     try:
         run_dir, summary = runner.execute(cfg, fresh_process=fresh_process)
@@ -210,7 +222,7 @@ def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, m
 def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], nprocs: List[int],
           mode: str = "train", warmup: int = 5, steps: int = 20, log=None,
           num_classes: Optional[List[int]] = None, sample_rates: Optional[List[float]] = None,
-          repeat: int = 1) -> List[dict]:
+          repeat: int = 1, engines: Optional[List[str]] = None) -> List[dict]:
     """Run the grid and return one row per point, with the derived ratios filled in.
 
     ``repeat`` > 1 measures each point that many times, each in a fresh process, and
@@ -219,27 +231,68 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
     ``num_classes`` (synthetic data) and ``sample_rates`` (Partial FC) are axes too;
     None: ``base.synthetic_classes`` and ``base.sample_rate``.  ``mode`` may be a list
     (``["data", "train"]``): data points (the input pipeline alone, one process, no
-    precision) run once per batch size, and pair with the train rows by ``feed_ratio``."""
+    precision) run once per batch size, and pair with the train rows by ``feed_ratio``.
+
+    ``engines`` (eval mode): torch and/or onnxruntime; the backbone is exported to ONNX once, into a
+    temporary folder, and every onnxruntime point runs that file.  ONNX Runtime runs the fp32 graph,
+    so amp points are measured for torch only (``log`` says so)."""
+    import tempfile
+
     from . import registry
     from .feed_bench import feed_ratios
 
+    engines = list(engines or ["torch"])
+    if engines != ["torch"] and "eval" not in ([mode] if isinstance(mode, str) else mode):
+        raise ArcbenchError("--engine is an axis of --mode eval (training runs in torch)")
     device = registry.require_device(base.device)
     device.bind(0)  # the parent measures eval points and FLOPs itself; workers bind their own cards
+    with tempfile.TemporaryDirectory(prefix="arcbench-bench-onnx-") as tmp:
+        onnx_file = _export_for_bench(base, device, tmp, log) if "onnxruntime" in engines else None
+        return _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, steps, log,
+                           num_classes, sample_rates, repeat, engines, onnx_file)
+
+
+def _export_for_bench(base: RunConfig, device, folder: str, log) -> str:
+    """The backbone (random initialisation, as torch points run it) exported once for the onnxruntime points;
+    checks up front that ONNX Runtime has the device's provider."""
+    from .engines import providers_for
+    from .onnx_export import backbone_metadata, export_module
+    from .registry import create_backbone, get_backbone
+
+    providers_for(device)
+    spec = get_backbone(base.backbone)
+    path = os.path.join(folder, f"{base.backbone}.onnx")
+    info = export_module(create_backbone(base.backbone), path, input_size=spec.input_size, fold_bn=spec.fold_bn,
+                         name=base.backbone, metadata=backbone_metadata(base.backbone, spec, None, "fp32"))
+    if log:
+        log(f"exported {base.backbone} to ONNX for the onnxruntime points ({info['exporter']} exporter, "
+            f"opset {info['opset']}, {info['seconds']:.1f} s)")
+    return path
+
+
+def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, steps, log, num_classes,
+                sample_rates, repeat, engines, onnx_file) -> List[dict]:
     rows = []
     classes = list(num_classes or [base.synthetic_classes])
     rates = list(sample_rates or [base.sample_rate])
     grid = []
     for m in ([mode] if isinstance(mode, str) else list(mode)):
         if m == "data":  # the pipeline has no precision and is one process's
-            grid += [(m, classes[0], rates[0], bs, 1, None) for bs in batch_sizes]
-        else:
-            grid += [(m, *p) for p in itertools.product(classes, rates, batch_sizes, nprocs, precisions)]
-    for i, (mode, c, r, bs, n, prec) in enumerate(grid, 1):
+            grid += [(m, classes[0], rates[0], bs, 1, "torch", None) for bs in batch_sizes]
+        else:  # the engine is an axis of eval points; ONNX Runtime runs the fp32 graph only
+            grid += [(m, c, r, bs, n, eng, prec) for c, r, bs, n, eng, prec
+                     in itertools.product(classes, rates, batch_sizes, nprocs, engines if m == "eval" else ["torch"],
+                                          precisions)
+                     if not (eng == "onnxruntime" and prec != "fp32")]
+    if log and "onnxruntime" in engines and any(p != "fp32" for p in precisions):
+        log("onnxruntime runs the exported fp32 graph: amp points are measured for torch only")
+    for i, (mode, c, r, bs, n, eng, prec) in enumerate(grid, 1):
         point = base.replace(device=device.name, synthetic_classes=c, sample_rate=r)
         what = (f"{c:,} classes" + (f" r={r:g}" if base.head == "partial_fc" else "")
                 if base.train_data == "synthetic" and mode == "train" else "")
         if log:
-            log(f"[{i}/{len(grid)}] {base.backbone} {mode}{' ' + prec if prec else ''} batch {bs} x {n} proc"
+            log(f"[{i}/{len(grid)}] {base.backbone} {mode}{' ' + eng if len(engines) > 1 else ''}"
+                f"{' ' + prec if prec else ''} batch {bs} x {n} proc"
                 f"{' ' + what if what else ''} on {device.name} ...")
         plan = {}
         if mode == "train" and base.train_data == "synthetic":
@@ -248,9 +301,10 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
             s = {"status": SKIPPED, "reason": plan["fit_error"], "synthetic": True}
         else:
             s = over_repeats([run_point(point, precision=prec or "fp32", batch_size=bs, nproc=n, mode=mode, warmup=warmup,
-                                        steps=steps, fresh_process=repeat > 1) for _ in range(max(1, repeat))])
+                                        steps=steps, fresh_process=repeat > 1, engine=eng, onnx_file=onnx_file)
+                              for _ in range(max(1, repeat))])
         row = {k: s.get(k) for k in ROW_KEYS + REPEAT_KEYS}
-        row.update(device=device.name, backbone=base.backbone, mode=mode, precision=prec, nproc=n,
+        row.update(device=device.name, backbone=base.backbone, mode=mode, engine=eng, precision=prec, nproc=n,
                    batch_size=bs * n, per_process_batch=bs, data=base.train_data,
                    head=base.head if mode == "train" else None,
                    num_classes=s.get("num_classes") or (c if base.train_data == "synthetic" and mode == "train"
@@ -299,8 +353,8 @@ def over_repeats(summaries: List[dict]) -> dict:
 def derive(rows: List[dict], device, base: RunConfig) -> None:
     """Fill amp_speedup, scaling_efficiency and mfu from rows measured side by side."""
     def key(r, **over):
-        d = {k: r.get(k) for k in ("backbone", "mode", "precision", "nproc", "per_process_batch", "num_classes",
-                                   "sample_rate")}
+        d = {k: r.get(k) for k in ("backbone", "mode", "engine", "precision", "nproc", "per_process_batch",
+                                   "num_classes", "sample_rate")}
         d.update(over)
         return tuple(sorted(d.items()))
 

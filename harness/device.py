@@ -118,6 +118,11 @@ class Device:
         """How a precision actually runs here, e.g. ``fp32 (tf32)`` on GPUs that use TF32."""
         return precision
 
+    def onnx_providers(self) -> Optional[list]:
+        """ONNX Runtime execution providers that run on this device, first choice first (names, or
+        ``(name, options)`` pairs), for ``--engine onnxruntime``; None: none known (optional to implement)."""
+        return None
+
     def seed(self, n: int) -> None:
         torch.manual_seed(n)
 

@@ -303,4 +303,5 @@ def evaluate_only(run: Run) -> dict:
                 auc=r.get("auc"), eer=r.get("eer"), eval_pairs=r.get("pairs_used"),
                 eval_pairs_skipped=r.get("pairs_skipped"), eval_ips=r.get("images_per_second"),
                 eval_sets=list(per_set), verification=per_set,
+                engine=r.get("engine"),
                 **({"lfw_accuracy_exact": r["accuracy_exact"]} if r.get("grid_unresolved") else {}))

@@ -192,6 +192,8 @@ def default_table_columns(df: pd.DataFrame) -> List[str]:
         judged = check in df.columns and df[check].isin(["PASS", "FAIL"]).any()
         cols[at:at] = [c, check] if judged else [c]
         at += 2 if judged else 1
+    if "engine" in df.columns and df["engine"].dropna().nunique() > 1:  # torch beside onnxruntime
+        cols.insert(cols.index("precision"), "engine")
     return cols
 
 

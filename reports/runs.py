@@ -36,7 +36,7 @@ EXTRA_COLUMNS = [
     "latency_p95", "latency_p99", "best_lfw_accuracy", "lfw_accuracy_exact", "auc", "eer", "final_loss", "bad_images",
     "train_set_raw",
     "eval_set_raw", "input_size", "weights", "bad_log_lines", "source", "path",
-    "amp_dtype", "compile", "num_classes", "sample_rate", "timing_warmup",
+    "amp_dtype", "compile", "num_classes", "sample_rate", "timing_warmup", "engine",
     "feed_ratio", "workers", "decode",  # bench --mode data,train; loader workers; decode "device": nvJPEG pixels
 ]
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
@@ -61,6 +61,7 @@ _SUMMARY_KEYS = [
     "auc", "eer", "final_loss", "bad_images", "mode", "input_size", "weights",
     "lfw_accuracy_exact",  # only where the 0.01 threshold grid could not read the distances
     "feed_ratio", "workers", "decode",
+    "engine",  # eval and bench eval points: torch or onnxruntime
 ]
 _CONFIG_KEYS = ["run_id", "mode", "device", "backbone", "head", "precision", "nproc", "nnodes", "batch_size",
                 "epochs", "input_size"]

@@ -38,7 +38,7 @@ def pairs(reference_dir):
 
 def test_same_person(pairs):
     out = pairs["1_001.jpg", "1_002.jpg"]
-    assert list(out) == ["distance", "cosine", "same", "threshold"]
+    assert list(out) == ["distance", "cosine", "same", "threshold", "engine"]
     assert out["same"] is True and out["threshold"] == DEFAULT_THRESHOLD
     assert 0 < out["distance"] < out["threshold"]
     # unit embeddings: |a - b|^2 = 2 - 2 cos
@@ -48,7 +48,7 @@ def test_same_person(pairs):
 def test_different_people(pairs):
     for key in [("1_001.jpg", "2_001.jpg"), ("1_002.jpg", "2_001.jpg")]:
         out = pairs[key]
-        assert list(out) == ["distance", "cosine", "same", "threshold"]
+        assert list(out) == ["distance", "cosine", "same", "threshold", "engine"]
         assert out["same"] is False and out["distance"] > out["threshold"], key
 
 

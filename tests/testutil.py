@@ -23,3 +23,28 @@ def only_run_dir(out: Path) -> Path:
     dirs = [p for p in out.iterdir() if p.is_dir()]
     assert len(dirs) == 1, dirs
     return dirs[0]
+
+
+def cli_run(*args):
+    """``arcbench ARGS`` in-process (click's runner); arguments may be paths."""
+    from click.testing import CliRunner
+
+    from arcbench.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def cli_ok(result):
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def cli_one_line_error(result, *needles) -> str:
+    """Exit 2 and one ``arcbench: error:`` line on stderr that contains every needle; no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("arcbench: error: "), result.stderr
+    for n in needles:
+        assert str(n) in lines[0], (n, lines[0])
+    assert "Traceback" not in result.output
+    return lines[0]

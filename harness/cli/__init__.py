@@ -82,8 +82,8 @@ def main(ctx, debug, plugin_modules):
         plugin_manager.load_plugin_module(mod)
 
 
-from . import bench, data, eval, ijb, info, report, run, verify  # noqa: E402  (they import nothing from here)
+from . import bench, data, eval, export, ijb, info, report, run, verify  # noqa: E402  (they import nothing from here)
 
 for _command in (run.run_cmd, eval.eval_cmd, ijb.eval_ijb_cmd, verify.verify_cmd, bench.bench_cmd, report.report, data.data,
-                 info.plugins_cmd, info.devices_cmd, info.backbones_cmd, info.heads_cmd):
+                 info.plugins_cmd, info.devices_cmd, info.backbones_cmd, info.heads_cmd, export.export_cmd):
     main.add_command(_command)

@@ -43,6 +43,9 @@ def _csv(kind):
                    "(the input pipeline alone for --data: read, decode, augment, collate, pin, copy, "
                    "normalise; one process). With data and train rows both carry feed_ratio = data img/s "
                    "/ train img/s; below 1.0 the input pipeline is the bottleneck.")
+@click.option("--engine", "engines", default="torch", show_default=True, callback=_csv(str),
+              help="Comma-separated engines for --mode eval: torch, onnxruntime (the backbone exported to ONNX "
+                   "once, run by ONNX Runtime on the --device's provider; fp32 points only).")
 @click.option("--compile", is_flag=True, help="torch.compile the model.")
 @click.option("--workers", type=int, default=None, help="DataLoader workers for real data.")
 @click.option("--decode", type=click.Choice(["host", "device"]), default="host", show_default=True,
@@ -59,7 +62,7 @@ def _csv(kind):
                    "repeats and the spread ((max - min) / median), as MLPerf reports its results.")
 @click.option("--out", default="runs", show_default=True, help="Each grid point is saved as a run under OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
-def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, steps, data, mode, compile,
+def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, steps, data, mode, engines, compile,
               workers, decode, classes, sample_rate, repeat, out, as_json):
     """Measure speed over a grid of precision x batch size x processes.
 
@@ -94,6 +97,15 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     for p in precision:
         if p not in ("fp32", "amp"):
             raise ArcbenchError(f"--precision: unknown {p!r}; known: fp32, amp")
+    for e in engines:
+        if e not in ("torch", "onnxruntime"):
+            raise ArcbenchError(f"--engine: unknown {e!r}; known: torch, onnxruntime")
+    if engines != ["torch"] and "eval" not in mode:
+        raise ArcbenchError("--engine is an axis of --mode eval (training runs in torch)")
+    if "onnxruntime" in engines and "fp32" not in precision:
+        raise ArcbenchError("--engine onnxruntime runs the fp32 graph: include fp32 in --precision")
+    if "onnxruntime" in engines and compile:
+        raise ArcbenchError("--compile applies to the torch engine; drop it or --engine onnxruntime")
     if warmup < 0 or steps <= 0:
         raise ArcbenchError("--steps must be positive and --warmup not negative")
     if any(b <= 0 for b in batch_size) or any(n <= 0 for n in nproc):
@@ -120,14 +132,17 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
                      workers=workers, decode=decode, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
     log = None if as_json else (lambda m: click.echo(m, err=True))
     rows = bench(base, precisions=precision, batch_sizes=batch_size, nprocs=nproc, mode=mode,
-                 warmup=warmup, steps=steps, log=log, num_classes=classes, sample_rates=rates, repeat=repeat)
+                 warmup=warmup, steps=steps, log=log, num_classes=classes, sample_rates=rates, repeat=repeat,
+                 engines=engines)
     if as_json:
         echo_json(rows)
         return
     show = []
     for r in rows:
         show.append({
-            "backbone": r["backbone"], "mode": r["mode"], "precision": r["precision"] or "-", "nproc": r["nproc"],
+            "backbone": r["backbone"], "mode": r["mode"],
+            **({"engine": r.get("engine")} if engines != ["torch"] else {}),
+            "precision": r["precision"] or "-", "nproc": r["nproc"],
             "batch": r["batch_size"], **_class_columns(r, classes, rates),
             "img/s": _f(r.get("throughput_median"), ".1f"),
             **({"spread": _f(r.get("throughput_spread"), ".1%")} if repeat > 1 else {}),

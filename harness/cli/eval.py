@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .output import echo_json
-from .options import RegistryOption
+from .options import RegistryOption, engine_label, given_backbone
 
 #: keys printed with --json, in this order
 JSON_KEYS = ("name", "accuracy", "accuracy_std", "best_thresholds", "val", "val_std", "far", "auc", "eer",
@@ -29,6 +29,9 @@ def _pct(x) -> str:
 @click.option("--val-bin", "val_bin", type=click.Path(dir_okay=False),
               help="insightface verification set (lfw.bin, cfp_fp.bin, agedb_30.bin). Read with an "
                    "unpickler that refuses any code; 10 contiguous folds.")
+@click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default=None,
+              help="What runs the model [default: by the file: .onnx -> onnxruntime, else torch]. onnxruntime "
+                   "with torch weights exports them to a temporary ONNX file first.")
 @click.option("--flip/--no-flip", default=False, show_default=True,
               help="Add the mirrored image's embedding before normalising (test-time augmentation).")
 @click.option("--eval-batch-size", "--eval_batch_size", "batch_size", default=256, show_default=True,
@@ -50,8 +53,9 @@ def _pct(x) -> str:
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr (only when it is a terminal).")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print JSON: " + ", ".join(JSON_KEYS) + ", device, thresholds, flip.")
-def eval_cmd(backbone, weights, val_data, val_pairs, val_bin, flip, batch_size, device, amp, workers,
+              help="Print JSON: " + ", ".join(JSON_KEYS) + ", device, engine, thresholds, flip.")
+@click.pass_context
+def eval_cmd(ctx, backbone, weights, val_data, val_pairs, val_bin, engine, flip, batch_size, device, amp, workers,
              thresholds, strict, save_scores, roc_png, progress, as_json):
     """Verification accuracy of BACKBONE with WEIGHTS on LFW-style pairs.
 
@@ -77,8 +81,10 @@ def eval_cmd(backbone, weights, val_data, val_pairs, val_bin, flip, batch_size, 
     vset = load_verification(val_data=val_data, val_pairs=val_pairs, val_bin=val_bin, strict=strict)
     dev = registry.require_device(device)
     dev.bind(0)  # one process: the first visible card
-    result = evaluate_weights(backbone, weights, dev, vset, batch_size=batch_size, flip=flip, amp=amp,
-                              workers=workers, progress=progress and not as_json, thresholds=thresholds)
+    result = evaluate_weights(given_backbone(ctx, backbone), weights, dev, vset, engine=engine,
+                              batch_size=batch_size, flip=flip, amp=amp, workers=workers,
+                              progress=progress and not as_json, thresholds=thresholds)
+    backbone = result["backbone"]
     if save_scores:
         write_scores(save_scores, result)
     if roc_png:
@@ -89,7 +95,7 @@ def eval_cmd(backbone, weights, val_data, val_pairs, val_bin, flip, batch_size, 
     if as_json:
         out = {k: result[k] for k in JSON_KEYS}
         out["best_thresholds"] = [round(t, 6) for t in out["best_thresholds"]]
-        out.update(device=dev.name, thresholds=thresholds, flip=flip)
+        out.update(device=dev.name, engine=result["engine"], thresholds=thresholds, flip=flip)
         echo_json(out)
         return
     r = printable(result)
@@ -99,7 +105,7 @@ def eval_cmd(backbone, weights, val_data, val_pairs, val_bin, flip, batch_size, 
                f"   AUC {r['auc'] if r['auc'] is None else format(r['auc'], '.4f')}   EER {_pct(r['eer'])}")
     skipped = f"{r['pairs_skipped']} skipped: image missing" if r["pairs_skipped"] else "none skipped"
     click.echo(f"  {r['pairs_used']} pairs ({skipped}), {r['num_images']} images, "
-               f"{r['images_per_second'] or 0:.1f} images/s on {dev.name}")
+               f"{r['images_per_second'] or 0:.1f} images/s on {dev.name} ({engine_label(result)})")
     click.echo("  best thresholds: " + " ".join(f"{t:.3f}" for t in r["best_thresholds"]))
     if save_scores:
         click.echo(f"  scores: {save_scores}")

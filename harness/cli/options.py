@@ -27,3 +27,17 @@ class RegistryOption(click.Option):
             found = f"see `arcbench {self.names_of}s`"
         self.help = self.template.format(names=found)
         return super().get_help_record(ctx)
+
+
+def given_backbone(ctx, backbone):
+    """``--backbone`` as the user gave it; None when it was left at its default, so that an ONNX file's
+    own ``backbone`` metadata decides (a torch checkpoint still gets the default)."""
+    from click.core import ParameterSource
+
+    return None if ctx.get_parameter_source("backbone") == ParameterSource.DEFAULT else backbone
+
+
+def engine_label(result: dict) -> str:
+    """``engine torch`` / ``engine onnxruntime`` (+ how the file came to be) for a command's output."""
+    notes = result.get("engine_notes") or []
+    return f"engine {result.get('engine', 'torch')}" + (f", {'; '.join(notes)}" if notes else "")

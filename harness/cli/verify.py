@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .output import echo_json
-from .options import RegistryOption
+from .options import RegistryOption, engine_label, given_backbone
 
 #: Euclidean distance between unit embeddings below which two faces are "same".
 #: ArcFace-trained unit embeddings put genuine pairs around 0.6-1.1 and impostor
@@ -23,9 +23,12 @@ DEFAULT_THRESHOLD = 1.2
               help="Same person when the distance between unit embeddings is below this (range 0..2).")
 @click.option("--device", default="cpu", show_default=True, cls=RegistryOption, names_of="device",
               help="Device plugin: {names}, or 'auto' (the first available of them).")
+@click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default=None,
+              help="What runs the model [default: by the file: .onnx -> onnxruntime, else torch].")
 @click.option("--flip/--no-flip", default=False, help="Add the mirrored image's embedding (test-time augmentation).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: distance, cosine, same, threshold.")
-def verify_cmd(image_a, image_b, backbone, weights, threshold, device, flip, as_json):
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: distance, cosine, same, threshold, engine.")
+@click.pass_context
+def verify_cmd(ctx, image_a, image_b, backbone, weights, threshold, device, engine, flip, as_json):
     """Compare two face photos.
 
     Prints the Euclidean distance between the L2-normalised embeddings (0 = identical,
@@ -36,23 +39,27 @@ def verify_cmd(image_a, image_b, backbone, weights, threshold, device, flip, as_
     import torch
 
     from .. import registry
-    from ..checkpoint import load_backbone
     from ..embed import embed_batch
-    from ..preprocess import load_tensor
+    from ..engines import embedder
+    from ..preprocess import open_image, load_tensor
 
     dev = registry.require_device(device)
     dev.bind(0)  # one process: the first visible card
-    spec = registry.get_backbone(backbone)
+    named = given_backbone(ctx, backbone)
+    if named:
+        registry.get_backbone(named)  # an unknown name is the first thing to hear about
     # Decode the photos first: a typo in a file name should not wait for the weights to load.
-    batch = torch.stack([load_tensor(image_a, spec.input_size), load_tensor(image_b, spec.input_size)])
-    model = load_backbone(backbone, weights).to(dev.torch_device()).eval()
-    emb = embed_batch(model, batch, dev, flip=flip)
+    open_image(image_a), open_image(image_b)
+    e = embedder(named, weights, dev, engine)
+    batch = torch.stack([load_tensor(image_a, e.input_size), load_tensor(image_b, e.input_size)])
+    emb = embed_batch(e.model, batch, dev, flip=flip)
     cosine = float((emb[0] * emb[1]).sum())
     distance = float(torch.dist(emb[0], emb[1]))
     result = {"distance": round(distance, 6), "cosine": round(cosine, 6), "same": distance < threshold,
-              "threshold": threshold}
+              "threshold": threshold, "engine": e.engine}
     if as_json:
         echo_json(result)
     else:
         verdict = "same person" if result["same"] else "different people"
-        click.echo(f"distance {distance:.4f}  cosine {cosine:.4f}  threshold {threshold}  ->  {verdict}")
+        click.echo(f"distance {distance:.4f}  cosine {cosine:.4f}  threshold {threshold}  ->  {verdict}"
+                   f"  ({engine_label({'engine': e.engine, 'engine_notes': e.notes})})")

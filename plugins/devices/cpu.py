@@ -23,6 +23,9 @@ class CPUDevice(Device):
     def device_name(self) -> str:
         return cpu_model()
 
+    def onnx_providers(self) -> list:
+        return ["CPUExecutionProvider"]
+
     def describe(self) -> dict:
         return {**super().describe(), "threads": torch.get_num_threads(), "cores": os.cpu_count()}
 

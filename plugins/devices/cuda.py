@@ -88,6 +88,10 @@ class CUDADevice(AcceleratorDevice):
             return None
         return peak_flops_for(self.device_name(), dtype, tf32=self.uses_tf32())
 
+    def onnx_providers(self) -> list:
+        """CUDA on the bound card (a session that does not enable it is refused, see arcbench.engines)."""
+        return [("CUDAExecutionProvider", {"device_id": self.index or 0})]
+
     def describe(self) -> dict:
         info = super().describe()
         if info["available"]:
