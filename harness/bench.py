@@ -239,7 +239,6 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
     import tempfile
 
     from . import registry
-    from .feed_bench import feed_ratios
 
     engines = list(engines or ["torch"])
     if engines != ["torch"] and "eval" not in ([mode] if isinstance(mode, str) else mode):
@@ -272,6 +271,8 @@ def _export_for_bench(base: RunConfig, device, folder: str, log) -> str:
 
 def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, steps, log, num_classes,
                 sample_rates, repeat, engines, onnx_file) -> List[dict]:
+    from .feed_bench import feed_ratios
+
     rows = []
     classes = list(num_classes or [base.synthetic_classes])
     rates = list(sample_rates or [base.sample_rate])
