@@ -59,6 +59,10 @@ TABLE_COLUMNS = ["device", "backbone", "precision", "batch_size", "train_set", "
 #: hidden in this order when the compare table is wider than the terminal
 TABLE_DROP_ORDER = ["base_throughput", "new_throughput", "accuracy_change_points", "train_set", "precision", "steps"]
 
+#: never folded into the table's "all rows" line: what the comparison is for
+TABLE_KEEP = ("base_runs", "new_runs", "base_throughput", "new_throughput", "throughput_change_pct",
+              "change_interval", "accuracy_change_points", "verdict")
+
 SampleLoader = Callable[[dict], Optional[np.ndarray]]
 
 

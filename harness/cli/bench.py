@@ -114,7 +114,7 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
             "scaling eff": _f(r.get("scaling_efficiency"), ".2f"),
             "mfu": _f(r.get("mfu"), ".1%"), "status": r.get("status"),
         })
-    echo_table(show)
+    echo_table(show, keep=("precision", "img/s", "amp speedup", "scaling eff"))
     for r in rows:
         if r.get("status") == "skipped (does not fit)":
             click.echo(f"skipped: {r['num_classes']:,} classes, r={r['sample_rate']:g}, {r['nproc']} proc: "
