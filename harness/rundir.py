@@ -116,8 +116,11 @@ class RunLock:
         key = os.path.realpath(self.run_dir)
         if key in RunLock._held:
             raise self._in_use()
-        fd = os.open(os.path.join(self.run_dir, ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-                     0o644)
+        path = os.path.join(self.run_dir, ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            raise ArcbenchError(f"cannot lock the run directory: {exc.strerror or exc}", path) from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

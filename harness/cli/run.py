@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 
 import click
@@ -338,4 +339,13 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
     for k, v in rows:
         click.echo(f"  {k:<{width}}  {v}")
     click.echo(f"\nrun directory: {run_dir}")
-    click.echo(f"report:        arcbench report {out_root}")
+    click.echo(f"report:        arcbench report {shlex.quote(runs_folder(run_dir, out_root))}")
+
+
+def runs_folder(run_dir: str, out_root: str) -> str:
+    """The folder the run is in (a resumed run's, not --out's default), as short as it reads."""
+    if not run_dir:
+        return out_root
+    folder = os.path.dirname(os.path.abspath(run_dir))
+    rel = os.path.relpath(folder)
+    return rel if len(rel) < len(folder) else folder
