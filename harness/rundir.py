@@ -137,6 +137,30 @@ class RunLock:
             RunLock._held.discard(os.path.realpath(self.run_dir))
 
 
+def lock_held(run_dir: str) -> Optional[bool]:
+    """Whether a live process holds ``run_dir``'s lock: True, False (the holder is gone, even if it
+    was killed with ``kill -9``: the kernel dropped its lock), or None when it cannot be told (no
+    lock file, no ``fcntl``).  Takes a shared lock on a read-only descriptor, so it also works on a
+    read-only file system, and never disturbs a holder in this process."""
+    if os.path.realpath(run_dir) in RunLock._held:
+        return True
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(os.path.join(run_dir, ".lock"), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # drops the probe's lock
+    return False
+
+
 def git_commit() -> Optional[str]:
     here = os.path.dirname(os.path.abspath(__file__))
     try:

@@ -155,10 +155,22 @@ def _record_start(run: Run) -> None:
         summary.update({k: v for k, v in rec.summary.items() if k in ("date", "train_set", "eval_set")})
         summary["resumed"] = int(rec.summary.get("resumed") or 0) + 1
         # the earlier segments stay on record whatever happens to this one
-        summary["segments"] = segments.past_segments(rec.summary)
+        summary["segments"] = segments.past_segments(rec.summary) + _killed(run, rec.summary)
         summary["wall_time"] = segments.total_wall_time(summary["segments"])
+    # when and where this segment began: what a kill -9 leaves for the next --resume to record
+    summary.update(segment_started=round(time.time(), 3), segment_host=(run.system or {}).get("host"))
     rec.summary = {}
     rec.update_summary(**summary)
+
+
+def _killed(run: Run, previous: dict) -> list:
+    """The segment a killed process left open (its summary still said running), as a list of 0 or 1."""
+    if previous.get("status") != "running" or run.cfg.mode == "eval":
+        return []
+    from .train_state import saved_progress
+
+    seg = segments.killed_segment(run.run_dir, previous, saved_progress(run.run_dir).get("steps"))
+    return [seg] if seg else []
 
 
 def execute(cfg: Optional[RunConfig], resume: Optional[str] = None, log=print, fresh_process: bool = False,

@@ -45,7 +45,7 @@ BOOTSTRAP_SEED = 0
 #: per-run cap on the steps that enter the bootstrap (evenly spaced), to bound time and memory
 MAX_STEPS_PER_RUN = 2000
 #: a failed run's numbers, or a still-running run's partial ones, would skew the pooled figures
-EXCLUDED_STATUS = ("failed", "running")
+EXCLUDED_STATUS = ("failed", "running", "stale (process gone)")
 COMPARE_COLUMNS = KEYS + LENGTH_KEYS + [
     "base_runs", "new_runs", "base_samples", "new_samples", "samples_kind", "base_throughput", "new_throughput",
     "throughput_change_pct", "change_low_pct", "change_high_pct", "base_accuracy", "new_accuracy",

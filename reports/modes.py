@@ -173,7 +173,15 @@ def runs_text(df: pd.DataFrame, groups: Optional[pd.DataFrame], cols: Optional[L
     if every_column:
         return render.fit_table(df, cols, None, fold=False)
     # columns named with --columns are shown as asked; the default ones are fitted by what they tell
-    return render.fit_table(df, cols, width, drop=() if cols else render.TABLE_DROP_ORDER, fold=not cols)
+    return render.fit_table(df, cols, width, drop=() if cols else render.TABLE_DROP_ORDER, fold=not cols) \
+        + stale_notes(df)
+
+
+def stale_notes(df: pd.DataFrame) -> str:
+    """One line per run whose process is gone, with the command that continues it."""
+    lines = [f"\n{r['run_id']}: {runs.STALE}; resume with: {runs.resume_command(r['path'])}"
+             for r in df.to_dict("records") if r.get("status") == runs.STALE and r.get("path")]
+    return "".join(lines)
 
 
 def runs_check(df: pd.DataFrame) -> Tuple[List[str], int]:
