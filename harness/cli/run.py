@@ -14,6 +14,7 @@ import sys
 import click
 
 from ..config import RunConfig
+from ..recorder import BAD_IMAGES_FILE, read_bad_images
 from .options import RegistryOption
 
 SEED_MODEL_NAMES = ("arcface",)
@@ -170,7 +171,15 @@ def run_cmd(**o):
     except KeyboardInterrupt as exc:
         click.echo(interrupted_message(getattr(exc, "run_dir", None), _tty()), err=True)
         sys.exit(130)
-    print_summary(run_dir, summary, cfg.out)
+    print_summary(run_dir, summary, cfg.out, warmup=_saved_warmup(run_dir, cfg))
+
+
+def _saved_warmup(run_dir: str, cfg) -> int:
+    """The run's own timing warm-up (a resumed run keeps the one it was started with)."""
+    try:
+        return int(RunConfig.load(os.path.join(run_dir, "config.json")).timing_warmup)
+    except Exception:  # noqa: BLE001  (the summary's wording only)
+        return int(cfg.timing_warmup)
 
 
 def echoctl_off(fd: int, foreground_only: bool = True):
@@ -301,10 +310,19 @@ def _fmt(v, spec=""):
         return str(v)
 
 
-def print_summary(run_dir: str, s: dict, out_root: str) -> None:
+def _untimed(s: dict, warmup: int) -> str:
+    """Why a run has no throughput figure, in words."""
+    segment_steps = (s.get("steps") or 0) - (s.get("start_step") or 0)
+    if segment_steps <= warmup:
+        return f"- (only {segment_steps} step(s), not more than the {warmup} warm-up steps: nothing was timed)"
+    return "- (no timed steps recorded)"
+
+
+def print_summary(run_dir: str, s: dict, out_root: str, warmup: int = 5) -> None:
     if not s:
         return
     mem = s.get("peak_memory")
+    timed = s.get("throughput_median") is not None
     rows = [
         ("status", s.get("status")),
         ("device", f"{s.get('device')} ({s.get('device_name') or '-'})"),
@@ -312,14 +330,16 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
         ("precision", s.get("precision") if not s.get("eval_precision")
          else f"{s.get('precision')} (verification {s['eval_precision']})"),
         ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"),
-        ("train / eval set", f"{s.get('train_set')} / {s.get('eval_set')}"
+        ("train / eval set", f"{s.get('train_set') or 'none'} / {s.get('eval_set') or 'none (no verification)'}"
          + ("  [synthetic]" if s.get("synthetic") else "")),
         ("epochs / steps", f"{_fmt(s.get('epochs'))} / {_fmt(s.get('steps'))}"),
         ("throughput (median)", f"{_fmt(s.get('throughput_median'), '.1f')} img/s "
                                 f"(compute {_fmt(s.get('compute_ips'), '.1f')}, data wait "
-                                f"{_fmt((s.get('data_wait_fraction') or 0) * 100, '.1f')}%)"),
+                                f"{_fmt((s.get('data_wait_fraction') or 0) * 100, '.1f')}%)"
+         if timed else _untimed(s, warmup)),
         ("step latency p50/p95/p99", "/".join(_fmt(s.get(k) and s[k] * 1000, ".1f")
-                                             for k in ("latency_p50", "latency_p95", "latency_p99")) + " ms"),
+                                             for k in ("latency_p50", "latency_p95", "latency_p99")) + " ms"
+         if timed else "- (nothing timed)"),
         ("peak memory", "-" if mem is None else f"{mem / 2**20:.0f} MiB ({s.get('peak_memory_kind', 'device')})"),
         ("final loss", _fmt(s.get("final_loss"), ".4f")),
         ("verification accuracy", "-" if s.get("lfw_accuracy") is None else
@@ -333,11 +353,18 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
         rows.insert(3, ("classes / sample rate", f"{_fmt(s.get('num_classes'), ',')} / {_fmt(s.get('sample_rate'), 'g')}"
                         f" (head {mib:.{2 if mib < 10 else 0}f} MiB per process)"))
     if s.get("bad_images"):
-        rows.append(("bad images skipped", s["bad_images"]))
+        listed = os.path.join(run_dir, BAD_IMAGES_FILE)
+        rows.append(("bad images skipped", f"{s['bad_images']}"
+                     + (f" (listed in {listed})" if os.path.exists(listed) else "")))
     width = max(len(k) for k, _ in rows)
     click.echo("")
     for k, v in rows:
         click.echo(f"  {k:<{width}}  {v}")
+    bad = read_bad_images(run_dir) if s.get("bad_images") else []
+    for where, why in bad[:3]:
+        click.echo(f"  bad image: {where}: {why}")
+    if len(bad) > 3:
+        click.echo(f"  ... {len(bad) - 3} more in {os.path.join(run_dir, BAD_IMAGES_FILE)}")
     click.echo(f"\nrun directory: {run_dir}")
     click.echo(f"report:        arcbench report {shlex.quote(runs_folder(run_dir, out_root))}")
 

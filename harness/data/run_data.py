@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..config import RunConfig
 from ..verification import load_verification
-from .synth import SYNTHETIC_FACES, is_generated
+from .set_names import HELD_OUT, generated_set_name
 from .synthetic_batches import SyntheticBatches
 from .train_sets import make_loader, open_train_set
 
@@ -30,5 +30,6 @@ def open_verification(cfg: RunConfig):
     """The run's verification set, or None without one; a generated set is named as such."""
     if not (cfg.val_data or cfg.val_bin):
         return None
-    name = f"{SYNTHETIC_FACES} (held-out identities)" if is_generated(cfg.val_data) else None
+    generated = generated_set_name(cfg.val_data)
+    name = generated + HELD_OUT if generated else None
     return load_verification(val_data=cfg.val_data, val_pairs=cfg.val_pairs, val_bin=cfg.val_bin, name=name)
