@@ -58,6 +58,19 @@ def _label(v) -> str:
 CONFIG_PARTS = ("device", "precision", "batch_per_process", "cards", "mode", "data", "compile")
 
 
+_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
+
+
+def _common_title(title: str, common, width: int = 60) -> str:
+    """The title, then what every bar shares, wrapped to ``width`` characters (the axes' width)."""
+    import textwrap
+
+    lines = textwrap.wrap(title, width)
+    if common:
+        lines += textwrap.wrap("all bars: " + ", ".join(common), width)
+    return "\n".join(lines)
+
+
 def _cards(d: pd.DataFrame) -> pd.Series:
     return (d["nproc"].astype("Float64").fillna(1) * d["nnodes"].astype("Float64").fillna(1)).astype("float64")
 
@@ -77,7 +90,7 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
     per_proc = [p if p is not None and not pd.isna(p) else (None if pd.isna(b) else b / max(n, 1))
                 for p, b, n in zip(extra.astype("object"), batch.astype("object"), cards)]
     amp_dtype = df["amp_dtype"].astype("object") if "amp_dtype" in df.columns else [None] * len(df)
-    prec = [f"{_label(p)}" + (f" {str(t).replace('float', 'fp').replace('bfloat', 'bf')}"
+    prec = [f"{_label(p)}" + (f" {_DTYPES.get(str(t), str(t))}"
                               if _label(p) == "amp" and t is not None and not pd.isna(t) else "")
             for p, t in zip(df["precision"].astype("object"), amp_dtype)]
     raw = df["train_set_raw"].astype("object") if "train_set_raw" in df.columns else df["train_set"].astype("object")
@@ -131,7 +144,9 @@ def throughput_by_device(df: pd.DataFrame) -> Optional[bytes]:
     series = list(dict.fromkeys(bars["label"]))
     colour = {s: _PALETTE[j % len(_PALETTE)] for j, s in enumerate(series)}
     widest = max(int((bars["backbone"] == b).sum()) for b in backbones)
-    fig = _figure(max(6.0, 1.5 + 0.45 * widest * len(backbones)), 4.2)
+    axes_w = max(3.5, 1.0 + 0.45 * widest * len(backbones))
+    legend_w = 0.5 + 0.065 * max(len(str(v)) for v in series)  # the legend sits right of the axes
+    fig = _figure(axes_w + legend_w + 1.0, 4.4)
     ax = fig.subplots()
     width = 0.8 / max(1, widest)
     labelled = set()
@@ -142,11 +157,11 @@ def throughput_by_device(df: pd.DataFrame) -> Optional[bytes]:
             bar = ax.bar(left + width * (j + 0.5), r.throughput, width, color=colour[r.label],
                          label=None if r.label in labelled else r.label)[0]
             labelled.add(r.label)
-            _label_bar(ax, bar, f"{r.throughput:.0f}" + (f" ({r.runs})" if r.runs > 1 else ""), 7)
+            _label_bar(ax, bar, f"{r.throughput:.{1 if r.throughput < 10 else 0}f}"
+                       + (f" ({r.runs} runs)" if r.runs > 1 else ""), 7)
     common = bars.attrs.get("common") or []
     _bar_axes(ax, backbones, "images/s (median over like runs)",
-              "Throughput by backbone and configuration" + (f"\nall bars: {', '.join(common)}" if common else ""),
-              0.12)
+              _common_title("Throughput by backbone and configuration", common, int(axes_w * 11)), 0.12)
     ax.legend(fontsize=8, title="configuration", title_fontsize=8, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _png(fig)
@@ -170,7 +185,7 @@ def amp_speedup(df: pd.DataFrame) -> Optional[bytes]:
         _label_bar(ax, b, f"{v:.2f}x", 8)
     ax.axhline(1.0, color="#555555", lw=0.8, ls="--")
     _bar_axes(ax, list(s.index), "AMP / FP32 throughput",
-              "AMP speedup" + (f"\nall bars: {', '.join(common)}" if common else ""), 0.15, label_size=8)
+              _common_title("AMP speedup", common), 0.15, label_size=8)
     return _png(fig)
 
 

@@ -103,6 +103,8 @@ class Layout:
     soft: Dict[str, Callable[[str], int]] = field(default_factory=dict)
     #: columns whose folded value reads alone ("cpu"); others read "header value" ("batch 16")
     bare: Sequence[str] = ()
+    #: how a folded column is named when its header is too terse to stand alone ("r" -> "sample rate")
+    fold_names: Dict[str, str] = field(default_factory=dict)
     #: groups of columns that are hidden (and folded) together
     linked: Sequence[Tuple[str, ...]] = ()
     rows_are: str = "row(s)"
@@ -126,7 +128,7 @@ def _fold_line(d: pd.DataFrame, folded: Sequence[str], layout: Layout) -> List[s
         if v == MISSING:
             empty.append(layout.header(c))
         else:
-            same.append(v if c in layout.bare else f"{layout.header(c)} {v}")
+            same.append(v if c in layout.bare else f"{layout.fold_names.get(c, layout.header(c))} {v}")
     parts = []
     if same:
         parts.append("all rows: " + ", ".join(same))

@@ -173,7 +173,8 @@ def layout(drop: Sequence[str] = (), keep: Sequence[str] = TABLE_KEEP, rows_are:
     return fit.Layout(headers=TABLE_HEADERS, keep=tuple(keep), first=first, hide=tuple(c for c in drop if c not in first),
                       last_resort=TABLE_LAST_RESORT if drop else (), shrink=SHRINKABLE,
                       cutters={"run_id": fit.shorten_run_id, "reason": fit.cut_end, "verdict": fit.cut_end},
-                      soft={"run_id": fit.run_id_soft_limit}, bare=FOLD_BARE, linked=(("batch_size", "nproc"),), rows_are=rows_are, more=more)
+                      soft={"run_id": fit.run_id_soft_limit}, bare=FOLD_BARE,
+                      fold_names={"sample_rate": "sample rate", "reference_check": "check"}, linked=(("batch_size", "nproc"),), rows_are=rows_are, more=more)
 
 
 def fit_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, width: Optional[int] = None,
