@@ -162,7 +162,7 @@ class _Process:
         return out
 
     def close(self) -> None:
-        seen = getattr(self.data, "bad_seen", None)
+        seen = getattr(getattr(self, "data", None), "bad_seen", None)
         if self.rank == 0 and self.run_dir and seen:
             from .recorder import write_bad_images
 

@@ -270,16 +270,24 @@ def parse_lines(lines, path: str = "<log>") -> ParsedLog:
 def mark_superseded(records: List[Record]) -> None:
     """Mark the records a resumed run redid: a run killed at step 45 and resumed from its step-25
     checkpoint logs steps 26-45 again, and the first ones no longer count.  Per rank, a step that
-    goes back supersedes every earlier step (and epoch) record at or after it."""
+    goes back where a new process starts logging (after its METADATA block) supersedes every earlier
+    step (and epoch) record at or after it.  Several records of one step, or ranks logging out of
+    order within one process, supersede nothing."""
     kept: Dict[Any, List[Tuple[Tuple[float, float], Record]]] = {}
+    fresh = False
     for r in records:
+        if r.kind == "METADATA":
+            fresh = True
+            continue
         if r.kind != "LOG" or not isinstance(r.step, tuple) or len(r.step) not in (1, 2):
             continue
         key = (float(r.step[0]), float(r.step[1]) if len(r.step) == 2 else math.inf)
         stack = kept.setdefault(r.data.get("rank"), [])
         if len(r.step) == 2:
-            while stack and stack[-1][0] >= key:
-                stack.pop()[1].superseded = True
+            if fresh and stack and key < stack[-1][0]:
+                while stack and stack[-1][0] >= key:
+                    stack.pop()[1].superseded = True
+            fresh = False
         stack.append((key, r))
 
 
