@@ -1,6 +1,7 @@
 """How the commands print: JSON and tables fitted to the terminal."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import click
@@ -30,8 +31,7 @@ def echo_table(rows, columns=None, keep=None, width=None, tail=("plugin",)) -> N
     from ..reports import fit
 
     df = pd.DataFrame(rows, columns=columns)
-    numeric = {c: all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in df[c] if v is not None)
-               for c in df.columns}
+    numeric = {c: all(_number_like(v) for v in df[c] if v is not None) for c in df.columns}
     shown = pd.DataFrame({c: ["-" if v is None or v != v or v == "" else str(v) for v in df[c]] for c in df.columns})
     text = [c for c in df.columns if not numeric[c]]
     layout = fit.Layout(keep=tuple(keep if keep is not None else df.columns[:1]),
@@ -47,3 +47,15 @@ def _last_two_parts(text: str) -> int:
     """How short a module path gets before other text is cut: ``…heads.margins``."""
     parts = str(text).split(".")
     return len(text) if len(parts) <= 2 else 2 + len(".".join(parts[-2:]))
+
+
+_NUMBER = re.compile(r"^[-+]?\d[\d,]*(\.\d+)?(%|x)?( \(plan\))?$")
+
+
+def _number_like(v) -> bool:
+    """Numbers, and numbers already formatted as text ("1,204", "0.97", "12.5%", "-"), align right."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return True
+    return isinstance(v, str) and (v == "-" or bool(_NUMBER.match(v)))
