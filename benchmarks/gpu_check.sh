@@ -11,7 +11,9 @@
 # (`--num-classes 10575,93431,2000000 --sample-rate 1.0,0.1`, iresnet50, amp, batch 128; nproc 1,2 on
 # 2+ GPUs) with the head's memory per card; then mobilefacenet train on real JPEGs (a synthetic-face
 # set made with `arcbench data synth`) with the default worker count and with one worker per
-# spare core, compared with the synthetic rate of the same point.
+# spare core, compared with the synthetic rate of the same point; each real-JPEG train row has a
+# `--mode data` row beside it (the input pipeline alone: feed_ratio = data img/s / train img/s), and
+# a data row at each matrix batch gives every synthetic train row its feed ratio ("feed" in the JSON).
 # Output: $OUT/gpu_results.json when OUT is set, else ./gpu_results.json (RESULTS overrides).
 # Each `arcbench bench` call has a timeout and the whole script a time budget (BUDGET_S):
 # points that do not fit are recorded as skipped, never silently dropped.
@@ -26,7 +28,7 @@ DRY=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $arg (use --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -209,10 +211,20 @@ rc, so, call = run([sys.executable, "-m", "arcbench", "data", "synth", "--out", 
                     "--verify-identities", "0"], min(300, max(left(), 30)))
 if rc == 0:
     spare = max(1, (os.cpu_count() or 2) - 1)
-    from_default = bench("real-jpeg-mobilefacenet-train-default-workers", "mobilefacenet", "train",
+    from_default = bench("real-jpeg-mobilefacenet-train-default-workers", "mobilefacenet", "data,train",
                          env["REAL_PRECISION"], env["REAL_BATCH"], data=real)
-    more = bench(f"real-jpeg-mobilefacenet-train-{spare}-workers", "mobilefacenet", "train",
+    more = bench(f"real-jpeg-mobilefacenet-train-{spare}-workers", "mobilefacenet", "data,train",
                  env["REAL_PRECISION"], env["REAL_BATCH"], data=real, workers=spare)
+    # can this host feed the card at the synthetic (compute-only) rate? data rows at the matrix batches
+    feed = {r.get("per_process_batch"): r for r in bench("real-jpeg-data-matrix-batches", "mobilefacenet",
+                                                           "data", "fp32", batches, data=real)}
+    out["feed"] = [{"label": r["label"], "backbone": r.get("backbone"), "precision": r.get("precision"),
+                    "batch_size": r.get("batch_size"), "train_img_s": r.get("throughput_median"),
+                    "data_img_s": (feed.get(r.get("per_process_batch")) or {}).get("throughput_median"),
+                    "workers": (feed.get(r.get("per_process_batch")) or {}).get("workers")}
+                   for r in out["rows"] if r["label"].startswith("synthetic-") and r.get("mode") == "train"]
+    for f in out["feed"]:
+        f["feed_ratio"] = f["data_img_s"] / f["train_img_s"] if f["data_img_s"] and f["train_img_s"] else None
     synth = [r for r in out["rows"] if r["label"] == "synthetic-mobilefacenet-train"
              and r.get("precision") == env["REAL_PRECISION"] and str(r.get("batch_size")) == env["REAL_BATCH"]]
     if not synth:  # the matrix did not hold this point: measure it here, side by side
@@ -223,7 +235,7 @@ if rc == 0:
         {"label": r["label"], "real_img_s": r.get("throughput_median"), "synthetic_img_s": ref,
          "ratio": (r["throughput_median"] / ref) if ref and r.get("throughput_median") else None,
          "data_wait_fraction": r.get("data_wait_fraction")}
-        for r in from_default + more]
+        for r in from_default + more if r.get("mode") == "train"]
 else:
     out["errors"].append({"label": "arcbench data synth", "rc": rc, "stderr_tail": call.get("stderr_tail", "")})
 

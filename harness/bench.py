@@ -32,7 +32,8 @@ ROW_KEYS = ("device", "device_name", "backbone", "mode", "precision", "nproc", "
             "head", "num_classes", "sample_rate", "head_memory", "head_memory_planned", "reason",
             "throughput_median", "throughput_mean", "latency_p50", "latency_p95", "latency_p99",
             "data_wait_fraction", "peak_memory", "amp_speedup", "scaling_efficiency", "mfu", "mfu_note",
-            "flops_per_image", "synthetic", "status", "run_id")
+            "flops_per_image", "synthetic", "status", "run_id", "feed_ratio", "workers",
+            "throughput_per_worker", "decode_img_s", "decode_ratio", "decode")
 
 
 #: training FLOPs per image = TRAIN_FLOPS_FACTOR x forward FLOPs (forward 1x, backward 2x:
@@ -139,6 +140,7 @@ def head_plan(backbone: str, head: str, num_classes: int, sample_rate: float, np
 def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
     """Embedding throughput/latency at one batch size (forward only, synthetic or real images),
     with the model exactly as :func:`arcbench.evaluate.evaluate` prepares it."""
+    from .data.device_feed import DeviceFeed
     from .data.run_data import open_train_data
     from .evaluate import inference_model
     from .hostmem import peak_memory
@@ -157,12 +159,11 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
     device.reset_peak_memory()
     dts, cts = [], []
     it = itertools.cycle(data) if cfg.train_data != "synthetic" else iter(data)
+    it = DeviceFeed(it, device, channels_last=cfg.channels_last, overlap=False)  # timed as data: no overlap
     with torch.inference_mode():
         for i in range(warmup + steps):
             t0 = device.timestamp()  # synchronize, then perf_counter: as the training loop times
             x, _ = next(it)
-            x = x.to(tdev, non_blocking=True, memory_format=torch.channels_last if cfg.channels_last
-                     else torch.contiguous_format)
             t1 = device.timestamp()  # the host-to-device copy is data time, not compute
             with device.autocast(cfg.amp):
                 model(x)
@@ -186,6 +187,12 @@ def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, m
                        max_steps=warmup + steps, epochs=10 ** 6 if base.train_data != "synthetic" else 1,
                        synthetic_steps=warmup + steps, timing_warmup=warmup, checkpoint_every=0,
                        eval_every=0, val_data=None, val_pairs=None, val_bin=None, quiet=True)
+    if mode == "data":
+        from .feed_bench import data_point
+
+        _, summary = runner.execute(cfg, body=lambda run: {"bench_mode": "data", "reason": None,
+                                                           **data_point(run.cfg, warmup, steps, run.device)})
+        return summary
     if mode == "eval":
         if nproc != 1:
             raise ArcbenchError("--mode eval measures one process; use --nproc 1")
@@ -210,21 +217,29 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
     reports the median over repeats with the spread (as MLPerf reports its results).
 
     ``num_classes`` (synthetic data) and ``sample_rates`` (Partial FC) are axes too;
-    None: ``base.synthetic_classes`` and ``base.sample_rate``."""
+    None: ``base.synthetic_classes`` and ``base.sample_rate``.  ``mode`` may be a list
+    (``["data", "train"]``): data points (the input pipeline alone, one process, no
+    precision) run once per batch size, and pair with the train rows by ``feed_ratio``."""
     from . import registry
+    from .feed_bench import feed_ratios
 
     device = registry.require_device(base.device)
     device.bind(0)  # the parent measures eval points and FLOPs itself; workers bind their own cards
     rows = []
     classes = list(num_classes or [base.synthetic_classes])
     rates = list(sample_rates or [base.sample_rate])
-    grid = list(itertools.product(classes, rates, batch_sizes, nprocs, precisions))
-    for i, (c, r, bs, n, prec) in enumerate(grid, 1):
+    grid = []
+    for m in ([mode] if isinstance(mode, str) else list(mode)):
+        if m == "data":  # the pipeline has no precision and is one process's
+            grid += [(m, classes[0], rates[0], bs, 1, None) for bs in batch_sizes]
+        else:
+            grid += [(m, *p) for p in itertools.product(classes, rates, batch_sizes, nprocs, precisions)]
+    for i, (mode, c, r, bs, n, prec) in enumerate(grid, 1):
         point = base.replace(device=device.name, synthetic_classes=c, sample_rate=r)
         what = (f"{c:,} classes" + (f" r={r:g}" if base.head == "partial_fc" else "")
                 if base.train_data == "synthetic" and mode == "train" else "")
         if log:
-            log(f"[{i}/{len(grid)}] {base.backbone} {mode} {prec} batch {bs} x {n} proc"
+            log(f"[{i}/{len(grid)}] {base.backbone} {mode}{' ' + prec if prec else ''} batch {bs} x {n} proc"
                 f"{' ' + what if what else ''} on {device.name} ...")
         plan = {}
         if mode == "train" and base.train_data == "synthetic":
@@ -232,7 +247,7 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
         if plan.get("fit_error"):  # the command prints the one line with the table
             s = {"status": SKIPPED, "reason": plan["fit_error"], "synthetic": True}
         else:
-            s = over_repeats([run_point(point, precision=prec, batch_size=bs, nproc=n, mode=mode, warmup=warmup,
+            s = over_repeats([run_point(point, precision=prec or "fp32", batch_size=bs, nproc=n, mode=mode, warmup=warmup,
                                         steps=steps, fresh_process=repeat > 1) for _ in range(max(1, repeat))])
         row = {k: s.get(k) for k in ROW_KEYS + REPEAT_KEYS}
         row.update(device=device.name, backbone=base.backbone, mode=mode, precision=prec, nproc=n,
@@ -245,13 +260,14 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
                    run_dir=s.get("run_id") and os.path.join(os.path.abspath(base.out), s["run_id"]))
         rows.append(row)
     derive(rows, device, base)
+    feed_ratios(rows)
     from .runner import annotate
 
     for row in rows:
         if row.get("run_dir") and os.path.isdir(row["run_dir"]):
             annotate(row["run_dir"], amp_speedup=row["amp_speedup"], scaling_efficiency=row["scaling_efficiency"],
                      mfu=row["mfu"], mfu_note=row["mfu_note"], flops_per_image=row["flops_per_image"],
-                     precision_label=row["precision"])
+                     precision_label=row["precision"], feed_ratio=row["feed_ratio"])
     return rows
 
 
@@ -291,6 +307,9 @@ def derive(rows: List[dict], device, base: RunConfig) -> None:
     index = {key(r): r for r in rows}
     flops_cache: Dict[tuple, Optional[int]] = {}
     for r in rows:
+        if r["mode"] == "data":  # no model runs: no speedup, scaling or FLOPs
+            r.update(amp_speedup=None, scaling_efficiency=None, mfu=None, mfu_note=None, flops_per_image=None)
+            continue
         thr = r.get("throughput_median")
         ref = index.get(key(r, precision="fp32"))
         r["amp_speedup"] = (thr / ref["throughput_median"]) if (
@@ -308,7 +327,8 @@ def derive(rows: List[dict], device, base: RunConfig) -> None:
         dtype = device.amp_dtype if r["precision"] == "amp" else torch.float32
         r["mfu"], r["mfu_note"] = mfu(per_img, thr, device.peak_flops(dtype), r["nproc"])
     for r in rows:  # after matching: say how "fp32" really ran (TF32 tensor cores on recent GPUs)
-        r["precision"] = device.precision_label(r["precision"])
+        if r["precision"]:
+            r["precision"] = device.precision_label(r["precision"])
 
 
 def mfu(flops_per_image: Optional[int], throughput: Optional[float], peak: Optional[float],

@@ -62,10 +62,30 @@ def setup(device, rank: int, world_size: int, *, timeout: float = 300.0, wait: f
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group(backend=device.dist_backend, timeout=datetime.timedelta(seconds=timeout))
+        limit = datetime.timedelta(seconds=timeout)
+        store = _attempt_store(world_size, limit)
+        if store is None:
+            dist.init_process_group(backend=device.dist_backend, timeout=limit)
+        else:
+            dist.init_process_group(backend=device.dist_backend, timeout=limit, store=store, rank=int(rank),
+                                    world_size=int(world_size))
     # monitored_barrier exists only on gloo, and its point-to-point messages must not share a
     # channel with the data collectives (gloo then mixes up their sizes): it gets its own group
     _s.side_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout))
+
+
+def _attempt_store(world_size: int, timeout):
+    """Under torch's elastic agent, the agent's store seen through this attempt's own prefix.
+
+    The agent keeps one store across restarts: a restarted attempt would read the addresses the
+    failed attempt's groups left there (gloo then dials a dead rank).  None: not under the agent."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    import torch.distributed as dist
+
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(world_size),
+                         is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"arcbench/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", base)
 
 
 def teardown() -> None:
@@ -145,3 +165,25 @@ def all_gather_rows(name: str, rows: Optional[torch.Tensor]) -> List[torch.Tenso
         padded[:n] = rows.detach().float().cpu()
     shares = all_gather(name, padded)
     return [share[: int(count)] for share, count in zip(shares, shapes[:, 0].tolist())]
+
+
+def all_gather_json(name: str, obj) -> list:
+    """Each rank's small JSON-able ``obj`` (a start-up error, the run directory), in rank order.
+
+    On the gloo side group with host tensors, so it works before this process's card is bound
+    (JSON, not pickle: nothing received is unpickled)."""
+    data = json.dumps(obj).encode()
+    _enter("all_gather_json", name)
+    if _s.world_size <= 1:
+        return [obj]
+    import torch.distributed as dist
+
+    size = torch.tensor([len(data)], dtype=torch.int64)
+    sizes = [torch.empty_like(size) for _ in range(_s.world_size)]
+    dist.all_gather(sizes, size, group=_s.side_group)
+    longest = int(max(int(s) for s in sizes))
+    buf = torch.zeros(longest, dtype=torch.uint8)
+    buf[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    shares = [torch.empty_like(buf) for _ in range(_s.world_size)]
+    dist.all_gather(shares, buf, group=_s.side_group)
+    return [json.loads(bytes(share[:int(n)].tolist()).decode()) for share, n in zip(shares, sizes)]

@@ -11,7 +11,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Union
 
 from .errors import ArcbenchError
 
@@ -44,7 +44,7 @@ class RunConfig:
     annotation: Optional[str] = None
     val_data: Optional[str] = None
     val_pairs: Optional[str] = None
-    val_bin: Optional[str] = None
+    val_bin: Optional[Union[str, List[str]]] = None  # one .bin or folder of them, or a list (several sets)
     weights: Optional[str] = None       # eval mode / fine-tuning start point
     epochs: int = DEFAULT_EPOCHS
     max_steps: Optional[int] = None
@@ -67,7 +67,9 @@ class RunConfig:
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 29505
+    max_restarts: int = 0               # arcbench's own launcher: restart failed workers from the last checkpoint
     workers: Optional[int] = None
+    decode: str = "host"                # host | device (nvJPEG on the card: opt-in, not bit-identical)
     eval_batch_size: int = 256
     eval_every: int = 1
     eval_flip: bool = False
@@ -144,6 +146,8 @@ class RunConfig:
             bad(f"--master-port must be 1..65535, got {self.master_port}")
         if self.workers is not None and self.workers < 0:
             bad(f"--workers must be 0 or more, got {self.workers}")
+        if self.decode not in ("host", "device"):
+            bad(f"--decode must be host or device, got {self.decode!r}")
         if self.checkpoint_every < 0 or self.checkpoint_steps < 0:
             bad("--checkpoint-every and --checkpoint-steps must be 0 (never) or positive")
         if self.log_interval <= 0:
@@ -182,16 +186,32 @@ class RunConfig:
             bad(f"unknown --eval-precision {self.eval_precision!r}; known: fp32, amp")
         if self.on_bad_image not in ("skip", "fail"):
             bad("--on-bad-image must be skip or fail")
-        if self.val_bin and (self.val_data or self.val_pairs):
-            bad("give either --val-bin or --val-data with --val-pairs, not both")
         if bool(self.val_data) != bool(self.val_pairs):
             bad("--val-data and --val-pairs go together")
         for flag, path in (("--train-data", self.train_data), ("--val-data", self.val_data),
-                           ("--val-pairs", self.val_pairs), ("--val-bin", self.val_bin),
-                           ("--annotation", self.annotation), ("--weights", self.weights)):
+                           ("--val-pairs", self.val_pairs), ("--annotation", self.annotation),
+                           ("--weights", self.weights)):
             if path and path != "synthetic" and not os.path.exists(path):
                 raise ArcbenchError(f"{flag}: path does not exist", path)
+        self.val_bin_files()  # every --val-bin exists; a folder holds at least one .bin
         return self
+
+    def val_bin_files(self) -> List[str]:
+        """Every ``.bin`` verification set of the run, in the order given; a folder gives its ``.bin``
+        files in name order (``--val-bin DIR`` for lfw.bin, cfp_fp.bin, agedb_30.bin together)."""
+        given = [self.val_bin] if isinstance(self.val_bin, str) else list(self.val_bin or [])
+        files = []
+        for path in given:
+            if not os.path.exists(path):
+                raise ArcbenchError("--val-bin: path does not exist", path)
+            if os.path.isdir(path):
+                found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(".bin"))
+                if not found:
+                    raise ArcbenchError("--val-bin: the folder holds no .bin verification set", path)
+                files += found
+            else:
+                files.append(path)
+        return files
 
     # ---------------------------------------------------------------- storage
     def to_dict(self) -> dict:
@@ -222,13 +242,16 @@ class RunConfig:
             raise ArcbenchError(f"cannot read run config: {exc}", path) from None
 
     def resumed(self, epochs: Optional[int] = None, max_steps: Optional[int] = None,
-                nproc: Optional[int] = None, quiet: Optional[bool] = None) -> "RunConfig":
+                nproc: Optional[int] = None, quiet: Optional[bool] = None,
+                nnodes: Optional[int] = None) -> "RunConfig":
         """This saved run continued with the flags given beside ``--resume`` (None: not given).
 
         ``epochs``/``max_steps`` may extend it; ``nproc`` changes the process count (the global
-        batch stays, a sharded head is re-sharded); nothing else changes on resume."""
+        batch stays, a sharded head is re-sharded), ``nnodes`` the node count (an outer launcher's);
+        nothing else changes on resume."""
         return self.replace(epochs=max(self.epochs, epochs or 0), max_steps=max_steps or self.max_steps,
-                            nproc=nproc or self.nproc, quiet=self.quiet if quiet is None else quiet)
+                            nproc=nproc or self.nproc, quiet=self.quiet if quiet is None else quiet,
+                            nnodes=nnodes or self.nnodes)
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)

@@ -82,6 +82,24 @@ class Device:
         self.synchronize()
         return time.perf_counter()
 
+    # Copies that overlap compute: the input pipeline copies the next batch on a side stream
+    # while this step runs.  A device without streams returns None and its copies stay in order.
+    def side_stream(self):
+        """A new stream for host-to-device copies on the bound card, or None (no streams)."""
+        return None
+
+    def stream_scope(self, stream):
+        """Work issued inside runs on ``stream``."""
+        return contextlib.nullcontext()
+
+    def record_event(self, stream):
+        """An event marking the end of the work issued so far on ``stream`` (None without streams)."""
+        return None
+
+    def wait_event(self, event, tensors=()) -> None:
+        """Order the compute stream's later work after ``event``; ``tensors``, made on the side
+        stream, are kept alive for the compute stream (the caching allocator must not reuse them)."""
+
     def memory_stats(self) -> dict:
         """``{"peak_memory": bytes or None, "allocated": bytes or None}``."""
         return {"peak_memory": None, "allocated": None}
@@ -187,6 +205,27 @@ class AcceleratorDevice(Device):
 
     def synchronize(self) -> None:
         self.runtime().synchronize()
+
+    def side_stream(self):
+        rt = self.runtime()
+        if not all(hasattr(rt, n) for n in ("Stream", "Event", "stream", "current_stream")):
+            return None  # a runtime without streams: copies stay on the compute queue
+        return rt.Stream(device=self.torch_device())
+
+    def stream_scope(self, stream):
+        return self.runtime().stream(stream)
+
+    def record_event(self, stream):
+        event = self.runtime().Event()
+        event.record(stream)
+        return event
+
+    def wait_event(self, event, tensors=()) -> None:
+        compute = self.runtime().current_stream()
+        compute.wait_event(event)
+        for t in tensors:
+            if t.device.type != "cpu":  # host tensors have no stream-ordered allocator
+                t.record_stream(compute)
 
     def memory_stats(self) -> dict:
         rt = self.runtime()

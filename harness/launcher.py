@@ -6,7 +6,9 @@
 several nodes with the static rendezvous, exactly like ``torchrun``.  The
 agent watches the workers: when one dies the others are stopped and the run
 is recorded as ``failed`` with the reason, instead of hanging in a
-collective.
+collective.  With ``--max-restarts N`` the agent instead starts every worker
+again, up to N times, and they resume from the run's last checkpoint
+(:mod:`arcbench.restarts` keeps the record).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 
 from .config import RunConfig
 from .errors import ArcbenchError
+from .restarts import SECONDARY as _SECONDARY  # messages of ranks that only noticed another one go
 
 
 def _single_node_port(cfg: RunConfig) -> int:
@@ -45,7 +48,7 @@ def launch_config(cfg: RunConfig, monitor_interval: float = 0.5):
         run_id=f"arcbench-{cfg.master_addr}-{cfg.master_port}",
         rdzv_backend="static", rdzv_endpoint=endpoint,
         rdzv_configs={"rank": cfg.node_rank, "timeout": 300},
-        max_restarts=0, monitor_interval=monitor_interval, start_method="spawn",
+        max_restarts=cfg.max_restarts, monitor_interval=monitor_interval, start_method="spawn",
     )
 
 
@@ -101,9 +104,6 @@ def _quiet_torch_logs() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-#: messages of ranks that only noticed that another rank went away
-_SECONDARY = ("connection reset", "connection closed", "broken pipe", "gloo", "nccl", "tccl", "processgroup",
-              "distbackenderror", "timed out", "socket")
 
 
 def _failure_reason(exc) -> str:

@@ -3,6 +3,11 @@
 RGB, letterbox to the input size keeping the aspect ratio (BICUBIC), pasted
 centred on a (128, 128, 128) canvas, scaled to [-1, 1], CHW.  Getting this
 wrong costs accuracy silently, so it lives in one place.
+
+Training hands the letterboxed image over as uint8 HWC (:func:`load_uint8`, a
+quarter of float32's bytes) and scales it on the device with :func:`normalise`:
+a gather from the 256 values :func:`to_array`'s own float32 arithmetic gives
+each byte, so the result is bit-identical to it on any device.
 """
 from __future__ import annotations
 
@@ -53,17 +58,52 @@ def letterbox(img: Image.Image, size: int = 112) -> Image.Image:
     return canvas
 
 
+def _scale(arr: np.ndarray) -> np.ndarray:
+    """The reference's arithmetic, float32 throughout (a Python float does not upcast)."""
+    return (arr / 255.0 - 0.5) / 0.5
+
+
 def to_array(img: Image.Image) -> np.ndarray:
-    """HWC uint8 -> CHW float32 in [-1, 1] (float32 throughout: a Python float does not upcast)."""
-    arr = np.asarray(img, dtype=np.float32)
-    arr = (arr / 255.0 - 0.5) / 0.5
+    """HWC uint8 -> CHW float32 in [-1, 1]."""
+    arr = _scale(np.asarray(img, dtype=np.float32))
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def load_tensor(src: Source, size: int = 112, flip: bool = False, what: str = "") -> torch.Tensor:
+def to_uint8(img: Image.Image) -> np.ndarray:
+    """HWC uint8, as PIL holds it (writable and contiguous, so torch can share it)."""
+    return np.array(img, dtype=np.uint8)
+
+
+def normalise_table() -> torch.Tensor:
+    """What :func:`to_array` makes of each byte value 0..255: float32, computed with its own
+    numpy arithmetic (a device's ``x / 255`` may round differently, e.g. via a reciprocal)."""
+    return torch.from_numpy(_scale(np.arange(256, dtype=np.float32)))
+
+
+def normalise(batch: torch.Tensor, table: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """``[N, H, W, 3]`` uint8 -> ``[N, 3, H, W]`` float32 in [-1, 1], bit-identical to
+    :func:`to_array`, on whatever device ``batch`` and ``table`` are.  The result is a
+    channels_last permute of the gathered HWC values (no transpose copy);
+    ``channels_last=False`` makes it contiguous NCHW."""
+    # index_select with int32 indices: a plain gather, several times faster than long indexing
+    out = table.index_select(0, batch.reshape(-1).to(torch.int32)).view(batch.shape).permute(0, 3, 1, 2)
+    return out if channels_last else out.contiguous()
+
+
+def _prepared(src: Source, size: int, flip: bool, what: str) -> Image.Image:
     img = open_image(src, size, what)
     if flip:
         # before the letterbox, as the reference augments: with an odd margin the centring
         # rounds down, so flipping afterwards would move the face by a pixel
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    return torch.from_numpy(to_array(letterbox(img, size)))
+    return letterbox(img, size)
+
+
+def load_tensor(src: Source, size: int = 112, flip: bool = False, what: str = "") -> torch.Tensor:
+    """CHW float32 in [-1, 1]: what evaluation and ``verify`` feed the model."""
+    return torch.from_numpy(to_array(_prepared(src, size, flip, what)))
+
+
+def load_uint8(src: Source, size: int = 112, flip: bool = False, what: str = "") -> torch.Tensor:
+    """HWC uint8 of the same pixels as :func:`load_tensor`: what training workers hand over."""
+    return torch.from_numpy(to_uint8(_prepared(src, size, flip, what)))

@@ -31,6 +31,7 @@ METRIC_META = {
     "val.lfw.accuracy": {"unit": "", "format": ":.4f"},
     "val.lfw.accuracy_std": {"unit": "", "format": ":.4f"},
     "val.ips": {"unit": "images/s", "format": ":.1f"},
+    "val.seconds": {"unit": "s", "format": ":.2f"},
 }
 
 #: the bad training images a run skipped: one "path<TAB>reason" line each (rank 0's share)
@@ -248,6 +249,11 @@ class Recorder:
         return os.path.join(self.run_dir, *parts)
 
 
+def set_key(name: str) -> str:
+    """A set name as a metric-name part: ``"AgeDB-30"`` -> ``agedb_30``."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_") or "set"
+
+
 class TrainLog:
     """Rank 0's metrics sink for the training loop: the per-step, per-epoch and verification
     records (DLLL JSON lines, tcap_dllogger beside them), and the console line when no progress
@@ -289,11 +295,25 @@ class TrainLog:
         if self.rec:
             self.rec.log((epoch,), {"train.loss": loss})
 
-    def verification(self, epoch: int, result: dict) -> None:
+    def verification(self, epoch: int, result: dict, headline: bool = True, several: bool = False) -> None:
+        """One record per set per verification point, named by ``val.set``; its keys carry the set's
+        name (``val.cfp_fp.accuracy``).  The headline set's record also has the ``val.lfw.*`` keys of
+        the model-zoo contract (as ``lfw_accuracy`` in the summary is the headline set's figure,
+        whatever its name); a run with one set writes only those, as it always did.  ``val.seconds`` is what verifying this set took."""
         acc, std = float(result["accuracy"]), float(result["accuracy_std"])
+        name = result.get("name", "pairs")
+        keys = ["lfw"] if headline else []
+        if several and set_key(name) not in keys:
+            keys.append(set_key(name))
         if self.rec:
-            self.rec.log((epoch,), {"val.lfw.accuracy": acc, "val.lfw.accuracy_std": std,
-                                    "val.ips": float(result.get("images_per_second") or 0.0)})
+            data = {"val.set": name}
+            for key in keys:
+                data.update({f"val.{key}.accuracy": acc, f"val.{key}.accuracy_std": std})
+            data["val.ips"] = float(result.get("images_per_second") or 0.0)
+            if result.get("seconds") is not None:
+                data["val.seconds"] = float(result["seconds"])
+            self.rec.log((epoch,), data)
         if not self.quiet:
+            took = "" if result.get("seconds") is None else f", {result['seconds']:.1f} s"
             self.say(f"epoch {epoch}: verification accuracy {acc:.4f} ± {std:.4f} "
-                     f"on {result.get('name', 'pairs')} ({result.get('pairs_used')} pairs)")
+                     f"on {name} ({result.get('pairs_used')} pairs{took})")

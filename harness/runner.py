@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
-from . import segments
+from . import restarts, segments
 from .config import RunConfig
 from .data.set_names import run_set_names
 from .data.synth import is_generated
@@ -49,6 +49,8 @@ class Run:
     #: the run directory's files as the runner last wrote them (None on nodes that do not record)
     rec: Optional[Recorder] = None
     system: Optional[dict] = None
+    #: when this launch began, where it spans several process starts (torchrun's elastic restarts)
+    started: Optional[float] = None
 
     def release(self) -> None:
         if self.lock is not None:
@@ -97,6 +99,10 @@ def _checked(cfg: RunConfig):
     if cfg.mode == "eval" and not (cfg.val_data or cfg.val_bin):
         raise ArcbenchError("evaluation needs --val-data with --val-pairs, or --val-bin")
     device = registry.require_device(cfg.device)
+    if cfg.decode == "device" and cfg.train_data != "synthetic":
+        from .data.device_decode import check
+
+        check(device)  # one line, before a run directory is made
     registry.get_backbone(cfg.backbone)
     registry.get_head(cfg.head)
     cards = device.device_count()
@@ -172,6 +178,8 @@ def _killed(run: Run, previous: dict) -> list:
     """The segment a killed process left open (its summary still said running), as a list of 0 or 1."""
     if previous.get("status") != "running" or run.cfg.mode == "eval":
         return []
+    if restarts.attempt() > 0:  # an elastic restart: segments.closed() records that attempt as restarted
+        return []
     from .train_state import saved_progress
 
     seg = segments.killed_segment(run.run_dir, previous, saved_progress(run.run_dir).get("steps"))
@@ -185,7 +193,12 @@ def execute(cfg: Optional[RunConfig], resume: Optional[str] = None, log=print, f
     ``resume``: continue that run directory (``overrides``: the flags given with it: epochs,
     max_steps, nproc, quiet).  ``fresh_process``: even one process is started through the
     launcher (``bench --repeat``).  ``body(run) -> outcome`` replaces training (bench points)."""
-    run = prepare(cfg, resume, overrides)
+    return execute_prepared(prepare(cfg, resume, overrides), log, fresh_process, body)
+
+
+def execute_prepared(run: Run, log=print, fresh_process: bool = False,
+                     body: Optional[Callable[[Run], dict]] = None) -> Tuple[str, dict]:
+    """:func:`execute` for a run already prepared (by rank 0 of an outer launcher's group)."""
     try:
         return _execute(run, log, fresh_process, body)
     except (KeyboardInterrupt, RunFailed) as exc:
@@ -199,14 +212,16 @@ def _execute(run: Run, log, fresh_process: bool, body) -> Tuple[str, dict]:
     cfg = run.cfg
     if run.run_dir and not cfg.quiet:
         log(f"arcbench: run directory {run.run_dir}")
-    start = time.time()
+    start = run.started or time.time()
     try:
         outcome = _outcome(run, fresh_process, body)
     except KeyboardInterrupt as exc:
-        _finish(run, start, {"status": "interrupted", "reason": INTERRUPTED, **getattr(exc, "outcome", {})})
+        if not restarts.will_restart(exc):  # else the restarted attempt records this one
+            _finish(run, start, {"status": "interrupted", "reason": INTERRUPTED, **getattr(exc, "outcome", {})})
         raise
     except BaseException as exc:
-        _finish(run, start, _failure(exc))
+        if not restarts.will_restart(exc):
+            _finish(run, start, _failure(exc))
         raise
     summary = _finish(run, start, outcome)
     if summary.get("status") != "completed":  # on every node: a node whose workers failed exits 1
@@ -222,7 +237,7 @@ def _outcome(run: Run, fresh_process: bool, body) -> dict:
         return body(run)
     if cfg.mode == "eval":
         return evaluate_only(run)
-    if cfg.world_size == 1 and not fresh_process:
+    if cfg.world_size == 1 and not fresh_process and not cfg.max_restarts:
         from .worker import worker_main
 
         return worker_main(cfg.to_dict(), run.run_dir, run.resumed, rank=0, local_rank=0, world_size=1)
@@ -262,7 +277,7 @@ def _finish(run: Run, start: float, outcome: dict) -> dict:
     rec.update_summary(**fields)
     if run.cfg.mode == "eval":
         return rec.update_summary(wall_time=round(time.time() - start, 3))
-    return rec.update_summary(**segments.closed(rec.summary, start))
+    return rec.update_summary(**segments.closed(rec.summary, start, restarts.since(run.run_dir, start)))
 
 
 def annotate(run_dir: str, **fields) -> dict:
@@ -271,25 +286,40 @@ def annotate(run_dir: str, **fields) -> dict:
 
 
 def evaluate_only(run: Run) -> dict:
-    """The seed's ``--do_eval True``: verify given weights, recorded as an eval run."""
+    """The seed's ``--do_eval True``: verify given weights on every set, recorded as an eval run."""
     from .artefacts import write_roc
-    from .data.run_data import open_verification
+    from .data.run_data import open_verification_sets
+    from .epoch_eval import set_figures
     from .eval_weights import evaluate_weights
+    from .recorder import set_key
 
     cfg = run.cfg
     run.device.bind(0)  # one process: the first visible card
-    vset = open_verification(cfg)
-    r = evaluate_weights(cfg.backbone, cfg.weights, run.device, vset, batch_size=cfg.eval_batch_size,
-                         flip=cfg.eval_flip, amp=cfg.amp, workers=cfg.workers,
-                         progress=not cfg.quiet and sys.stdout.isatty())
+    vsets = open_verification_sets(cfg)
     rec = run.rec
-    rec.log((), {"val.lfw.accuracy": r["accuracy"], "val.lfw.accuracy_std": r["accuracy_std"],
-                 "val.ips": r.get("images_per_second")})
+    results = []
+    for i, vset in enumerate(vsets):
+        start = run.device.timestamp()
+        r = evaluate_weights(cfg.backbone, cfg.weights, run.device, vset, batch_size=cfg.eval_batch_size,
+                             flip=cfg.eval_flip, amp=cfg.amp, workers=cfg.workers,
+                             progress=not cfg.quiet and sys.stdout.isatty())
+        r["seconds"] = run.device.timestamp() - start
+        data = {"val.lfw.accuracy": r["accuracy"], "val.lfw.accuracy_std": r["accuracy_std"]} if i == 0 else {}
+        if len(vsets) > 1:
+            data.update({"val.set": vset.name, f"val.{set_key(vset.name)}.accuracy": r["accuracy"],
+                         f"val.{set_key(vset.name)}.accuracy_std": r["accuracy_std"], "val.seconds": r["seconds"]})
+        rec.log((), {**data, "val.ips": r.get("images_per_second")})
+        results.append(r)
+    r, vset = results[0], vsets[0]
     write_roc(rec, r)
     rec.close()
+    per_set = {v.name: set_figures(res, [[0, res["accuracy"], res["accuracy_std"]]]) for v, res in zip(vsets, results)}
+    for fig in per_set.values():
+        fig.pop("history")  # an eval run verifies once
     return dict(status="completed", reason=None, eval_set=vset.name, train_set=None,
                 weights=os.path.abspath(cfg.weights), lfw_accuracy=r["accuracy"],
                 lfw_accuracy_std=r["accuracy_std"], best_lfw_accuracy=r["accuracy"], val_at_far=r.get("val"),
                 auc=r.get("auc"), eer=r.get("eer"), eval_pairs=r.get("pairs_used"),
                 eval_pairs_skipped=r.get("pairs_skipped"), eval_ips=r.get("images_per_second"),
+                eval_sets=list(per_set), verification=per_set,
                 **({"lfw_accuracy_exact": r["accuracy_exact"]} if r.get("grid_unresolved") else {}))

@@ -1,8 +1,9 @@
 """A run's record across process starts: one segment per start, resumes continue the record.
 
 Each start of a run (the first, and every ``--resume``) is a segment with its
-start and end step, wall time, host and how it ended; the run's wall time is
-their sum.  A completed run is resumed only to extend it, so its record is
+start and end step, wall time, host and how it ended (``completed``, ``failed``,
+``interrupted``, ``restarted``: an attempt the elastic agent restarted); the run's
+wall time is their sum.  A completed run is resumed only to extend it, so its record is
 never rewritten by re-running its end.
 """
 from __future__ import annotations
@@ -54,11 +55,21 @@ def start_step(summary: dict) -> int:
     return int(last["kept_step"] if last.get("kept_step") is not None else last.get("end_step") or 0)
 
 
-def closed(summary: dict, started: float) -> dict:
-    """The summary fields that append this process start's segment (started at ``started``)."""
+def closed(summary: dict, started: float, restarted: list = ()) -> dict:
+    """The summary fields that append this process start's segment (started at ``started``).
+
+    ``restarted``: the elastic restarts within it (:func:`arcbench.restarts.since`), oldest first;
+    each attempt they ended becomes a segment ended ``restarted`` up to the step the next attempt
+    resumed from, so the steps it repeats are counted once."""
     segments = list(summary.get("segments") or [])
-    segments.append({"start_step": summary.get("start_step"), "end_step": summary.get("steps"),
-                     "wall_time": round(time.time() - started, 3), "host": socket.gethostname(),
+    step, host = start_step(summary), socket.gethostname()
+    for row in restarted:
+        segments.append({"start_step": step, "end_step": row["resumed_at"],
+                         "wall_time": round(max(0.0, row["time"] - started), 3), "host": host,
+                         "ended": "restarted", "reason": row.get("cause")})
+        step, started = row["resumed_at"], max(started, row["time"])
+    segments.append({"start_step": step if restarted else summary.get("start_step"), "end_step": summary.get("steps"),
+                     "wall_time": round(time.time() - started, 3), "host": host,
                      "ended": summary.get("status"), "reason": summary.get("reason")})
     return {"segments": segments, "wall_time": total_wall_time(segments)}
 

@@ -24,6 +24,7 @@ from torch import nn
 from . import train_state
 from .build import build_training
 from .config import RunConfig
+from .data.device_feed import DeviceFeed
 from .errors import ArcbenchError
 from .hostmem import peak_memory
 from .recorder import Recorder, TrainLog
@@ -60,10 +61,11 @@ class Trainer:
                              per_process_batch=cfg.per_process_batch, say=log, quiet=cfg.quiet) \
             if self.is_main else None
         self.callbacks = []
-        if vset is not None:
+        vsets = [vset] if vset is not None and not isinstance(vset, (list, tuple)) else list(vset or [])
+        if vsets:  # one set or several (the headline set first)
             from .epoch_eval import EpochVerification
 
-            self.callbacks.append(EpochVerification(vset, cfg))
+            self.callbacks.append(EpochVerification(vsets, cfg))
         #: set by the signal handler: the loop stops cleanly at the next step boundary
         self.stop = stop if stop is not None else StopRequest()
         #: the run directory, where ranks other than 0 keep their own RNG streams (None: not recorded)
@@ -72,7 +74,8 @@ class Trainer:
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.best_accuracy = None
         self.history = {"loss": [], "epoch_accuracy": [], "epoch_loss": []}
-        self.last_eval = None  # rank 0's last verification result
+        self.last_eval = None  # rank 0's last verification result (the headline set)
+        self.last_evals = {}  # rank 0's last verification result per set name, in the order verified
         self.data_times, self.compute_times = [], []
         self.samples = 0
         self.epoch_loss = [0.0, 0]  # sum and count of the losses read this epoch
@@ -120,6 +123,9 @@ class Trainer:
             # applied after the skip, so the skipped batches' augmentation does not shift the RNG
             train_state.set_rng_state(self.resume_rng, self.device)
             self.resume_rng = None
+        # batches arrive on the card, normalised; the next one is copied while this step runs
+        it = DeviceFeed(it, self.device, channels_last=self.cfg.channels_last,
+                        overlap=not getattr(self.data, "synthetic", False))
         if self.step_in_epoch == 0:
             self.epoch_loss = [0.0, 0]
         bar = self._progress(steps)
@@ -166,15 +172,12 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         buf = torch.zeros(max(1, cfg.log_interval), device=self.tdev)
         pending = []  # (global_step, lr, data_time, compute_time) since the last flush
-        cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
         while self.step_in_epoch < steps:
             t0 = dev.timestamp()  # every timer read is dev.timestamp(): synchronize, then perf_counter
             try:
                 images, labels = next(it)
             except StopIteration:
                 break
-            images = images.to(self.tdev, non_blocking=True, memory_format=cl)
-            labels = labels.to(self.tdev, non_blocking=True)
             t1 = dev.timestamp()  # the host-to-device copy is data time, not compute
             buf[len(pending)] = self.train_step(images, labels)
             lr = self.scheduler.get_last_lr()[0]
@@ -268,6 +271,12 @@ class Trainer:
                        eval_pairs=r.get("pairs_used"), eval_pairs_skipped=r.get("pairs_skipped"))
             if r.get("grid_unresolved"):  # the grid read chance; what exact thresholds read
                 out["lfw_accuracy_exact"] = r["accuracy_exact"]
+        if self.last_evals:
+            from .epoch_eval import set_figures
+
+            out["eval_sets"] = list(self.last_evals)
+            out["verification"] = {name: set_figures(r, self.history.get("sets", {}).get(name, []))
+                                   for name, r in self.last_evals.items()}
         return out
 
     def _head_figures(self) -> dict:

@@ -7,7 +7,7 @@ this module only picks between them and says which arguments are missing.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import List, Optional, Sequence
 
 from .data.binset import load_bin
 from .data.pairs import load_pairs
@@ -38,3 +38,24 @@ def load_verification(val_data=None, val_pairs=None, val_bin=None, strict: bool 
     if val_pairs is None:
         raise ArcbenchError("an image folder needs a pairs file (--val-pairs FILE, e.g. lfw_pair.txt)", val_data)
     return load_pairs(val_data, val_pairs, strict=strict, name=name)
+
+
+def load_verification_sets(val_data=None, val_pairs=None, val_bins: Sequence = (), strict: bool = False,
+                           name: Optional[str] = None) -> List[VerificationSet]:
+    """Every verification set of a run: each ``.bin`` in ``val_bins`` and the folder + pairs set.
+
+    The first set is the run's headline set (its figures fill the single-set summary fields that
+    reports have always read): the one named LFW when there is one, else the first given.  ``name``
+    names the folder set.  Two sets with one name are refused: their records would mix.
+    """
+    sets = [load_bin(path) for path in val_bins]
+    if val_data is not None or val_pairs is not None:
+        sets.append(load_verification(val_data=val_data, val_pairs=val_pairs, strict=strict, name=name))
+    seen = {}
+    for vset in sets:
+        if vset.name in seen:
+            raise ArcbenchError(f"two verification sets are both named {vset.name!r} "
+                                f"({seen[vset.name]} and {vset.source}); give each set once", vset.source or None)
+        seen[vset.name] = vset.source
+    lfw = [v for v in sets if v.name == "LFW"]
+    return lfw + [v for v in sets if v.name != "LFW"]

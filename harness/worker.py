@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from . import collectives, signals
+from . import collectives, restarts, signals
 from .config import RunConfig
 from .recorder import Recorder
 
@@ -57,6 +57,7 @@ def worker_main(cfg_dict: dict, run_dir: str, resume: bool, rank: Optional[int] 
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     local_rank = int(os.environ.get("LOCAL_RANK", 0)) if local_rank is None else local_rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    resume = resume or restarts.attempt() > 0  # the elastic agent restarted the workers: resume the run
     process = _Process(cfg, run_dir, rank, world_size)
     try:
         with signals.stop_on_signals(process.stop):
@@ -86,6 +87,8 @@ class _Process:
         try:
             self._set_up(local_rank)
             self._start(resume)
+            if self.rank == 0:
+                restarts.note_restart(self.run_dir, self.trainer.global_step)
             self.ready = True
             results = self.trainer.run()
             results = _global_figures({**results, "card": self.device.index}, self.world_size)
@@ -104,6 +107,8 @@ class _Process:
             exc.outcome = self._partial()
             raise
         except BaseException as exc:
+            if not isinstance(exc, (SystemExit, GeneratorExit)):
+                restarts.note_failure(self.run_dir, self.rank, exc)  # under an elastic agent only
             if self.rec and not isinstance(exc, (SystemExit, GeneratorExit)):
                 from .errors import ArcbenchError
 
@@ -115,7 +120,7 @@ class _Process:
 
     def _set_up(self, local_rank: int) -> None:
         from . import registry
-        from .data.run_data import open_train_data, open_verification
+        from .data.run_data import open_train_data, open_verification_sets
         from .hostmem import reset_host_peak
 
         cfg = self.cfg
@@ -128,15 +133,18 @@ class _Process:
         self.device.seed(cfg.seed + self.rank)
         spec = registry.get_backbone(cfg.backbone)
         self.data = open_train_data(cfg, self.device, self.rank, self.world_size, input_size=spec.input_size)
-        self.vset = open_verification(cfg)  # every rank embeds its share of the verification set
-        self.data_info = _data_info(cfg, self.data, self.vset)
+        # every rank embeds its share of each verification set; the headline set comes first
+        self.vsets = open_verification_sets(cfg)
+        self.data_info = _data_info(cfg, self.data, self.vsets[0] if self.vsets else None)
+        if len(self.vsets) > 1:
+            self.data_info["eval_sets"] = [v.name for v in self.vsets]
 
     def _start(self, resume: bool) -> None:
         from . import train_state
         from .train import Trainer
 
         cfg = self.cfg
-        self.trainer = Trainer(cfg, self.device, self.data, self.vset, self.rec, rank=self.rank,
+        self.trainer = Trainer(cfg, self.device, self.data, self.vsets, self.rec, rank=self.rank,
                                world_size=self.world_size, log=say, stop=self.stop, run_dir=self.run_dir or None)
         last = train_state.latest(self.run_dir) if (resume and self.run_dir) else None
         if last:
@@ -177,7 +185,9 @@ def _data_info(cfg: RunConfig, data, vset) -> dict:
 
     generated = generated_set_name(cfg.train_data)  # the name the run recorded from its start
     return {"train_set": generated or data.name, "eval_set": getattr(vset, "name", None),
-            "synthetic": bool(getattr(data, "synthetic", False))}
+            "synthetic": bool(getattr(data, "synthetic", False)),
+            "workers": getattr(data, "workers", None),  # the loader's decode workers per rank
+            "decode": cfg.decode}  # "device": nvJPEG pixels, not the reference's
 
 
 def say(message: str) -> None:

@@ -13,6 +13,8 @@ this project is qualified against.
 
 A run whose train set is unknown (e.g. an eval of downloaded weights) matches
 on backbone and eval set only when all candidate rows share one train set.
+A run whose eval set is unknown (an imported log) is matched as LFW, the set its
+``lfw_accuracy`` has always meant.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ REQUIRED = ("backbone", "train_set", "eval_set", "accuracy")
 DEFAULT_TOLERANCE = 0.5  # accuracy points
 
 PASS, FAIL = "PASS", "FAIL"
+#: a runs frame's per-set accuracy columns (see :mod:`arcbench.reports.runs`)
+SET_ACCURACY_PREFIX = "acc:"
 NA_SYNTHETIC = "n/a (synthetic)"
 NA_NO_ACCURACY = "n/a (no accuracy)"
 NO_REFERENCE = "no reference"
@@ -54,6 +58,20 @@ _DATASET_ALIASES = {
     "ms1m_retinaface_t1": "MS1MV3",
     "lfw": "LFW",
     "lfw.bin": "LFW",
+    "cfp_fp": "CFP-FP",
+    "cfp-fp": "CFP-FP",
+    "cfpfp": "CFP-FP",
+    "cfp_fp.bin": "CFP-FP",
+    "agedb_30": "AgeDB-30",
+    "agedb-30": "AgeDB-30",
+    "agedb30": "AgeDB-30",
+    "agedb_30.bin": "AgeDB-30",
+    "ijbc": "IJB-C",
+    "ijb-c": "IJB-C",
+    "ijb_c": "IJB-C",
+    "ijbb": "IJB-B",
+    "ijb-b": "IJB-B",
+    "ijb_b": "IJB-B",
 }
 
 
@@ -125,12 +143,14 @@ def match(refs: pd.DataFrame, backbone, train_set, eval_set, device=None) -> Opt
     bb = canonical_backbone(backbone)
     if bb is None:
         return None
-    ts, es = canonical_dataset(train_set), canonical_dataset(eval_set)
+    # an unnamed eval set (an imported log) is LFW: the figure judged is lfw_accuracy, and the
+    # table's other sets (CFP-FP, AgeDB-30, IJB-C) must not make such a run ambiguous
+    ts, es = canonical_dataset(train_set), canonical_dataset(eval_set) or "LFW"
     cands = []
     for row in refs.to_dict("records"):
         if canonical_backbone(row["backbone"]) != bb:
             continue
-        if es is not None and canonical_dataset(row["eval_set"]) != es:
+        if canonical_dataset(row["eval_set"]) != es:
             continue
         if ts is not None and canonical_dataset(row["train_set"]) != ts:
             continue
@@ -156,13 +176,15 @@ def is_synthetic(run: dict) -> bool:
     return "synthetic" in names.lower()
 
 
-def verdict(run: dict, refs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> Tuple[Optional[float], str]:
-    """``(reference accuracy in percent or None, verdict string)`` for one run row."""
-    acc = run.get("lfw_accuracy")
+def verdict(run: dict, refs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE,
+            eval_set: Optional[str] = None) -> Tuple[Optional[float], str]:
+    """``(reference accuracy in percent or None, verdict string)`` for one run row; with ``eval_set``,
+    for that one of the run's verification sets (its ``acc:<set>`` column)."""
+    acc = run.get("lfw_accuracy") if eval_set is None else run.get(SET_ACCURACY_PREFIX + eval_set)
     if is_synthetic(run):
         # a run that never verified (a bench run) says so, synthetic or not, as `report --help` does
         return None, NA_NO_ACCURACY if _isnull(acc) else NA_SYNTHETIC
-    ref = match(refs, run.get("backbone"), run.get("train_set"), run.get("eval_set"), run.get("device"))
+    ref = match(refs, run.get("backbone"), run.get("train_set"), eval_set or run.get("eval_set"), run.get("device"))
     ref_acc = None if ref is None else float(ref["accuracy"])
     if _isnull(acc):
         return ref_acc, NA_NO_ACCURACY
@@ -188,4 +210,9 @@ def apply_references(df: pd.DataFrame, refs: Optional[pd.DataFrame] = None,
         checks.append(c)
     df["reference"] = pd.Series(refvals, index=df.index, dtype="float64")
     df["reference_check"] = pd.Series(checks, index=df.index, dtype="object")
+    for col in [c for c in df.columns if str(c).startswith(SET_ACCURACY_PREFIX)]:
+        name = col[len(SET_ACCURACY_PREFIX):]  # each set against the published figure for that set
+        per = [verdict(run, refs, tolerance, eval_set=name) for run in df.to_dict("records")]
+        df["ref:" + name] = pd.Series([r for r, _ in per], index=df.index, dtype="float64")
+        df["check:" + name] = pd.Series([c for _, c in per], index=df.index, dtype="object")
     return df

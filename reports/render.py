@@ -15,7 +15,7 @@ import pandas as pd
 from ..errors import ArcbenchError
 from . import fit
 from .fit import ELLIPSIS, cut  # noqa: F401  (cut: part of this module's API)
-from .runs import COLUMNS
+from .runs import COLUMNS, set_accuracy_columns
 
 FORMATS = ("table", "md", "csv", "json", "html")
 
@@ -110,13 +110,16 @@ FORMATTERS: Dict[str, Callable] = {
     "synthetic": _yesno, "amp": _yesno, "regression": _yesno, "inconclusive": _yesno, "compile": _yesno,
 }
 
+#: the per-set columns of runs with several verification sets (``acc:CFP-FP``, ``ref:CFP-FP``)
+_SET_FORMATTERS = {"acc:": _frac_pct(2), "ref:": _num("{:.2f}%")}
+
 
 def display(df: pd.DataFrame, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """The frame as strings for people: units, percentages, ``-`` for missing."""
     cols = [c for c in (columns or list(df.columns)) if c in df.columns]
     out = {}
     for c in cols:
-        f = FORMATTERS.get(c, str)
+        f = FORMATTERS.get(c) or _SET_FORMATTERS.get(str(c).split(":", 1)[0] + ":", str)
         vals = []
         for v in df[c].tolist():
             if missing(v):
@@ -162,6 +165,12 @@ def default_table_columns(df: pd.DataFrame) -> List[str]:
     if "scaling_efficiency" in df.columns and df["scaling_efficiency"].notna().any() \
             and "nproc" in df.columns and df["nproc"].dropna().nunique() > 1:
         cols.insert(at, "scaling_efficiency")
+    at = cols.index("lfw_accuracy") + 1
+    for c in set_accuracy_columns(df):  # runs with several verification sets: one column per set,
+        check = "check:" + c.split(":", 1)[1]  # and its check where a published figure judged one
+        judged = check in df.columns and df[check].isin(["PASS", "FAIL"]).any()
+        cols[at:at] = [c, check] if judged else [c]
+        at += 2 if judged else 1
     return cols
 
 

@@ -24,7 +24,7 @@ from ..errors import ArcbenchError
 from ..rundir import lock_held
 from . import curves
 from .dllog import ParsedLog, parse_file, truthy
-from .reference import DEFAULT_TOLERANCE, apply_references, canonical_dataset
+from .reference import DEFAULT_TOLERANCE, SET_ACCURACY_PREFIX, apply_references, canonical_dataset
 
 COLUMNS = [
     "run_id", "date", "status", "device", "device_name", "backbone", "head", "precision", "nproc", "nnodes",
@@ -38,16 +38,20 @@ EXTRA_COLUMNS = [
     "train_set_raw",
     "eval_set_raw", "input_size", "weights", "bad_log_lines", "source", "path",
     "amp_dtype", "compile", "num_classes", "sample_rate", "timing_warmup",
+    "feed_ratio", "workers", "decode",  # bench --mode data,train; loader workers; decode "device": nvJPEG pixels
 ]
 ALL_COLUMNS = COLUMNS + EXTRA_COLUMNS
 
 INT_COLUMNS = ["nproc", "nnodes", "batch_size", "epochs", "steps", "peak_memory", "bad_images", "bad_log_lines",
-               "input_size", "num_classes", "timing_warmup"]
+               "input_size", "num_classes", "timing_warmup", "workers"]
 FLOAT_COLUMNS = ["throughput_median", "amp_speedup", "scaling_efficiency", "mfu", "lfw_accuracy", "lfw_accuracy_std",
                  "val_at_far", "reference", "wall_time", "throughput_mean", "compute_ips", "data_wait_fraction",
                  "latency_p50", "latency_p95", "latency_p99", "best_lfw_accuracy", "lfw_accuracy_exact", "auc", "eer",
-                 "final_loss", "sample_rate"]
+                 "final_loss", "sample_rate", "feed_ratio"]
 BOOL_COLUMNS = ["synthetic", "amp", "compile"]
+#: one column per verification set of a run with several (``acc:CFP-FP``), named by the set's canonical
+#: name so runs that share a set share the column; ``ref:``/``check:`` columns beside them hold that
+#: set's published figure and PASS/FAIL (:func:`arcbench.reports.reference.apply_references`)
 
 #: summary.json keys copied as they are
 _SUMMARY_KEYS = [
@@ -57,6 +61,7 @@ _SUMMARY_KEYS = [
     "amp_speedup", "scaling_efficiency", "lfw_accuracy", "lfw_accuracy_std", "best_lfw_accuracy", "val_at_far",
     "auc", "eer", "final_loss", "bad_images", "mode", "input_size", "weights",
     "lfw_accuracy_exact",  # only where the 0.01 threshold grid could not read the distances
+    "feed_ratio", "workers", "decode",
 ]
 _CONFIG_KEYS = ["run_id", "mode", "device", "backbone", "head", "precision", "nproc", "nnodes", "batch_size",
                 "epochs", "input_size"]
@@ -198,6 +203,7 @@ def load_run(run_dir, problems: Optional[list] = None) -> Optional[dict]:
         row["status"] = STALE
         row["reason"] = f"its process is gone (killed?); resume with: {resume_command(run_dir)}"
     _add_data_sets(row, summary, config)
+    _add_set_accuracies(row, summary)
     row["weights"] = _weights(run_dir, summary, config)
     row["bad_log_lines"] = (len(parsed.bad) + parsed.other) if parsed is not None else None
     if parsed is not None and parsed.bad:
@@ -286,6 +292,21 @@ def _add_data_sets(row: dict, summary: dict, config: dict) -> None:
         row[k] = curves.as_fraction(row.get(k))
 
 
+def _add_set_accuracies(row: dict, summary: dict) -> None:
+    """``acc:<set>`` for each set the summary's ``verification`` holds (runs with several sets)."""
+    per_set = summary.get("verification")
+    if not isinstance(per_set, dict) or len(per_set) < 2:
+        return  # one set: its figure is lfw_accuracy, as it always was
+    for name, fig in per_set.items():
+        if isinstance(fig, dict):
+            row[SET_ACCURACY_PREFIX + str(canonical_dataset(name))] = curves.as_fraction(fig.get("accuracy"))
+
+
+def set_accuracy_columns(df: pd.DataFrame) -> List[str]:
+    """The per-set accuracy columns of a runs frame, in the order they first appear."""
+    return [c for c in df.columns if str(c).startswith(SET_ACCURACY_PREFIX)]
+
+
 def _add_throughput_context(row: dict, summary: dict, config: dict, sysdev: dict) -> None:
     """What else changes a throughput figure (``report --compare`` matches on these when present)."""
     row["compile"] = _first(summary.get("compile"), config.get("compile"))
@@ -304,14 +325,14 @@ def frame(rows: Sequence[dict]) -> pd.DataFrame:
         if c not in df.columns:
             df[c] = None
     df = df[ALL_COLUMNS + [c for c in df.columns if c not in ALL_COLUMNS]]
-    for c in FLOAT_COLUMNS:
+    for c in FLOAT_COLUMNS + set_accuracy_columns(df):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     for c in INT_COLUMNS:
         num = pd.to_numeric(df[c], errors="coerce")
         df[c] = num.round().astype("Int64")
     for c in BOOL_COLUMNS:
         df[c] = pd.array([truthy(v) if _present(v) else None for v in df[c]], dtype="boolean")
-    typed = set(FLOAT_COLUMNS) | set(INT_COLUMNS) | set(BOOL_COLUMNS)
+    typed = set(FLOAT_COLUMNS) | set(INT_COLUMNS) | set(BOOL_COLUMNS) | set(set_accuracy_columns(df))
     for c in df.columns:
         if c in typed:
             continue

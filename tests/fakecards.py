@@ -11,12 +11,16 @@ is written down, so a test can check that rank r only ever used card r:
   with its ``RANK``/``LOCAL_RANK`` and each event (``bind``, ``place``,
   ``ddp``, ``set_device``, ``synchronize``).
 * ``FAKECARDS_COUNT``: cards on the node (default 4).
+* ``RUNTIME.streams_log``: in this process, the stream calls in order (``stream_new``,
+  ``stream_enter``/``stream_exit``, ``event_record``, ``wait_event``), each with the
+  stream it ran on and the event's number, so a test can check what the copies overlap.
 
 The ``tiny_mem`` backbone "allocates" activation memory on the fake card in
 proportion to its batch, so peak-memory bookkeeping can be checked too.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -36,7 +40,68 @@ def _log(event: str, **info) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
-class FakeRuntime:
+class FakeStream:
+    """A queue of the fake card: it only writes down what it was asked to order."""
+
+    def __init__(self, runtime, name: str):
+        self.runtime, self.name = runtime, name
+
+    def wait_event(self, event) -> None:
+        self.runtime.note("wait_event", stream=self.name, number=event.number)
+
+    def wait_stream(self, other) -> None:
+        self.runtime.note("wait_stream", stream=self.name, other=other.name)
+
+
+class FakeEvent:
+    def __init__(self, runtime, number: int):
+        self.runtime, self.number = runtime, number
+
+    def record(self, stream=None) -> None:
+        stream = stream or self.runtime.current_stream()
+        self.runtime.note("event_record", stream=stream.name, number=self.number)
+
+    def synchronize(self) -> None:
+        pass
+
+
+class _StreamRuntime:
+    """Streams and events with ``torch.cuda``'s names, mixed into the fake runtime."""
+
+    def note(self, event: str, **info) -> None:
+        self.streams_log.append((event, info))
+        _log(event, index=self.current, **info)
+
+    def current_stream(self, device=None) -> FakeStream:
+        return self._current
+
+    def Stream(self, device=None, priority: int = 0) -> FakeStream:  # noqa: N802 (torch.cuda's name)
+        self._streams += 1
+        stream = FakeStream(self, f"side{self._streams}")
+        self.note("stream_new", stream=stream.name)
+        return stream
+
+    def Event(self, enable_timing: bool = False, **_) -> FakeEvent:  # noqa: N802
+        self._events += 1
+        return FakeEvent(self, self._events)
+
+    @contextlib.contextmanager
+    def stream(self, stream):
+        before, self._current = self._current, stream
+        self.note("stream_enter", stream=stream.name)
+        try:
+            yield
+        finally:
+            self._current = before
+            self.note("stream_exit", stream=stream.name)
+
+    def reset_streams(self) -> None:
+        self.streams_log = []
+        self._streams = self._events = 0
+        self._current = FakeStream(self, "default")
+
+
+class FakeRuntime(_StreamRuntime):
     """The ``torch.cuda``-like namespace of the fake cards (same names and signatures)."""
 
     def __init__(self):
@@ -44,6 +109,7 @@ class FakeRuntime:
         self.allocated = 0
         self.peak = 0
         self.rng = {}
+        self.reset_streams()
 
     def is_available(self) -> bool:
         return True

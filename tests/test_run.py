@@ -95,6 +95,7 @@ def test_short_run_writes_every_file_with_sane_values(faces, tmp_path):
     assert s["best_lfw_accuracy"] >= s["lfw_accuracy"]
     assert math.isfinite(s["final_loss"]) and s["precision"] == "fp32" and s["amp"] is False
     assert s["samples_per_rank"] == [2 * steps_per_epoch * 8]
+    assert s["workers"] == 0  # the loader's decode workers per rank (--workers 0 here)
     # DLLogger records: metadata, one LOG per step (epoch, iteration), epoch summaries, the run summary
     recs = read_metrics(rd)
     assert any(r["type"] == "METADATA" and r["metric"] == "train.loss" for r in recs)

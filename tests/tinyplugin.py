@@ -33,6 +33,7 @@ class Tiny(nn.Module):
     def forward(self, x):
         if self.training:
             _calls["n"] += 1
+            _elastic_faults(_calls["n"])
         if self.training and os.environ.get("TINY_SLEEP_FROM") and _calls["n"] >= int(os.environ["TINY_SLEEP_FROM"]):
             import time
 
@@ -43,6 +44,22 @@ class Tiny(nn.Module):
         if self.nan_after is not None and self.training and _calls["n"] > self.nan_after:
             out = out * float("nan")
         return out
+
+
+def _elastic_faults(n: int) -> None:
+    """Elastic-restart tests: on the first attempt, rank ``$TINY_KILL_RANK`` kills itself with
+    SIGKILL at its ``$TINY_KILL_AT``-th training forward; on a restarted attempt, rank 0 copies
+    the run directory under ``$TINY_SNAPSHOT_FROM`` to ``$TINY_SNAPSHOT`` at its first one (the
+    state the restart resumed from)."""
+    attempt, rank = os.environ.get("TORCHELASTIC_RESTART_COUNT"), os.environ.get("RANK")
+    if attempt == "0" and rank == os.environ.get("TINY_KILL_RANK") and str(n) == os.environ.get("TINY_KILL_AT"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if attempt not in (None, "0") and rank == "0" and n == 1 and os.environ.get("TINY_SNAPSHOT"):
+        import glob
+        import shutil
+
+        (run_dir,) = [d for d in glob.glob(os.path.join(os.environ["TINY_SNAPSHOT_FROM"], "*", ""))]
+        shutil.copytree(run_dir, os.environ["TINY_SNAPSHOT"])
 
 
 class TinyStall(Tiny):

@@ -87,8 +87,8 @@ def main(ctx, debug, plugin_modules):
         plugin_manager.load_plugin_module(mod)
 
 
-from . import bench, data, eval, info, report, run, verify  # noqa: E402  (they import nothing from here)
+from . import bench, data, eval, ijb, info, report, run, verify  # noqa: E402  (they import nothing from here)
 
-for _command in (run.run_cmd, eval.eval_cmd, verify.verify_cmd, bench.bench_cmd, report.report, data.data,
+for _command in (run.run_cmd, eval.eval_cmd, ijb.eval_ijb_cmd, verify.verify_cmd, bench.bench_cmd, report.report, data.data,
                  info.plugins_cmd, info.devices_cmd, info.backbones_cmd, info.heads_cmd):
     main.add_command(_command)

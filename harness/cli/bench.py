@@ -7,6 +7,9 @@ from .output import echo_json, echo_table
 from .options import RegistryOption
 
 
+MODES = ("train", "eval", "data")
+
+
 def _csv(kind):
     def parse(ctx, param, value):
         items = [v.strip() for v in str(value).split(",") if v.strip()]
@@ -35,10 +38,16 @@ def _csv(kind):
 @click.option("--steps", default=20, show_default=True, type=int, help="Timed steps (median and percentiles over them).")
 @click.option("--data", default="synthetic", show_default=True,
               help="'synthetic' (random tensors on the device: compute only) or training data (adds the input pipeline).")
-@click.option("--mode", type=click.Choice(["train", "eval"]), default="train", show_default=True,
-              help="train: forward+backward+step; eval: embedding forward only.")
+@click.option("--mode", default="train", show_default=True, callback=_csv(str),
+              help="Comma-separated: train (forward+backward+step), eval (embedding forward only), data "
+                   "(the input pipeline alone for --data: read, decode, augment, collate, pin, copy, "
+                   "normalise; one process). With data and train rows both carry feed_ratio = data img/s "
+                   "/ train img/s; below 1.0 the input pipeline is the bottleneck.")
 @click.option("--compile", is_flag=True, help="torch.compile the model.")
 @click.option("--workers", type=int, default=None, help="DataLoader workers for real data.")
+@click.option("--decode", type=click.Choice(["host", "device"]), default="host", show_default=True,
+              help="Real data: decode JPEGs on the host, or on the device (torchvision nvJPEG, CUDA; "
+                   "not bit-identical, marked in the rows).")
 @click.option("--num-classes", "--classes", "classes", default="1000", show_default=True, callback=_csv(int),
               help="Comma-separated head class counts on synthetic data, e.g. 10575,93431,2000000 "
                    "(CASIA-WebFace, MS1MV3, WebFace42M identities).")
@@ -51,7 +60,7 @@ def _csv(kind):
 @click.option("--out", default="runs", show_default=True, help="Each grid point is saved as a run under OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
 def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, steps, data, mode, compile,
-              workers, classes, sample_rate, repeat, out, as_json):
+              workers, decode, classes, sample_rate, repeat, out, as_json):
     """Measure speed over a grid of precision x batch size x processes.
 
     Every point runs WARMUP steps, then STEPS timed steps with the device synchronised
@@ -64,12 +73,24 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     Class counts and Partial FC sample rates are axes too (--num-classes, --sample-rate):
     rows add the head's per-process memory (centres, gradient, optimiser state) and FLOPs
     count only the sampled centres.
+
+    --mode data runs only the input pipeline for --data (as a training point would, with
+    the same batch and workers) and reports img/s, img/s per worker and the ratio to a bare
+    PIL decode loop over the same files; --mode data,train adds a feed column: data img/s /
+    train img/s, below 1.0 when the host cannot feed the card.
     """
     from .. import registry
     from ..bench import bench
     from ..config import RunConfig
     from ..errors import ArcbenchError
+    from ..feed_bench import feed_words
 
+    for m in mode:
+        if m not in MODES:
+            raise ArcbenchError(f"--mode: unknown {m!r}; known: {', '.join(MODES)}")
+    if "data" in mode and data == "synthetic":
+        raise ArcbenchError("--mode data measures the input pipeline: give --data an image folder, "
+                            "annotation file or RecordIO folder")
     for p in precision:
         if p not in ("fp32", "amp"):
             raise ArcbenchError(f"--precision: unknown {p!r}; known: fp32, amp")
@@ -79,10 +100,14 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         raise ArcbenchError("--batch-size and --nproc must be positive")
     if not classes or any(c <= 0 for c in classes):
         raise ArcbenchError("--num-classes must be positive")
-    if mode == "eval" and (len(classes) > 1 or sample_rate):
+    if "eval" in mode and (len(classes) > 1 or sample_rate):
         raise ArcbenchError("--num-classes and --sample-rate are axes of --mode train (eval runs the backbone only)")
     if data != "synthetic" and len(classes) > 1:
         raise ArcbenchError("--num-classes is an axis for synthetic data; real data has its own classes")
+    if decode == "device" and data != "synthetic":
+        from ..data.device_decode import check
+
+        check(registry.require_device(device))  # refused in one line before any point runs
     head = head or ("partial_fc" if sample_rate else "arcface")
     rates = sample_rate or [1.0]
     for r in rates:
@@ -92,7 +117,7 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         raise ArcbenchError(f"--sample-rate applies to --head {' or '.join(registry.heads_taking('sample_rate'))}, "
                             f"not {head}")
     base = RunConfig(device=device, backbone=backbone, head=head, train_data=data, compile=compile,
-                     workers=workers, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
+                     workers=workers, decode=decode, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
     log = None if as_json else (lambda m: click.echo(m, err=True))
     rows = bench(base, precisions=precision, batch_sizes=batch_size, nprocs=nproc, mode=mode,
                  warmup=warmup, steps=steps, log=log, num_classes=classes, sample_rates=rates, repeat=repeat)
@@ -102,7 +127,7 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     show = []
     for r in rows:
         show.append({
-            "backbone": r["backbone"], "mode": r["mode"], "precision": r["precision"], "nproc": r["nproc"],
+            "backbone": r["backbone"], "mode": r["mode"], "precision": r["precision"] or "-", "nproc": r["nproc"],
             "batch": r["batch_size"], **_class_columns(r, classes, rates),
             "img/s": _f(r.get("throughput_median"), ".1f"),
             **({"spread": _f(r.get("throughput_spread"), ".1%")} if repeat > 1 else {}),
@@ -112,15 +137,27 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
             "peak MiB": _f(r.get("peak_memory") and r["peak_memory"] / 2**20, ".0f"),
             "amp speedup": _f(r.get("amp_speedup"), ".2f"),
             "scaling eff": _f(r.get("scaling_efficiency"), ".2f"),
-            "mfu": _f(r.get("mfu"), ".1%"), "status": r.get("status"),
+            "mfu": _f(r.get("mfu"), ".1%"),
+            **({"feed": _f(r.get("feed_ratio"), ".2f"), "workers": _f(r.get("workers"), "d"),
+                "img/s/worker": _f(r.get("throughput_per_worker"), ".1f"),
+                "vs PIL": _f(r.get("decode_ratio"), ".2f")} if "data" in mode else {}),
+            "status": r.get("status"),
         })
     echo_table(show, keep=("precision", "img/s", "amp speedup", "scaling eff"))
+    if any(r.get("decode") == "device" for r in rows):
+        click.echo("(--decode device: JPEGs decoded on the card with nvJPEG; pixels are not the reference's)")
+    for line in feed_words(rows):
+        click.echo(line)
+    if "data" in mode:
+        click.echo("(data rows: the input pipeline alone, one process; vs PIL = img/s per worker / a bare PIL "
+                   "decode loop over the same files in this process)")
     for r in rows:
         if r.get("status") == "skipped (does not fit)":
             click.echo(f"skipped: {r['num_classes']:,} classes, r={r['sample_rate']:g}, {r['nproc']} proc: "
                        f"{r['reason']}")
     if rows and rows[0].get("synthetic"):
-        click.echo("(synthetic data: compute throughput only)")
+        click.echo("(synthetic data: compute throughput only)" if data == "synthetic" else
+                   "(synthetic data: generated face JPEGs, decoded for real)")
     click.echo(f"runs saved under {out}/  ->  arcbench report {out}")
 
 

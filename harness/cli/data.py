@@ -1,6 +1,7 @@
 """`arcbench data`: index an identity folder, generate the synthetic face set."""
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -64,14 +65,33 @@ SYNTH_DEFAULTS = dict(identities=200, images_per_identity=16, verify_identities=
 @click.option("--workers", default=None, type=click.IntRange(0),
               help="Processes to render with [default: the CPUs].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing train/ and verify/ in --out.")
-def synth_cmd(out, identities, images_per_identity, verify_identities, verify_images, pairs, seed, workers,
-              overwrite):
+@click.option("--ijb", is_flag=True,
+              help="Write a synthetic IJB-format mini set instead (meta/, loose_crop/, planted.json) for "
+                   "`arcbench eval-ijb`: --identities of them (20 unless given), --ijb-media media each.")
+@click.option("--ijb-media", default=4, show_default=True, type=click.IntRange(2),
+              help="With --ijb: media per identity (1-3 frames each), split into two templates.")
+@click.pass_context
+def synth_cmd(ctx, out, identities, images_per_identity, verify_identities, verify_images, pairs, seed, workers,
+              overwrite, ijb, ijb_media):
     """Generate the deterministic synthetic face set (arcbench's default data, no download).
 
     Each identity has its own face shape, skin, eyes, brows, nose, mouth,
     hair and accessories; each image adds pose, expression, lighting, blur,
     noise and JPEG quality, so the set is learnable but not trivial.
     """
+    if ijb:
+        from click.core import ParameterSource
+
+        from ..data.synth_ijb import generate_ijb
+
+        given = ctx.get_parameter_source("identities") != ParameterSource.DEFAULT
+        s = generate_ijb(out, identities=identities if given else 20, media=ijb_media, seed=seed)
+        click.echo(f"wrote {s['root']}: synthetic IJB-format set, {s['identities']} identities, {s['faces']} "
+                   f"loose crops in {s['media']} media, {s['templates']} templates, {s['pairs']} template pairs "
+                   f"({s['genuine_pairs']} genuine)")
+        click.echo(f"wrote {s['faces_file']}, {os.path.basename(s['landmarks_file'])}, "
+                   f"{os.path.basename(s['pairs_file'])}; planted transforms in planted.json")
+        return
     from ..data.synth import generate
 
     total = identities * images_per_identity + verify_identities * verify_images

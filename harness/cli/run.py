@@ -77,10 +77,15 @@ Examples:
       help="LFW-layout folder (<name>/<name>_0001.jpg); needs --val-pairs.")
 @click.option("--val-pairs", "--val_pairs_path", "--val-pairs-path", "val_pairs", default=None,
       help="Pairs file: lfw_pair.txt or the official LFW pairs.txt.")
-@click.option("--val-bin", default=None, help="insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin).")
+@click.option("--val-bin", multiple=True,
+      help="insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin), or a folder of them. Repeat it "
+           "for several sets; they add to a --val-data/--val-pairs set, and each is verified at every point.")
 @click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
       help="Corrupt training images: skip and count them, or stop the run.")
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes per rank (default: from the CPU count).")
+@click.option("--decode", type=click.Choice(["host", "device"]), default="host", show_default=True,
+              help="Where training JPEGs are decoded: host (the reference's libjpeg-turbo pixels) or device "
+                   "(torchvision's nvJPEG on a CUDA card, for hosts short of cores; not bit-identical).")
 # -- length and optimisation
 @click.option("--epochs", "--epoch", "--total_epochs", "epochs", type=int, default=None,
       help="Epochs (default 50, the reference recipe; 3 for the embedded synthetic set).")
@@ -123,6 +128,18 @@ Examples:
       help="Address of node 0.")
 @click.option("--master-port", "--master_port", "master_port", type=int, default=29505, show_default=True,
       help="Port on node 0.")
+@click.option("--submit", type=click.Choice(["slurm", "local"]), default=None,
+      help="Submit this run as a batch job with submitit (pip install 'arcbench[slurm]'): one task per "
+           "card, the job is one run; prints the job id and the run directory. local: run the job here.")
+@click.option("--partition", default=None, help="--submit slurm: the Slurm partition.")
+@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True, help="--submit: nodes.")
+@click.option("--gpus-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+      help="--submit: cards (and tasks) per node.")
+@click.option("--time-limit", type=click.IntRange(min=1), default=1440, show_default=True, metavar="MINUTES",
+      help="--submit: the job's time limit.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+      help="Restart the workers up to N times when one fails; they resume from the last checkpoint "
+           "(--checkpoint-steps bounds what is repeated). Under torchrun, its own --max-restarts applies.")
 # -- evaluation
 @click.option("--eval-batch-size", "--eval_batch_size", "eval_batch_size", type=int, default=256, show_default=True,
       help="Batch size for embedding verification images.")
@@ -149,15 +166,33 @@ Examples:
 @click.option("--synthetic-classes", type=int, default=1000, show_default=True, help="Classes for --train-data synthetic.")
 @click.option("--synthetic-steps", type=int, default=100, show_default=True, help="Steps per epoch for --train-data synthetic.")
 def run_cmd(**o):
+    from ..cluster import detect
     from ..runner import RunFailed, execute
 
+    ctx = click.get_current_context()
+
+    def given(name):
+        return ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+
+    outer = detect()  # torchrun, srun or a scheduler's environment: this process is one rank of the run
+    if outer is not None:
+        from ..group_run import launch_flags
+
+        o = launch_flags(o, outer, given)
     cfg = build_config(o)
+    if o.get("submit"):
+        return _submit(o, cfg)
     overrides = None
-    if o["resume"]:
-        # the run's own settings, continued with what was given beside --resume
-        given = click.get_current_context().get_parameter_source("nproc")
+    if o["resume"] or outer is not None:
+        # the run's own settings, continued with what was given beside --resume (or an elastic restart)
         overrides = dict(epochs=o["epochs"], max_steps=o["max_steps"], quiet=o["quiet"],
-                         nproc=cfg.nproc if given is click.core.ParameterSource.COMMANDLINE else None)
+                         nproc=cfg.nproc if given("nproc") or outer is not None else None,
+                         nnodes=cfg.nnodes if outer is not None else None)
+    if outer is not None:
+        from ..group_run import execute as group_execute
+
+        def execute(cfg, resume, overrides, log):  # noqa: F811  (one rank of the launcher's group)
+            return group_execute(cfg, outer, resume=resume, overrides=overrides, log=log)
     try:
         with no_ctrl_c_echo():
             run_dir, summary = execute(cfg, resume=o["resume"], overrides=overrides,
@@ -169,9 +204,49 @@ def run_cmd(**o):
         click.echo(f"arcbench: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt as exc:
+        if outer is not None and _restarting(outer, exc):
+            sys.exit(130)
         click.echo(interrupted_message(getattr(exc, "run_dir", None), _tty()), err=True)
         sys.exit(130)
-    print_summary(run_dir, summary, cfg.out, warmup=_saved_warmup(run_dir, cfg))
+    except Exception as exc:
+        if outer is not None and _restarting(outer, exc):
+            sys.exit(1)
+        raise
+    if outer is None or run_dir:  # in a launcher's group, the rank that records prints
+        print_summary(run_dir, summary, cfg.out, warmup=_saved_warmup(run_dir, cfg))
+
+
+def _submit(o: dict, cfg) -> None:
+    """``--submit``: the same command line as a batch job; prints the job id and the run directory."""
+    from ..errors import ArcbenchError
+    from ..rundir import new_run_id, sanitize_run_id
+    from ..submit import strip_submit_flags, submit
+
+    if o["resume"] or o["do_eval"]:
+        raise ArcbenchError("--submit starts a new training run (not --resume or --do_eval)")
+    if o["submit"] == "slurm" and not o["partition"]:
+        raise ArcbenchError("--submit slurm needs --partition")
+    cfg.validate()
+    run_id = sanitize_run_id(cfg.run_id) if cfg.run_id else new_run_id(cfg.backbone, cfg.device, cfg.mode)
+    job, run_dir = submit(strip_submit_flags(sys.argv[1:]), cluster=o["submit"], out=cfg.out, run_id=run_id,
+                          partition=o["partition"], nodes=o["nodes"], gpus_per_node=o["gpus_per_node"],
+                          time_limit=o["time_limit"])
+    click.echo(f"arcbench: submitted job {job.job_id} ({o['submit']}, {o['nodes']} node(s) x {o['gpus_per_node']})")
+    click.echo(f"run directory: {run_dir}")
+    click.echo(f"job output:    {os.path.dirname(str(job.paths.stdout))}")
+
+
+def _restarting(outer, exc: BaseException) -> bool:
+    """This attempt ended and the launcher's agent will start the workers again: say so in one line."""
+    from ..restarts import plain_message, will_restart
+
+    if not will_restart(exc):
+        return False
+    first = (plain_message(str(exc)).splitlines() or [type(exc).__name__])[0][:200]
+    what = "stopped" if isinstance(exc, KeyboardInterrupt) else f"failed ({first})"
+    click.echo(f"arcbench: rank {outer.rank} {what}; {outer.launcher} restarts the workers from the last "
+               "checkpoint", err=True)
+    return True
 
 
 def _saved_warmup(run_dir: str, cfg) -> int:
@@ -285,20 +360,27 @@ def build_config(o: dict):
         mode="eval" if o["do_eval"] else "train", device=o["device"], backbone=backbone, head=o["head"],
         margin_s=o["margin_s"], margin_m=o["margin_m"], margin=o["margin"], sample_rate=o["sample_rate"],
         train_data=o["train_data"], annotation=o["annotation"],
-        val_data=o["val_data"], val_pairs=o["val_pairs"], val_bin=o["val_bin"], weights=o["weights"],
+        val_data=o["val_data"], val_pairs=o["val_pairs"], val_bin=_val_bins(o["val_bin"]), weights=o["weights"],
         epochs=epochs, max_steps=o["max_steps"], batch_size=global_batch, lr=lr,
         scale_lr=not o["no_lr_scaling"], optimizer=o["optimizer"], lr_schedule=o["lr_schedule"],
         warmup_steps=o["warmup_steps"], grad_clip=o["grad_clip"], precision=precision or "fp32",
         eval_precision=o["eval_precision"],
         compile=o["compile"], channels_last=o["channels_last"], seed=o["seed"], nproc=nproc, nnodes=o["nnodes"],
         node_rank=o["node_rank"], master_addr=o["master_addr"], master_port=o["master_port"],
-        workers=o["workers"], eval_batch_size=o["eval_batch_size"], eval_flip=o["flip"],
+        workers=o["workers"], decode=o["decode"], eval_batch_size=o["eval_batch_size"], eval_flip=o["flip"],
         eval_every=o["eval_every"] if o["eval_every"] is not None else (0 if embedded else 1),
         checkpoint_every=o["checkpoint_every"], checkpoint_steps=o["checkpoint_steps"],
         log_interval=max(1, o["log_interval"]), on_bad_image=o["on_bad_image"], out=o["out"],
         run_id=o["run_id"], quiet=o["quiet"], synthetic_classes=o["synthetic_classes"],
         synthetic_steps=o["synthetic_steps"], collective_wait=o["collective_wait"],
+        max_restarts=o.get("max_restarts") or 0,
     )
+
+
+def _val_bins(given):
+    """``--val-bin`` as the config keeps it: None, one path (as before several were allowed), or a list."""
+    given = list(given or ())
+    return None if not given else given[0] if len(given) == 1 else given
 
 
 def _fmt(v, spec=""):
@@ -329,7 +411,10 @@ def print_summary(run_dir: str, s: dict, out_root: str, warmup: int = 5) -> None
         ("backbone / head", f"{s.get('backbone')} / {s.get('head')}"),
         ("precision", s.get("precision") if not s.get("eval_precision")
          else f"{s.get('precision')} (verification {s['eval_precision']})"),
-        ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"),
+        ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"
+         + ("" if (s.get("nnodes") or 1) == 1 and not s.get("launcher") else
+            f"; {s.get('nnodes') or 1} node{'' if (s.get('nnodes') or 1) == 1 else 's'}"
+            + (f", started by {s['launcher']}" if s.get("launcher") else ""))),
         ("train / eval set", f"{s.get('train_set') or 'none'} / {s.get('eval_set') or 'none (no verification)'}"
          + ("  [synthetic]" if s.get("synthetic") else "")),
         ("epochs / steps", f"{_fmt(s.get('epochs'))} / {_fmt(s.get('steps'))}"),
@@ -352,6 +437,12 @@ def print_summary(run_dir: str, s: dict, out_root: str, warmup: int = 5) -> None
         mib = s["head_memory"] / 2**20
         rows.insert(3, ("classes / sample rate", f"{_fmt(s.get('num_classes'), ',')} / {_fmt(s.get('sample_rate'), 'g')}"
                         f" (head {mib:.{2 if mib < 10 else 0}f} MiB per process)"))
+    per_set = s.get("verification") or {}
+    if len(per_set) > 1:  # several sets: each one's figures and what verifying it took per point
+        at = [k for k, _ in rows].index("verification accuracy") + 1
+        rows[at:at] = [(f"  {name}", f"{v['accuracy']:.4f} ± {v.get('accuracy_std') or 0:.4f} (best "
+                        f"{_fmt(v.get('best_accuracy'), '.4f')}), {_fmt(v.get('seconds'), '.1f')} s")
+                       for name, v in per_set.items()]
     if s.get("bad_images"):
         listed = os.path.join(run_dir, BAD_IMAGES_FILE)
         rows.append(("bad images skipped", f"{s['bad_images']}"

@@ -18,11 +18,12 @@ import warnings
 from typing import List, Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import ArcbenchError
-from ..preprocess import load_tensor
+from ..preprocess import load_uint8
+from .device_decode import Encoded, EncodedBatch, read_sample
 from . import index as _index
 from .recordio import RecordReader, is_recordio_folder
 from .synthetic_batches import SyntheticBatches, is_synthetic
@@ -31,7 +32,11 @@ BAD_IMAGE_MODES = ("skip", "fail")
 
 
 class TrainSet(Dataset):
-    """Images and integer labels; ``__getitem__`` -> ``(CHW float32 in [-1, 1], label, bad)``.
+    """Images and integer labels; ``__getitem__`` -> ``(HWC uint8, label, bad)``.
+
+    uint8 is a quarter of float32's bytes through the workers' shared memory, pinning and
+    the copy; the device scales it (:func:`arcbench.preprocess.normalise`, bit-identical
+    to the reference's float arithmetic).
 
     ``bad`` is ``""`` for a good sample, else ``"<path>: <reason>"`` (then the
     image is zeros and the label -1).
@@ -42,8 +47,10 @@ class TrainSet(Dataset):
     def __init__(self, name: str, num_classes: int, *, paths: Optional[Sequence[str]] = None,
                  labels: Optional[Sequence[int]] = None, reader: Optional[RecordReader] = None,
                  input_size: int = 112, augment: bool = True, on_bad_image: str = "skip",
-                 source: str = ""):
+                 source: str = "", decode: str = "host"):
         _check_mode(on_bad_image)
+        #: "device": JPEGs travel as bytes and the card decodes them (data/device_decode.py)
+        self.decode = decode
         self.name = name
         self.num_classes = int(num_classes)
         self.input_size = int(input_size)
@@ -80,7 +87,7 @@ class TrainSet(Dataset):
             where = f"{self.reader.rec_path}#{key}"
             try:
                 label, data = self.reader.read(key)
-                img = load_tensor(data, self.input_size, flip=flip, what=where)
+                img = self._sample(data, flip, where)
             except ArcbenchError as exc:
                 return self._bad(f"{where}: {exc.message}")
             except Exception as exc:  # decoder errors we did not anticipate: still one sample
@@ -88,15 +95,30 @@ class TrainSet(Dataset):
             return img, label, ""
         path = self.paths[i]
         try:
-            img = load_tensor(path, self.input_size, flip=flip, what=path)
+            img = self._sample(path, flip, path)
         except ArcbenchError as exc:
             return self._bad(f"{path}: {exc.message}")
         except Exception as exc:
             return self._bad(f"{path}: {type(exc).__name__}: {exc}")
         return img, int(self.labels[i]), ""
 
+    def _sample(self, src, flip: bool, what: str):
+        if self.decode != "device":
+            return load_uint8(src, self.input_size, flip=flip, what=what)
+        if not isinstance(src, bytes):
+            try:
+                with open(src, "rb") as fh:
+                    src = fh.read()
+            except FileNotFoundError:
+                raise ArcbenchError("image not found", what) from None
+            except OSError as exc:
+                raise ArcbenchError(f"cannot read image: {exc.strerror or exc}", what) from None
+        raw = src
+        return read_sample(raw, self.input_size, flip, what,
+                           lambda: load_uint8(raw, self.input_size, flip=flip, what=what))
+
     def _bad(self, why: str):
-        return torch.zeros(3, self.input_size, self.input_size), -1, why.replace("\n", " ")
+        return torch.zeros(self.input_size, self.input_size, 3, dtype=torch.uint8), -1, why.replace("\n", " ")
 
     def __repr__(self) -> str:
         return f"TrainSet(name={self.name!r}, images={len(self)}, num_classes={self.num_classes})"
@@ -142,7 +164,7 @@ def _name_for(folder: str) -> str:
 
 
 def open_train_set(spec: str, *, annotation: Optional[str] = None, input_size: int = 112,
-                   augment: bool = True, on_bad_image: str = "skip") -> TrainSet:
+                   augment: bool = True, on_bad_image: str = "skip", decode: str = "host") -> TrainSet:
     """Open a training set from a folder, an annotation file or a RecordIO folder.
 
     Resolution: RecordIO folder (``train.rec`` + ``train.idx``) > ``annotation``
@@ -154,7 +176,7 @@ def open_train_set(spec: str, *, annotation: Optional[str] = None, input_size: i
     if is_synthetic(spec):
         raise ArcbenchError("'synthetic' is not a data set on disk; use SyntheticBatches for it")
     spec = os.fspath(spec)
-    kw = dict(input_size=input_size, augment=augment, on_bad_image=on_bad_image)
+    kw = dict(input_size=input_size, augment=augment, on_bad_image=on_bad_image, decode=decode)
     # fail mode: a listed image that does not exist is an error naming the annotation line, up front
     strict = on_bad_image == "fail"
     if os.path.isdir(spec) and is_recordio_folder(spec):
@@ -196,30 +218,42 @@ def open_train_set(spec: str, *, annotation: Optional[str] = None, input_size: i
 
 # --------------------------------------------------------------------- loader
 def collate_drop_bad(batch):
-    """Stack the good samples; return ``(images, labels, [bad reasons])``.
+    """Stack the good samples; return ``(images [N, H, W, 3] uint8, labels, [bad reasons])``.
 
-    Runs in the worker, so a bad sample costs the main process nothing.
+    Runs in the worker, so a bad sample costs the main process nothing; torch's
+    ``default_collate`` stacks straight into shared memory there (no second copy to
+    send the batch to the main process).
     """
     good = [(img, lab) for img, lab, bad in batch if not bad]
     bad = [b for _, _, b in batch if b]
-    if good:
-        images = torch.stack([g[0] for g in good])
+    if good and isinstance(good[0][0], Encoded):  # --decode device: bytes for the card
+        images = EncodedBatch([g[0] for g in good])
+        labels = torch.tensor([g[1] for g in good], dtype=torch.int64)
+    elif good:
+        images = default_collate([g[0] for g in good])
         labels = torch.tensor([g[1] for g in good], dtype=torch.int64)
     else:
-        c, h, w = batch[0][0].shape
-        images = torch.empty(0, c, h, w)
+        images = torch.empty(0, *batch[0][0].shape, dtype=batch[0][0].dtype)
         labels = torch.empty(0, dtype=torch.int64)
     return images, labels, bad
 
 
 def default_workers(world_size: int = 1) -> int:
-    """Leave a core for the training process itself: ``min(4, cpus_per_rank - 1)``."""
+    """Decode workers per rank: this process's usable cores shared among the node's ranks, less
+    one for the training process and one for pinning/unpickling, at least 1.
+
+    Not capped: one worker decodes ~2,500 img/s, so a card that trains at 20,000 img/s
+    needs 8 or more (``--workers`` overrides)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 1
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size) or 1)
-    return max(0, min(4, cpus // max(1, local) - 1))
+    return max(1, cpus // max(1, local) - 2)
+
+
+#: batches each worker builds ahead; with persistent workers the next epoch starts on them
+PREFETCH_FACTOR = 4
 
 
 class TrainLoader:
@@ -270,9 +304,12 @@ class TrainLoader:
             pin_memory = _pin_for(device)
         kw = {}
         if self.workers > 0:
-            kw.update(persistent_workers=True, prefetch_factor=4)
-        if pin_memory and device is not None and torch.device(device).type not in ("cuda", "cpu"):
-            kw["pin_memory_device"] = torch.device(device).type  # e.g. sdaa
+            kw.update(persistent_workers=True, prefetch_factor=PREFETCH_FACTOR)
+        if pin_memory and device is not None and torch.device(device).type not in ("cuda", "cpu") \
+                and not hasattr(torch, "accelerator"):
+            # an older torch pins for CUDA unless told (e.g. sdaa); a newer one pins for the current
+            # accelerator, the card bind() selected, and warns that the argument is deprecated
+            kw["pin_memory_device"] = torch.device(device).type
         self.loader = DataLoader(dataset, batch_size=self.batch_size, sampler=self.sampler,
                                  num_workers=self.workers, collate_fn=collate_drop_bad,
                                  pin_memory=bool(pin_memory), drop_last=drop_last, **kw)

@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import (PLUGIN, assert_one_line_error, assert_result_error, cli, invoke, only_run_dir,
-                       summary, train_args)
+from .conftest import (PLUGIN, assert_one_line_error, assert_result_error, cli, invoke, metrics_records,
+                       only_run_dir, summary, train_args)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -353,9 +353,22 @@ def test_bad_checkpoint_as_fine_tuning_start(faces, tmp_path, weights, case):
     assert not marker.exists()
 
 
+def _first_loss(run_dir: Path) -> float:
+    return next(rec["data"]["train.loss"] for rec in metrics_records(run_dir)
+                if rec.get("type") == "LOG" and len(rec.get("step") or []) == 2 and "train.loss" in rec["data"])
+
+
 def test_fine_tuning_start_weights_are_loaded(faces, tmp_path, weights):
-    r = invoke(train_args(tmp_path / "runs", "--train-data", faces / "train", "--weights", weights))
-    assert r.exit_code == 0, r.output
+    """The same seeded run with and without ``--weights``: only the start weights differ, so the first loss must."""
+    losses = {}
+    for name, extra in (("scratch", []), ("tuned", ["--weights", weights])):
+        r = invoke(train_args(tmp_path / name, "--train-data", faces / "train", "--max-steps", "2", *extra))
+        assert r.exit_code == 0, r.output
+        losses[name] = _first_loss(only_run_dir(tmp_path / name))
+    assert losses["tuned"] != losses["scratch"], losses
+    again = tmp_path / "again"
+    assert invoke(train_args(again, "--train-data", faces / "train", "--max-steps", "2")).exit_code == 0
+    assert _first_loss(only_run_dir(again)) == losses["scratch"], "the scratch run is not reproducible"
 
 
 @pytest.mark.parametrize("case", ["code", "wrong-shapes", "truncated", "not-an-arcbench-checkpoint"])

@@ -100,10 +100,16 @@ def test_fuzz_parse_pairs_mutated(folds, n, edits):
             data[pos:pos] = chunk
         else:
             data[pos:pos + len(chunk)] = chunk
+    path = _write("pairs_mut.txt", bytes(data))
     try:
-        parse_pairs(_write("pairs_mut.txt", bytes(data)))
-    except ArcbenchError:
-        pass
+        parsed = parse_pairs(path)
+    except ArcbenchError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc)
+        return
+    # what survives the edits is a well-formed protocol: whole folds, safe names, in-range indices
+    assert len(parsed) > 0 and all(p.idx1 >= 0 and p.idx2 >= 0 for p in parsed.pairs)
+    assert all("/" not in name and name not in (".", "..")
+               for p in parsed.pairs for name in (p.name1, p.name2))
 
 
 # ------------------------------------------------------------------ annotation files
@@ -232,13 +238,50 @@ def test_fuzz_read_bin(data):
     assert issame.dtype == np.bool_
 
 
+#: set by :func:`_sentinel`; a pickle that reached it resolved (and ran) a global
+_CALLED = []
+
+
+def _sentinel(*args):
+    _CALLED.append(args)
+    return b"ran"
+
+
+def _global_call(protocol_op: str, module: str, name: str) -> bytes:
+    """Pickle opcodes that resolve ``module.name`` and call it with no arguments."""
+    if protocol_op == "GLOBAL":
+        ref = b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+    else:  # STACK_GLOBAL, protocol 4
+        ref = b"".join(b"\x8c" + bytes([len(s)]) + s.encode() for s in (module, name)) + b"\x93"
+    return ref + b")R"
+
+
+def _plain(obj) -> bool:
+    if isinstance(obj, (list, tuple)):
+        return all(_plain(o) for o in obj)
+    if isinstance(obj, dict):
+        return all(_plain(k) and _plain(v) for k, v in obj.items())
+    return obj is None or isinstance(obj, (bytes, bytearray, str, bool, int, float, complex))
+
+
 @FUZZ
-@given(data=st.binary(max_size=200))
-def test_fuzz_safe_loads_never_resolves_code(data):
+@given(head=st.binary(max_size=60), tail=st.binary(max_size=60), op=st.sampled_from(["GLOBAL", "STACK_GLOBAL"]),
+       wrap=st.booleans())
+def test_fuzz_safe_loads_never_resolves_code(head, tail, op, wrap):
+    """A global reference anywhere in the bytes is refused, never resolved; what loads is plain data."""
+    call = _global_call(op, __name__, "_sentinel")
+    data = b"\x80\x04" + (b"]" + call + b"a." if wrap else head + call + tail)
+    _CALLED.clear()
     try:
-        safe_loads(b"\x80\x02" + data)
-    except ArcbenchError:
-        pass
+        obj = safe_loads(data)
+    except ArcbenchError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert _plain(obj), type(obj)
+    assert not _CALLED, "safe_loads resolved and called a global"
+    if wrap:  # a well-formed pickle whose only fault is the global: refused by name
+        with pytest.raises(ArcbenchError, match="refusing to load.*_sentinel"):
+            safe_loads(data)
 
 
 @FUZZ
