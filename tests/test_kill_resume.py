@@ -145,3 +145,18 @@ def test_readers_skip_the_records_a_resume_redid():
     steps = [(r.step, r.data.get("train.loss")) for r in parsed.logs]
     assert steps == [((1, i), 1.0) for i in range(1, 4)] + [((1, 4), 2.0), ((1, 5), 2.0)] + \
         [((2, i), 2.0) for i in range(1, 4)]
+
+
+def test_an_elastic_restart_is_not_recorded_as_killed(tmp_path, monkeypatch):
+    """torchrun restarting its workers re-prepares the run while its summary says running: that
+    attempt is recorded 'restarted' by segments.closed(), not 'killed' here as well."""
+    from types import SimpleNamespace
+
+    from arcbench import runner
+
+    run = SimpleNamespace(run_dir=str(tmp_path), cfg=SimpleNamespace(mode="train"))
+    previous = {"status": "running", "segment_started": 1.0}
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    assert [s["ended"] for s in runner._killed(run, previous)] == ["killed"]
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert runner._killed(run, previous) == []
