@@ -10,6 +10,8 @@ import os
 import tempfile
 from typing import Any, Callable
 
+from .errors import file_system_error
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -21,7 +23,19 @@ _UMASK = _current_umask()
 
 
 def _atomic(path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write ``path`` atomically; a read-only place, a missing permission or a full disk is a
+    one-line :class:`~arcbench.errors.FileSystemError` naming ``path``."""
     path = os.fspath(path)
+    try:
+        _write_replace(path, write, mode)
+    except OSError as exc:
+        err = file_system_error(exc, path)
+        if err is None:
+            raise
+        raise err from None
+
+
+def _write_replace(path: str, write: Callable[[Any], None], mode: str) -> None:
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)

@@ -63,3 +63,33 @@ class UnknownNameError(ArcbenchError):
         known = sorted(known)
         super().__init__(f"unknown {kind} {name!r}; known {kind}s: {', '.join(known) or '(none)'}")
         self.kind, self.name, self.known = kind, name, known
+
+
+#: errno values a user's file system causes (not a bug in arcbench): read-only, no permission, full
+USER_FS_ERRNOS = frozenset(getattr(__import__("errno"), n) for n in ("EROFS", "EACCES", "EPERM", "ENOSPC", "EDQUOT")
+                           if hasattr(__import__("errno"), n))
+
+
+class FileSystemError(ArcbenchError, OSError):
+    """A file or folder arcbench cannot write (or read): read-only, no permission, disk full.
+
+    Still an ``OSError`` (with its ``errno``), so code that handles file errors keeps doing so."""
+
+    def __init__(self, exc: OSError, path: PathLike, doing: str = "write"):
+        super().__init__(f"cannot {doing}: {exc.strerror or exc}", path)
+        self.errno = exc.errno
+        self.strerror = exc.strerror
+
+
+def file_system_error(exc: BaseException, path: Optional[PathLike] = None,
+                      doing: str = "write") -> Optional[FileSystemError]:
+    """``exc`` as a one-line :class:`FileSystemError` naming ``path`` (else the file the OS named),
+    when it is a file-system error a user can cause; None otherwise."""
+    if isinstance(exc, FileSystemError):
+        return exc
+    if not isinstance(exc, OSError) or exc.errno not in USER_FS_ERRNOS:
+        return None
+    where = path if path is not None else (exc.filename if exc.filename is not None else None)
+    if where is None:
+        return None
+    return FileSystemError(exc, where, doing)

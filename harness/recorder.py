@@ -34,6 +34,32 @@ METRIC_META = {
     "val.seconds": {"unit": "s", "format": ":.2f"},
 }
 
+#: the bad training images a run skipped: one "path<TAB>reason" line each (rank 0's share)
+BAD_IMAGES_FILE = "bad_images.txt"
+
+
+def write_bad_images(run_dir: str, entries) -> str:
+    """Add ``entries`` ("path: reason", as the loader reports them) to the run's bad-image list,
+    keeping the ones earlier segments found; returns its path."""
+    path = os.path.join(run_dir, BAD_IMAGES_FILE)
+    rows = dict.fromkeys(read_bad_images(run_dir))
+    for e in entries:
+        where, _, why = str(e).partition(": ")
+        rows.setdefault((where, why.replace("\t", " ").replace("\n", " ")), None)
+    atomic.write_text(path, "".join(f"{p}\t{w}\n" for p, w in rows))
+    return path
+
+
+def read_bad_images(run_dir: str) -> list:
+    """``[(path, reason), ...]`` from the run's bad_images.txt (empty when there is none)."""
+    try:
+        with open(os.path.join(run_dir, BAD_IMAGES_FILE), encoding="utf-8", errors="replace") as fh:
+            return [tuple(line.rstrip("\n").split("\t", 1)) + ("",) * (1 - line.count("\t"))
+                    for line in fh if line.strip()]
+    except OSError:
+        return []
+
+
 def _terminate_torn_line(path: str) -> None:
     """A run killed mid-write can leave half a line; end it so the next record starts on its own
     line (readers skip the torn one instead of losing the record glued to it)."""

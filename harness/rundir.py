@@ -116,8 +116,11 @@ class RunLock:
         key = os.path.realpath(self.run_dir)
         if key in RunLock._held:
             raise self._in_use()
-        fd = os.open(os.path.join(self.run_dir, ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-                     0o644)
+        path = os.path.join(self.run_dir, ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            raise ArcbenchError(f"cannot lock the run directory: {exc.strerror or exc}", path) from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -132,6 +135,30 @@ class RunLock:
             os.close(self.fd)  # closing drops the POSIX lock
             self.fd = None
             RunLock._held.discard(os.path.realpath(self.run_dir))
+
+
+def lock_held(run_dir: str) -> Optional[bool]:
+    """Whether a live process holds ``run_dir``'s lock: True, False (the holder is gone, even if it
+    was killed with ``kill -9``: the kernel dropped its lock), or None when it cannot be told (no
+    lock file, no ``fcntl``).  Takes a shared lock on a read-only descriptor, so it also works on a
+    read-only file system, and never disturbs a holder in this process."""
+    if os.path.realpath(run_dir) in RunLock._held:
+        return True
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(os.path.join(run_dir, ".lock"), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # drops the probe's lock
+    return False
 
 
 def git_commit() -> Optional[str]:

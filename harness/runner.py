@@ -20,8 +20,10 @@ from typing import Callable, Optional, Tuple
 
 from . import restarts, segments
 from .config import RunConfig
+from .data.set_names import run_set_names
 from .data.synth import is_generated
 from .errors import ArcbenchError
+from .preflight import check_inputs
 from .recorder import Recorder
 from .rundir import RunLock, check_writable, create_run_dir, remove_stale_temporaries, system_info
 
@@ -82,7 +84,8 @@ def base_summary(cfg: RunConfig, run_dir: str, device) -> dict:
         "eval_precision": cfg.eval_precision if cfg.mode == "train" else None, "lr_schedule": cfg.lr_schedule,
         "nproc": cfg.nproc, "nnodes": cfg.nnodes, "batch_size": cfg.batch_size,
         "per_process_batch": cfg.per_process_batch, "lr": cfg.effective_lr(),
-        "train_set": None, "eval_set": None, "synthetic": synthetic,
+        # named from the first moment, as the completed run will name them
+        **dict(zip(("train_set", "eval_set"), run_set_names(cfg))), "synthetic": synthetic,
     }
 
 
@@ -132,6 +135,7 @@ def prepare(cfg: Optional[RunConfig], resume: Optional[str] = None, overrides: O
             cfg, lock = _reopen(resume, overrides)
         cfg, device = _checked(cfg)
         cfg = resolve_data(cfg)
+        check_inputs(cfg)  # before a run directory exists
         if resume:
             run_dir = os.path.abspath(resume)
             check_writable(run_dir)
@@ -158,13 +162,28 @@ def _record_start(run: Run) -> None:
     rec.write_json("system.json", run.system)
     summary = base_summary(run.cfg, run.run_dir, run.device)
     if run.resumed:
-        summary.update({k: v for k, v in rec.summary.items() if k in ("date", "train_set", "eval_set")})
+        summary.update({k: v for k, v in rec.summary.items()
+                        if k in ("date", "train_set", "eval_set") and v is not None})
         summary["resumed"] = int(rec.summary.get("resumed") or 0) + 1
         # the earlier segments stay on record whatever happens to this one
-        summary["segments"] = segments.past_segments(rec.summary)
+        summary["segments"] = segments.past_segments(rec.summary) + _killed(run, rec.summary)
         summary["wall_time"] = segments.total_wall_time(summary["segments"])
+    # when and where this segment began: what a kill -9 leaves for the next --resume to record
+    summary.update(segment_started=round(time.time(), 3), segment_host=(run.system or {}).get("host"))
     rec.summary = {}
     rec.update_summary(**summary)
+
+
+def _killed(run: Run, previous: dict) -> list:
+    """The segment a killed process left open (its summary still said running), as a list of 0 or 1."""
+    if previous.get("status") != "running" or run.cfg.mode == "eval":
+        return []
+    if restarts.attempt() > 0:  # an elastic restart: segments.closed() records that attempt as restarted
+        return []
+    from .train_state import saved_progress
+
+    seg = segments.killed_segment(run.run_dir, previous, saved_progress(run.run_dir).get("steps"))
+    return [seg] if seg else []
 
 
 def execute(cfg: Optional[RunConfig], resume: Optional[str] = None, log=print, fresh_process: bool = False,

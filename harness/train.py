@@ -158,7 +158,12 @@ class Trainer:
         if not self.is_main or self.cfg.quiet or sys.stdout.isatty() or not self.steps_this_process:
             return
         elapsed = time.perf_counter() - self._started
-        left = max(0, self.total_steps - self.global_step) * elapsed / self.steps_this_process
+        per_step = elapsed / self.steps_this_process  # until warm-up is over: start-up included
+        if self.compute_times:  # after warm-up: the median step, as the throughput figures take it
+            import statistics
+
+            per_step = statistics.median(d + c for d, c in zip(self.data_times, self.compute_times))
+        left = max(0, self.total_steps - self.global_step) * per_step
         self.log(f"arcbench: {what} at step {self.global_step}/{self.total_steps}, {_duration(elapsed)} in; "
                  f"about {_duration(left)} to go")
 

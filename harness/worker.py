@@ -170,16 +170,21 @@ class _Process:
         return out
 
     def close(self) -> None:
+        seen = getattr(getattr(self, "data", None), "bad_seen", None)
+        if self.rank == 0 and self.run_dir and seen:
+            from .recorder import write_bad_images
+
+            write_bad_images(self.run_dir, list(seen))
         if self.rec:
             self.rec.close()
         collectives.teardown()
 
 
 def _data_info(cfg: RunConfig, data, vset) -> dict:
-    from .data.synth import SYNTHETIC_FACES, is_generated
+    from .data.set_names import generated_set_name
 
-    generated = is_generated(cfg.train_data) and cfg.train_data != "synthetic"
-    return {"train_set": SYNTHETIC_FACES if generated else data.name, "eval_set": getattr(vset, "name", None),
+    generated = generated_set_name(cfg.train_data)  # the name the run recorded from its start
+    return {"train_set": generated or data.name, "eval_set": getattr(vset, "name", None),
             "synthetic": bool(getattr(data, "synthetic", False)),
             "workers": getattr(data, "workers", None),  # the loader's decode workers per rank
             "decode": cfg.decode}  # "device": nvJPEG pixels, not the reference's

@@ -54,66 +54,151 @@ def _label(v) -> str:
     return "-" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
-def throughput_by_device(df: pd.DataFrame) -> Optional[bytes]:
-    """Median throughput per backbone, one bar per device/precision."""
+#: what changes a throughput figure: runs that differ in any of these never pool into one bar
+CONFIG_PARTS = ("device", "precision", "batch_per_process", "cards", "mode", "data", "compile")
+
+
+_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
+
+
+def _common_title(title: str, common, width: int = 60) -> str:
+    """The title, then what every bar shares, wrapped to ``width`` characters (the axes' width)."""
+    import textwrap
+
+    lines = textwrap.wrap(title, width)
+    if common:
+        lines += textwrap.wrap("all bars: " + ", ".join(common), width)
+    return "\n".join(lines)
+
+
+def _cards(d: pd.DataFrame) -> pd.Series:
+    return (d["nproc"].astype("Float64").fillna(1) * d["nnodes"].astype("Float64").fillna(1)).astype("float64")
+
+
+def _data_kind(raw, synthetic) -> str:
+    if raw == "synthetic":
+        return "random tensors"  # compute only: no decoding, no input pipeline
+    return "generated images" if synthetic is True else "images"
+
+
+def configurations(df: pd.DataFrame) -> pd.DataFrame:
+    """Each run's configuration as text, one column per :data:`CONFIG_PARTS` (plus ``backbone``)."""
+    cards = _cards(df)
+    batch = df["batch_size"].astype("Float64")
+    extra = df["per_process_batch"] if "per_process_batch" in df.columns else pd.Series([None] * len(df),
+                                                                                        index=df.index)
+    per_proc = [p if p is not None and not pd.isna(p) else (None if pd.isna(b) else b / max(n, 1))
+                for p, b, n in zip(extra.astype("object"), batch.astype("object"), cards)]
+    amp_dtype = df["amp_dtype"].astype("object") if "amp_dtype" in df.columns else [None] * len(df)
+    prec = [f"{_label(p)}" + (f" {_DTYPES.get(str(t), str(t))}"
+                              if _label(p) == "amp" and t is not None and not pd.isna(t) else "")
+            for p, t in zip(df["precision"].astype("object"), amp_dtype)]
+    raw = df["train_set_raw"].astype("object") if "train_set_raw" in df.columns else df["train_set"].astype("object")
+    return pd.DataFrame({
+        "backbone": [_label(v) for v in df["backbone"].astype("object")],
+        "device": [_label(v) for v in df["device"].astype("object")],
+        "precision": prec,
+        "batch_per_process": ["-" if v is None or pd.isna(v) else f"batch {int(v)}/proc" for v in per_proc],
+        "cards": [f"{int(n)} proc" + ("s" if n > 1 else "") for n in cards],
+        "mode": [_label(v) for v in df["mode"].astype("object")],
+        "data": [_data_kind(r, syn) for r, syn in zip(raw, df["synthetic"].astype("object"))],
+        "compile": ["compiled" if v is True else "eager" for v in df["compile"].astype("object")],
+    }, index=df.index)
+
+
+def _labelled(conf: pd.DataFrame, parts) -> tuple:
+    """``(label per row, parts equal on every row)``: a label names only what tells rows apart."""
+    varying = [p for p in parts if conf[p].nunique() > 1]
+    common = [conf[p].iloc[0] for p in parts if p not in varying and conf[p].iloc[0] != "-"]
+    labels = [", ".join(conf.at[i, p] for p in varying) or "all runs" for i in conf.index]
+    return labels, common
+
+
+def throughput_bars(df: pd.DataFrame) -> pd.DataFrame:
+    """One bar per backbone and configuration: ``backbone, label, throughput, runs`` (median over the
+    runs of exactly that configuration; unlike runs are never pooled), and ``attrs["common"]``."""
     d = _usable(df, "throughput_median")
     if not len(d):
+        return pd.DataFrame(columns=["backbone", "label", "throughput", "runs"])
+    conf = configurations(d)
+    labels, common = _labelled(conf, CONFIG_PARTS)
+    keyed = pd.DataFrame({"backbone": conf["backbone"], "label": labels,
+                          "synthetic": [syn for syn in _synth(d)],
+                          "key": ["|".join(conf.loc[i, list(CONFIG_PARTS)]) for i in conf.index],
+                          "throughput": d["throughput_median"].astype("float64")})
+    keyed["label"] = keyed["label"] + keyed["synthetic"]
+    out = (keyed.groupby(["backbone", "key", "label"], sort=True)["throughput"].agg(["median", "size"])
+           .reset_index().rename(columns={"median": "throughput", "size": "runs"}))
+    out = out[["backbone", "label", "throughput", "runs"]]
+    out.attrs["common"] = common
+    return out
+
+
+def throughput_by_device(df: pd.DataFrame) -> Optional[bytes]:
+    """Median throughput per backbone, one bar per configuration (device, precision, batch per process,
+    processes, mode, data kind, compile), labelled with what differs between the configurations."""
+    bars = throughput_bars(df)
+    if not len(bars):
         return None
-    cards = (d["nproc"].astype("Float64").fillna(1) * d["nnodes"].astype("Float64").fillna(1)).astype("float64")
-    # the process count is part of the series: a 4-card median must not pool with 1-card runs
-    d = d.assign(backbone=[_label(v) for v in d["backbone"]],
-                 series=[f"{_label(a)} {_label(b)}" + (f" x{int(n)}" if n > 1 else "") + syn
-                         for a, b, n, syn in zip(d["device"], d["precision"], cards, _synth(d))])
-    table = d.groupby(["backbone", "series"])["throughput_median"].median().unstack("series")
-    backbones, series = list(table.index), list(table.columns)
+    backbones = sorted(bars["backbone"].unique())
+    series = list(dict.fromkeys(bars["label"]))
     colour = {s: _PALETTE[j % len(_PALETTE)] for j, s in enumerate(series)}
-    widest = max(int(table.loc[b].notna().sum()) for b in backbones)
-    fig = _figure(max(6.0, 1.5 + 0.45 * widest * len(backbones)), 4.0)
+    widest = max(int((bars["backbone"] == b).sum()) for b in backbones)
+    axes_w = max(3.5, 1.0 + 0.45 * widest * len(backbones))
+    legend_w = 0.5 + 0.065 * max(len(str(v)) for v in series)  # the legend sits right of the axes
+    fig = _figure(axes_w + legend_w + 1.0, 4.4)
     ax = fig.subplots()
     width = 0.8 / max(1, widest)
     labelled = set()
     for i, b in enumerate(backbones):
-        present = [(s, table.loc[b, s]) for s in series if not pd.isna(table.loc[b, s])]
-        left = i - width * len(present) / 2  # only the series a backbone has, centred on its tick
-        for j, (s, v) in enumerate(present):
-            bar = ax.bar(left + width * (j + 0.5), v, width, color=colour[s],
-                         label=None if s in labelled else s)[0]
-            labelled.add(s)
-            _label_bar(ax, bar, f"{v:.0f}", 7)
-    _bar_axes(ax, backbones, "images/s (median over runs)", "Training throughput by backbone and device", 0.12)
-    ax.legend(fontsize=8, title="device precision [x processes]", title_fontsize=8, loc="upper left",
+        present = bars[bars["backbone"] == b]
+        left = i - width * len(present) / 2  # only the configurations a backbone has, centred on its tick
+        for j, r in enumerate(present.itertuples(index=False)):
+            bar = ax.bar(left + width * (j + 0.5), r.throughput, width, color=colour[r.label],
+                         label=None if r.label in labelled else r.label)[0]
+            labelled.add(r.label)
+            _label_bar(ax, bar, f"{r.throughput:.{1 if r.throughput < 10 else 0}f}"
+                       + (f" ({r.runs} runs)" if r.runs > 1 else ""), 7)
+    common = bars.attrs.get("common") or []
+    _bar_axes(ax, backbones, "images/s (median over like runs)",
+              _common_title("Throughput by backbone and configuration", common, int(axes_w * 11)), 0.12)
+    ax.legend(fontsize=8, title="configuration", title_fontsize=8, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _png(fig)
 
 
 def amp_speedup(df: pd.DataFrame) -> Optional[bytes]:
-    """AMP/FP32 throughput ratio per device and backbone (below 1 is a valid result, e.g. bf16 on CPU)."""
+    """AMP/FP32 throughput ratio per configuration (below 1 is a valid result, e.g. bf16 on CPU)."""
     d = _usable(df, "amp_speedup")
     if not len(d):
         return None
-    d = d.assign(key=[f"{_label(a)}\n{_label(b)}{syn}" for a, b, syn in zip(d["device"], d["backbone"], _synth(d))])
+    conf = configurations(d)
+    parts = ("device", "backbone", "precision", "batch_per_process", "cards", "data", "compile")
+    labels, common = _labelled(conf, parts)
+    d = d.assign(key=[f"{lab}{syn}".replace(", ", "\n") for lab, syn in zip(labels, _synth(d))])
     s = d.groupby("key")["amp_speedup"].median()
-    fig = _figure(max(5.0, 1.5 + 0.9 * len(s)), 3.6)
+    fig = _figure(max(5.0, 1.5 + 0.9 * len(s)), 3.8)
     ax = fig.subplots()
     colors = ["#2ca02c" if v >= 1 else "#d62728" for v in s.values]
     bars = ax.bar(range(len(s)), s.values, color=colors, width=0.6)
     for b, v in zip(bars, s.values):
         _label_bar(ax, b, f"{v:.2f}x", 8)
     ax.axhline(1.0, color="#555555", lw=0.8, ls="--")
-    _bar_axes(ax, list(s.index), "AMP / FP32 throughput", "AMP speedup (device, backbone)", 0.15, label_size=8)
+    _bar_axes(ax, list(s.index), "AMP / FP32 throughput",
+              _common_title("AMP speedup", common), 0.15, label_size=8)
     return _png(fig)
 
 
 def scaling(df: pd.DataFrame) -> Optional[bytes]:
-    """Throughput against process count per device/backbone/precision, with ideal linear scaling dashed."""
+    """Throughput against process count per configuration (all but the process count), with ideal
+    linear scaling dashed."""
     d = _usable(df, "throughput_median")
     if not len(d):
         return None
-    nproc = d["nproc"].astype("Float64").fillna(1)
-    nnodes = d["nnodes"].astype("Float64").fillna(1)
-    d = d.assign(cards=(nproc * nnodes).astype("float64"),
-                 series=[f"{_label(a)} {_label(b)} {_label(c)}{syn}" for a, b, c, syn in
-                         zip(d["device"], d["backbone"], d["precision"], _synth(d))])
+    conf = configurations(d)
+    parts = ("device", "backbone", "precision", "batch_per_process", "mode", "data", "compile")
+    d = d.assign(cards=_cards(d),
+                 series=[", ".join(conf.loc[i, list(parts)]) + syn for i, syn in zip(conf.index, _synth(d))])
     groups = [(k, g.groupby("cards")["throughput_median"].median()) for k, g in d.groupby("series")]
     groups = [(k, s) for k, s in groups if len(s) >= 2]
     if not groups:

@@ -45,7 +45,7 @@ BOOTSTRAP_SEED = 0
 #: per-run cap on the steps that enter the bootstrap (evenly spaced), to bound time and memory
 MAX_STEPS_PER_RUN = 2000
 #: a failed run's numbers, or a still-running run's partial ones, would skew the pooled figures
-EXCLUDED_STATUS = ("failed", "running")
+EXCLUDED_STATUS = ("failed", "running", "stale (process gone)")
 COMPARE_COLUMNS = KEYS + LENGTH_KEYS + [
     "base_runs", "new_runs", "base_samples", "new_samples", "samples_kind", "base_throughput", "new_throughput",
     "throughput_change_pct", "change_low_pct", "change_high_pct", "base_accuracy", "new_accuracy",
@@ -58,6 +58,10 @@ TABLE_COLUMNS = ["device", "backbone", "precision", "batch_size", "train_set", "
 
 #: hidden in this order when the compare table is wider than the terminal
 TABLE_DROP_ORDER = ["base_throughput", "new_throughput", "accuracy_change_points", "train_set", "precision", "steps"]
+
+#: never folded into the table's "all rows" line: what the comparison is for
+TABLE_KEEP = ("base_runs", "new_runs", "base_throughput", "new_throughput", "throughput_change_pct",
+              "change_interval", "accuracy_change_points", "verdict")
 
 SampleLoader = Callable[[dict], Optional[np.ndarray]]
 

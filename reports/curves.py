@@ -176,7 +176,7 @@ def timed_step_throughputs(parsed: ParsedLog, warmup: int = 5) -> pd.Series:
         if r.kind == "METADATA":
             fresh = True
             continue
-        if id(r) not in lead or not isinstance(r.step, tuple) or len(r.step) != 2:
+        if id(r) not in lead or r.superseded or not isinstance(r.step, tuple) or len(r.step) != 2:
             continue
         v = _first(r.data, GLOBAL_IPS_KEYS)
         if v is None:

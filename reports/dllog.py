@@ -56,6 +56,8 @@ class Record:
     data: Dict[str, Any]
     line: int
     timestamp: Optional[float] = None
+    #: a step (or epoch) a resumed run did again after a kill: the later record replaces it
+    superseded: bool = False
 
 
 @dataclass
@@ -69,7 +71,12 @@ class ParsedLog:
 
     @property
     def logs(self) -> List[Record]:
-        return [r for r in self.records if r.kind == "LOG"]
+        return [r for r in self.records if r.kind == "LOG" and not r.superseded]
+
+    @property
+    def superseded(self) -> int:
+        """How many records a resumed run redid (they are left out of :attr:`logs`)."""
+        return sum(1 for r in self.records if r.superseded)
 
 
 def number(value) -> Any:
@@ -256,7 +263,32 @@ def parse_lines(lines, path: str = "<log>") -> ParsedLog:
                 parsed.other += 1
         else:
             parsed.bad.append((lineno, "unrecognised record"))
+    mark_superseded(parsed.records)
     return parsed
+
+
+def mark_superseded(records: List[Record]) -> None:
+    """Mark the records a resumed run redid: a run killed at step 45 and resumed from its step-25
+    checkpoint logs steps 26-45 again, and the first ones no longer count.  Per rank, a step that
+    goes back where a new process starts logging (after its METADATA block) supersedes every earlier
+    step (and epoch) record at or after it.  Several records of one step, or ranks logging out of
+    order within one process, supersede nothing."""
+    kept: Dict[Any, List[Tuple[Tuple[float, float], Record]]] = {}
+    fresh = False
+    for r in records:
+        if r.kind == "METADATA":
+            fresh = True
+            continue
+        if r.kind != "LOG" or not isinstance(r.step, tuple) or len(r.step) not in (1, 2):
+            continue
+        key = (float(r.step[0]), float(r.step[1]) if len(r.step) == 2 else math.inf)
+        stack = kept.setdefault(r.data.get("rank"), [])
+        if len(r.step) == 2:
+            if fresh and stack and key < stack[-1][0]:
+                while stack and stack[-1][0] >= key:
+                    stack.pop()[1].superseded = True
+            fresh = False
+        stack.append((key, r))
 
 
 def parse_file(path) -> ParsedLog:

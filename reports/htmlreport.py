@@ -56,6 +56,7 @@ td.wrap{white-space:normal;min-width:220px;max-width:460px}
 .v-noref,td.v-noref{background:#fff8c5 !important;color:#7d4e00}
 .s-failed,.s-interrupted{color:#a40e26;font-weight:600}
 .s-running,.s-unknown{color:#7d4e00}
+.s-staleprocessgone{color:#b3261e}
 .legend,.note{font-size:12.5px;color:#57606a;margin:6px 0 0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(430px,1fr));gap:12px}
 figure{margin:0;border:1px solid #d0d7de;border-radius:6px;padding:6px;background:#fff}

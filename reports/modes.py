@@ -138,7 +138,8 @@ def compare_text(result: pd.DataFrame, fmt: str, base_spec: str, new_spec: str, 
                                      f"BASE {base_spec} vs NEW {new_spec}: {line}")
     shown = compare_mod.table(result)
     return (render.fit_table(shown, list(shown.columns), width, drop=compare_mod.TABLE_DROP_ORDER,
-                             rows_are="configuration(s)", more="--format csv or json has every column")
+                             rows_are="configuration(s)", more="--format csv or json has every column",
+                             keep=compare_mod.TABLE_KEEP)
             if len(result) else "(no runs)") + "\n" + textwrap.fill(line, width) + "\n"
 
 
@@ -167,10 +168,20 @@ def runs_text(df: pd.DataFrame, groups: Optional[pd.DataFrame], cols: Optional[L
         note = f"{len(df)} run(s) from {', '.join(sources)}; reference tolerance {tolerance:g} points."
         return modelzoo.markdown(df, lang=lang, note=note)
     if groups is not None:
-        return render.fit_table(groups, cols or list(groups.columns), width)
+        return render.fit_table(groups, cols or list(groups.columns), width, keep=render.GROUP_METRICS,
+                                fold=not cols)
     if every_column:
-        return render.fit_table(df, cols, None)
-    return render.fit_table(df, cols, width, drop=() if cols else render.TABLE_DROP_ORDER)
+        return render.fit_table(df, cols, None, fold=False)
+    # columns named with --columns are shown as asked; the default ones are fitted by what they tell
+    return render.fit_table(df, cols, width, drop=() if cols else render.TABLE_DROP_ORDER, fold=not cols) \
+        + stale_notes(df)
+
+
+def stale_notes(df: pd.DataFrame) -> str:
+    """One line per run whose process is gone, with the command that continues it."""
+    lines = [f"\n{r['run_id']}: {runs.STALE}; resume with: {runs.resume_command(r['path'])}"
+             for r in df.to_dict("records") if r.get("status") == runs.STALE and r.get("path")]
+    return "".join(lines)
 
 
 def runs_check(df: pd.DataFrame) -> Tuple[List[str], int]:

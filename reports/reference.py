@@ -43,7 +43,7 @@ NA_SYNTHETIC = "n/a (synthetic)"
 NA_NO_ACCURACY = "n/a (no accuracy)"
 NO_REFERENCE = "no reference"
 #: statuses whose accuracy is not final: the run is reported but not judged
-UNJUDGED_STATUS = ("running", "failed", "interrupted")
+UNJUDGED_STATUS = ("running", "failed", "interrupted", "stale (process gone)")
 
 _DATASET_ALIASES = {
     "casia": "CASIA-WebFace",
@@ -192,7 +192,7 @@ def verdict(run: dict, refs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE,
         return None, NO_REFERENCE
     status = run.get("status")
     if not _isnull(status) and status in UNJUDGED_STATUS:
-        return ref_acc, f"n/a ({status})"
+        return ref_acc, f"n/a ({str(status).split(' (')[0]})"
     # 1e-9 keeps 97.98 == 98.48 - 0.5 from failing on float rounding
     ok = float(acc) * 100.0 + 1e-9 >= ref_acc - float(tolerance)
     return ref_acc, PASS if ok else FAIL

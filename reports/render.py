@@ -13,20 +13,28 @@ from typing import Callable, Dict, List, Optional, Sequence
 import pandas as pd
 
 from ..errors import ArcbenchError
+from . import fit
+from .fit import ELLIPSIS, cut  # noqa: F401  (cut: part of this module's API)
 from .runs import COLUMNS, set_accuracy_columns
 
 FORMATS = ("table", "md", "csv", "json", "html")
 
 #: the default terminal table: the columns a reader needs (``--columns`` gives others; csv/json keep every one)
-TABLE_COLUMNS = ["run_id", "date", "status", "device", "backbone", "precision", "nproc", "batch_size", "train_set",
+TABLE_COLUMNS = ["run_id", "date", "status", "device", "backbone", "precision", "batch_size", "nproc", "train_set",
                  "eval_set", "throughput_median", "peak_memory", "lfw_accuracy", "reference_check"]
-#: default columns hidden, in this order, while the table is wider than the terminal; the last ones
-#: only after long text has been cut as far as it goes (a very narrow terminal)
-TABLE_DROP_ORDER = ["eval_set", "peak_memory", "date", "nproc", "sample_rate", "num_classes", "precision"]
+#: default columns hidden, in this order, while the table is wider than the terminal (after the columns
+#: equal on every row were folded into one line); ``nproc`` goes only with ``batch_size`` (a global batch
+#: needs its process count); :data:`TABLE_LAST_RESORT` only after long text has been cut as far as it goes
+TABLE_DROP_ORDER = ["date", "eval_set", "peak_memory", "sample_rate", "num_classes", "reference_check",
+                    "train_set", "nproc"]
 #: added to the default table (after the batch) when a run used a Partial FC sample rate or the
 #: runs differ in class count: the head's size then drives memory and throughput
 CLASS_COLUMNS = ["num_classes", "sample_rate"]
-TABLE_LAST_RESORT = ["batch_size", "train_set", "device", "backbone", "status"]
+TABLE_LAST_RESORT = ["device", "backbone", "status", "lfw_accuracy", "precision"]
+#: never folded into the "all rows" line: the row's identity and the figures the rows were made for
+TABLE_KEEP = ("run_id", "throughput_median", "amp_speedup", "scaling_efficiency")
+#: folded values that read alone ("cpu", "synthetic"); the others read "header value" ("batch 16")
+FOLD_BARE = ("status", "device", "backbone", "precision", "train_set", "mode")
 #: short headers for the terminal table (csv, json, md and --columns use the column names)
 TABLE_HEADERS = {"throughput_median": "img/s", "lfw_accuracy": "accuracy", "reference_check": "check",
                  "peak_memory": "memory", "batch_size": "batch", "nproc": "procs", "precision": "prec",
@@ -40,7 +48,6 @@ TABLE_HEADERS = {"throughput_median": "img/s", "lfw_accuracy": "accuracy", "refe
 SHRINKABLE = {"run_id": 14, "reason": 12, "path": 16, "device_name": 12, "train_set": 10, "eval_set": 10,
               "backbone": 10, "weights": 10, "reference_check": 17, "train_set_raw": 10, "eval_set_raw": 10,
               "verdict": 40}
-ELLIPSIS = "\u2026"
 
 
 def missing(v) -> bool:
@@ -141,51 +148,23 @@ def short_set_name(name: str, limit: int = 20) -> str:
     return cut(text, limit)
 
 
-def cut(text: str, limit: int) -> str:
-    """At most ``limit`` characters; the middle of a long text becomes an ellipsis (keeps both ends of run ids)."""
-    text = str(text)
-    if len(text) <= limit:
-        return text
-    if limit <= 1:
-        return text[:limit]
-    head = limit // 2
-    tail = limit - 1 - head
-    return text[:head] + ELLIPSIS + (text[-tail:] if tail else "")
-
-
-def _heads(d: pd.DataFrame) -> List[str]:
-    return [TABLE_HEADERS.get(c, c) for c in d.columns]
-
-
-def _col_widths(d: pd.DataFrame, headers: Sequence[str]) -> List[int]:
-    return [max([len(h)] + [len(v) for v in d[c]]) for c, h in zip(d.columns, headers)]
-
-
-def _render(d: pd.DataFrame, headers: Sequence[str], numeric: Sequence[bool], gap: int = 2) -> List[str]:
-    widths = _col_widths(d, headers)
-
-    def line(cells):
-        parts = [(v.rjust(w) if num else v.ljust(w)) for v, w, num in zip(cells, widths, numeric)]
-        return (" " * gap).join(parts).rstrip()
-
-    return [line(headers)] + [line(row) for row in d.itertuples(index=False, name=None)]
-
-
-def _width(d: pd.DataFrame, gap: int = 2) -> int:
-    """Characters one line of the table takes, with its terminal headers."""
-    widths = _col_widths(d, _heads(d))
-    return sum(widths) + gap * max(0, len(widths) - 1)
-
-
 def default_table_columns(df: pd.DataFrame) -> List[str]:
     """:data:`TABLE_COLUMNS`, plus :data:`CLASS_COLUMNS` after the batch when a run has a sample
-    rate below 1 or the class counts differ between runs."""
+    rate below 1 or the class counts differ between runs, plus the figures the rows were made for:
+    ``amp_speedup`` when an AMP pair is present, ``scaling_efficiency`` when process counts differ."""
     cols = list(TABLE_COLUMNS)
     rates = pd.to_numeric(df["sample_rate"], errors="coerce") if "sample_rate" in df.columns else None
     classes = df["num_classes"].dropna() if "num_classes" in df.columns else None
     if (rates is not None and bool((rates < 1).any())) or (classes is not None and classes.nunique() > 1):
         at = cols.index("batch_size") + 1
         cols[at:at] = CLASS_COLUMNS
+    at = cols.index("throughput_median") + 1
+    if "amp_speedup" in df.columns and df["amp_speedup"].notna().any():
+        cols.insert(at, "amp_speedup")
+        at += 1
+    if "scaling_efficiency" in df.columns and df["scaling_efficiency"].notna().any() \
+            and "nproc" in df.columns and df["nproc"].dropna().nunique() > 1:
+        cols.insert(at, "scaling_efficiency")
     at = cols.index("lfw_accuracy") + 1
     for c in set_accuracy_columns(df):  # runs with several verification sets: one column per set,
         check = "check:" + c.split(":", 1)[1]  # and its check where a published figure judged one
@@ -197,15 +176,28 @@ def default_table_columns(df: pd.DataFrame) -> List[str]:
     return cols
 
 
+def layout(drop: Sequence[str] = (), keep: Sequence[str] = TABLE_KEEP, rows_are: str = "run(s)",
+           more: str = "--columns all or --columns a,b,c shows others") -> fit.Layout:
+    """How a runs-like table fits: ``drop`` hidden in turn while too wide (then, for the default
+    table, :data:`TABLE_LAST_RESORT`), ``keep`` never folded."""
+    first = [c for c in drop if c == "date"]  # a generated run id holds the date and time
+    return fit.Layout(headers=TABLE_HEADERS, keep=tuple(keep), first=first, hide=tuple(c for c in drop if c not in first),
+                      last_resort=TABLE_LAST_RESORT if drop else (), shrink=SHRINKABLE,
+                      cutters={"run_id": fit.shorten_run_id, "reason": fit.cut_end, "verdict": fit.cut_end},
+                      soft={"run_id": fit.run_id_soft_limit}, bare=FOLD_BARE,
+                      fold_names={"sample_rate": "sample rate", "reference_check": "check"}, linked=(("batch_size", "nproc"),), rows_are=rows_are, more=more)
+
+
 def fit_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, width: Optional[int] = None,
               drop: Sequence[str] = (), rows_are: str = "run(s)",
-              more: str = "--columns all or --columns a,b,c shows others") -> str:
+              more: str = "--columns all or --columns a,b,c shows others",
+              keep: Optional[Sequence[str]] = None, fold: bool = True) -> str:
     """The runs table for a terminal ``width`` characters wide (None: no limit).
 
-    Set names are shortened; while the table is too wide, the columns in ``drop``
-    are hidden in turn (a last line names them), then long text cells are cut
-    with an ellipsis in the middle, then (default table only) the
-    :data:`TABLE_LAST_RESORT` columns go too.  Numbers are never cut.
+    Set names are shortened; columns equal on every row are folded into an ``all rows:`` line
+    (see :mod:`arcbench.reports.fit`); while the table is too wide, the columns in ``drop`` are
+    hidden in turn (a last line names them), then long text cells are cut, then (default table
+    only) the :data:`TABLE_LAST_RESORT` columns go too.  Numbers are never cut.
     """
     if not len(df):
         return "(no runs)"
@@ -215,44 +207,8 @@ def fit_table(df: pd.DataFrame, columns: Optional[Sequence[str]] = None, width: 
         if c in d.columns:
             d[c] = [short_set_name(v) for v in d[c]]
     numeric = {c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in cols}
-    hidden: List[str] = []
-    if width:
-        d = _hide(d, drop, width, hidden)
-        _shrink(d, width)
-        d = _hide(d, TABLE_LAST_RESORT if drop else (), width, hidden)
-    lines = _render(d, _heads(d), [numeric[c] for c in d.columns])
-    if hidden:
-        import textwrap
-
-        lines += textwrap.wrap(f"({len(df)} {rows_are}; hidden to fit {width} columns: {', '.join(hidden)}; "
-                               f"{more})", width=max(20, width or 0))
-    return "\n".join(lines)
-
-
-def _hide(d: pd.DataFrame, columns: Sequence[str], width: int, hidden: List[str]) -> pd.DataFrame:
-    """Drop ``columns`` in turn (never the last one left) while the table is wider than ``width``;
-    the dropped ones are added to ``hidden`` for the closing note."""
-    for c in columns:
-        if _width(d) <= width:
-            break
-        if c in d.columns and len(d.columns) > 1:
-            d = d.drop(columns=[c])
-            hidden.append(c)
-    return d
-
-
-def _shrink(d: pd.DataFrame, width: int) -> None:
-    """Cut long text cells (in place) until the table fits or every text column is at its floor."""
-    while _width(d) > width:
-        # cut the widest text column that is still above its floor, a little at a time
-        cands = [(max(len(v) for v in d[c]), c) for c in d.columns if c in SHRINKABLE]
-        cands = [(n, c) for n, c in cands if n > max(SHRINKABLE[c], len(TABLE_HEADERS.get(c, c)))]
-        if not cands:
-            break
-        n, c = max(cands)
-        over = _width(d) - width
-        floor = max(SHRINKABLE[c], len(TABLE_HEADERS.get(c, c)))
-        d[c] = [cut(v, max(floor, n - max(1, min(over, 4)))) for v in d[c]]
+    keep = TABLE_KEEP if keep is None else keep
+    return fit.fit(d, layout(drop, keep, rows_are, more), width, numeric, fold=fold)
 
 
 def _md_cell(v) -> str:

@@ -21,6 +21,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from ..errors import ArcbenchError
+from ..rundir import lock_held
 from . import curves
 from .dllog import ParsedLog, parse_file, truthy
 from .reference import DEFAULT_TOLERANCE, SET_ACCURACY_PREFIX, apply_references, canonical_dataset
@@ -66,6 +67,16 @@ _SUMMARY_KEYS = [
 _CONFIG_KEYS = ["run_id", "mode", "device", "backbone", "head", "precision", "nproc", "nnodes", "batch_size",
                 "epochs", "input_size"]
 _SKIP_DIRS = {"checkpoints", "plots", "__pycache__", "node_modules"}
+
+
+#: a run whose summary says running but whose lock no process holds: it was killed (kill -9, power loss)
+STALE = "stale (process gone)"
+
+
+def resume_command(run_dir) -> str:
+    import shlex
+
+    return f"arcbench run --resume {shlex.quote(os.fspath(run_dir))}"
 
 
 class ReportWarning(UserWarning):
@@ -189,6 +200,9 @@ def load_run(run_dir, problems: Optional[list] = None) -> Optional[dict]:
     sysdev = system.get("device") if isinstance(system.get("device"), dict) else {}
     parsed = _log_if_needed(run_dir, summary, problems)
     row = _merged_row(run_dir, summary, config, system, sysdev, parsed)
+    if row["status"] == "running" and lock_held(run_dir) is False:
+        row["status"] = STALE
+        row["reason"] = f"its process is gone (killed?); resume with: {resume_command(run_dir)}"
     _add_data_sets(row, summary, config)
     _add_set_accuracies(row, summary)
     row["weights"] = _weights(run_dir, summary, config)

@@ -247,7 +247,9 @@ def test_cli_with_the_reference_weights(reference_dir, real_lfw, run, tmp_path):
     text = run("--weights", weights, "--val-data", root, "--val-pairs", pairs, "--device", "cpu",
                "--thresholds", "exact", "--flip")
     assert text.exit_code == 0, text.output
-    assert text.stdout.startswith("LFW: accuracy 100.00% \u00b1 0.00") and "12 pairs" in text.stdout
+    assert text.stdout.startswith("LFW: accuracy 100.00% \u00b1 0.00%") and "12 pairs" in text.stdout
+    # the FAR VAL is meant at, and why a 12-pair set cannot show it
+    assert "@ FAR 0.10% (measured" in text.stdout and "too small for FAR 0.10%" in text.stdout
 
 
 @pytest.mark.parametrize("args, message", [

@@ -74,10 +74,11 @@ from arcbench.reports import compare as compare_mod  # noqa: E402
 from report_fixtures import dlll  # noqa: E402
 
 
-def _step_log(ips, warmup_ips=(), iters_per_epoch=1000):
-    """metrics.jsonl with METADATA, then slow warm-up steps, then the planted per-step images/s."""
+def _step_log(ips, warmup_ips=(), iters_per_epoch=1000, start=0):
+    """metrics.jsonl with METADATA, then slow warm-up steps, then the planted per-step images/s
+    (``start``: the steps already done, for a resumed segment)."""
     out = [dlll({"type": "METADATA", "metric": "train.total_ips", "metadata": {"unit": "images/s"}})]
-    for i, v in enumerate(list(warmup_ips) + list(ips)):
+    for i, v in enumerate(list(warmup_ips) + list(ips), start):
         e, it = divmod(i, iters_per_epoch)
         out.append(dlll({"type": "LOG", "step": [e + 1, it + 1],
                          "data": {"train.loss": 1.0, "train.total_ips": float(v)}}))
@@ -181,7 +182,7 @@ def test_per_step_samples_respect_resumed_segments(tmp_path):
     from arcbench.reports.curves import timed_step_throughputs
     from arcbench.reports.dllog import parse_lines
 
-    text = _step_log([50.0] * 4, warmup_ips=[1.0, 1.0]) + _step_log([60.0] * 3, warmup_ips=[2.0, 2.0])
+    text = _step_log([50.0] * 4, warmup_ips=[1.0, 1.0]) + _step_log([60.0] * 3, warmup_ips=[2.0, 2.0], start=6)
     ips = timed_step_throughputs(parse_lines(text.splitlines()), warmup=2)
     assert ips.tolist() == [50.0] * 4 + [60.0] * 3
 

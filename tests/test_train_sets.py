@@ -191,7 +191,8 @@ def test_run_data_names_a_generated_verification_set(tmp_path):
                    pairs=1, workers=0)
     cfg = RunConfig(val_data=str(tmp_path / "verify"), val_pairs=str(tmp_path / "pairs.txt"))
     vset = open_verification(cfg)
-    assert vset.name == "synthetic-faces (held-out identities)" and len(vset) == 20
+    # a data synth set is named by its folder (synth.json records it), so two sets never read as one
+    assert vset.name == f"{tmp_path.name} (held-out identities)" and len(vset) == 20
 
 
 @pytest.mark.parametrize("bad_batch", [0, 1])

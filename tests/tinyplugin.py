@@ -2,7 +2,7 @@
 
 Loaded with ``--plugin tinyplugin`` (the tests put this folder on PYTHONPATH,
 so spawned DDP workers import it too).  Knobs for fault tests are module
-globals or environment variables.
+globals or environment variables (``TINY_SLEEP_FROM=N``: the Nth training forward hangs).
 """
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ class Tiny(nn.Module):
         if self.training:
             _calls["n"] += 1
             _elastic_faults(_calls["n"])
+        if self.training and os.environ.get("TINY_SLEEP_FROM") and _calls["n"] >= int(os.environ["TINY_SLEEP_FROM"]):
+            import time
+
+            time.sleep(600)  # a run that hangs here until the test kills it (kill -9)
         if self.training and INTERRUPT_AT is not None and _calls["n"] == INTERRUPT_AT:
             signal.raise_signal(signal.SIGINT)
         out = self.body(x)

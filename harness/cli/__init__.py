@@ -13,7 +13,7 @@ import warnings
 import click
 
 from .. import __version__
-from ..errors import ArcbenchError, one_line_warning
+from ..errors import ArcbenchError, file_system_error, one_line_warning
 
 
 class _Group(click.Group):
@@ -44,9 +44,14 @@ class _Group(click.Group):
                 pass
             sys.exit(1)
         except Exception as exc:
-            # a bug, not bad input: still one line; --debug shows the traceback
             if _debug(ctx):
                 raise
+            # a read-only place, a missing permission, a full disk: the user's to fix, one line naming the path
+            err = file_system_error(exc)
+            if err is not None:
+                click.echo(f"arcbench: error: {err}", err=True)
+                sys.exit(err.exit_code)
+            # a bug, not bad input: still one line; --debug shows the traceback
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             click.echo(f"arcbench: internal error: {type(exc).__name__}: {first} "
                        "(run with --debug for the traceback)", err=True)

@@ -158,7 +158,9 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
                 "vs PIL": _f(r.get("decode_ratio"), ".2f")} if "data" in mode else {}),
             "status": r.get("status"),
         })
-    echo_table(show)
+    # the figures the rows were made for stay, even when equal on every row
+    echo_table(show, keep=("precision", "img/s", "amp speedup", "scaling eff", "feed", "workers", "img/s/worker",
+                           "vs PIL"))
     if any(r.get("decode") == "device" for r in rows):
         click.echo("(--decode device: JPEGs decoded on the card with nvJPEG; pixels are not the reference's)")
     for line in feed_words(rows):

@@ -11,9 +11,28 @@ JSON_KEYS = ("name", "accuracy", "accuracy_std", "best_thresholds", "val", "val_
              "pairs_used", "pairs_skipped", "num_images", "images_per_second")
 
 
+#: the false accept rate VAL is read at (the published protocol)
+FAR_TARGET = 1e-3
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
+
+def far_too_coarse(result: dict, target: float = FAR_TARGET) -> str:
+    """Why VAL is not at FAR ``target`` on a small set: a fold with fewer than 1/target negative
+    pairs cannot show a false accept rate that low (one false accept is already more); else ''."""
+    import numpy as np
+
+    issame, folds = result.get("issame"), result.get("folds")
+    if issame is None or folds is None or not len(issame):
+        return ""
+    issame, folds = np.asarray(issame, bool), np.asarray(folds)
+    negatives = min(int(np.sum(~issame & (folds == f))) for f in np.unique(folds))
+    if negatives * target >= 1:
+        return ""
+    return (f"the set is too small for FAR {_pct(target)}: a fold has {negatives} negative pairs, so one "
+            f"false accept is already {_pct(1 / max(negatives, 1))}; take VAL as indicative only")
 
 @click.command("eval")
 @click.option("--backbone", "--model_name", "backbone", default="mobilefacenet", show_default=True,
@@ -78,7 +97,10 @@ def eval_cmd(ctx, backbone, weights, val_data, val_pairs, val_bin, engine, flip,
     from ..evaluate import printable, save_scores as write_scores
     from ..verification import load_verification
 
-    vset = load_verification(val_data=val_data, val_pairs=val_pairs, val_bin=val_bin, strict=strict)
+    from ..data.set_names import eval_set_name
+
+    vset = load_verification(val_data=val_data, val_pairs=val_pairs, val_bin=val_bin, strict=strict,
+                             name=eval_set_name(val_data, val_pairs, val_bin))
     dev = registry.require_device(device)
     dev.bind(0)  # one process: the first visible card
     result = evaluate_weights(given_backbone(ctx, backbone), weights, dev, vset, engine=engine,
@@ -99,10 +121,14 @@ def eval_cmd(ctx, backbone, weights, val_data, val_pairs, val_bin, engine, flip,
         echo_json(out)
         return
     r = printable(result)
-    click.echo(f"{r['name']}: accuracy {100 * r['accuracy']:.2f}% \u00b1 {100 * r['accuracy_std']:.2f}"
+    click.echo(f"{r['name']}: accuracy {100 * r['accuracy']:.2f}% \u00b1 {100 * r['accuracy_std']:.2f}%"
                f"  ({r['n_folds']} folds, {thresholds} thresholds{', flip' if flip else ''})")
-    click.echo(f"  VAL {_pct(r['val'])} \u00b1 {_pct(r['val_std'])} @ FAR {_pct(r['far'])}"
-               f"   AUC {r['auc'] if r['auc'] is None else format(r['auc'], '.4f')}   EER {_pct(r['eer'])}")
+    click.echo(f"  VAL {_pct(r['val'])} \u00b1 {_pct(r['val_std'])} @ FAR {_pct(FAR_TARGET)} (measured "
+               f"{_pct(r['far'])})   AUC {r['auc'] if r['auc'] is None else format(r['auc'], '.4f')}   "
+               f"EER {_pct(r['eer'])}")
+    small = far_too_coarse(result)
+    if small:
+        click.echo(f"  note: {small}")
     skipped = f"{r['pairs_skipped']} skipped: image missing" if r["pairs_skipped"] else "none skipped"
     click.echo(f"  {r['pairs_used']} pairs ({skipped}), {r['num_images']} images, "
                f"{r['images_per_second'] or 0:.1f} images/s on {dev.name} ({engine_label(result)})")

@@ -1,6 +1,9 @@
 """`arcbench plugins`, `arcbench devices`, `arcbench backbones`, `arcbench heads`."""
 from __future__ import annotations
 
+import json
+import os
+
 import click
 
 from .output import echo_json, echo_table
@@ -64,12 +67,56 @@ def _natural(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+def _cache_key(name: str, spec) -> str:
+    """What a backbone's size depends on: its plugin's code, its input size, arcbench and torch."""
+    import sys
+
+    import torch
+
+    from .. import __version__
+
+    mod = sys.modules.get(spec.plugin)
+    try:
+        stamp = os.path.getmtime(mod.__file__) if mod is not None and getattr(mod, "__file__", None) else None
+    except OSError:
+        stamp = None
+    return f"{name}|{spec.plugin}|{stamp}|{spec.input_size}|{__version__}|{torch.__version__}"
+
+
+def _measure_cached(name: str, spec, with_flops: bool):
+    """:func:`_measure`, remembered in the cache folder: building seven backbones (even on the meta
+    device) and counting their FLOPs takes seconds, and the figures only change with the code."""
+    from ..data.synth import cache_root
+
+    path = os.path.join(cache_root(), "backbone-sizes.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            known = json.load(fh)
+    except (OSError, ValueError):
+        known = {}
+    key = _cache_key(name, spec)
+    hit = known.get(key) if isinstance(known, dict) else None
+    if isinstance(hit, list) and len(hit) == 2 and (hit[1] is not None or not with_flops):
+        return hit[0], hit[1]
+    params, flops = _measure(spec, with_flops)
+    if flops is not None or not isinstance(hit, list):
+        known = known if isinstance(known, dict) else {}
+        known[key] = [params, flops]
+        try:
+            from .. import atomic
+
+            atomic.write_json(path, known)
+        except OSError:  # a read-only home: measure again next time
+            pass
+    return params, flops
+
+
 def backbone_rows(names=None, with_flops=True):
     rows = []
     for name, spec in sorted(registry.backbones().items(), key=lambda kv: _natural(kv[0])):
         if names and name not in names:
             continue
-        params, flops = _measure(spec, with_flops)
+        params, flops = _measure_cached(name, spec, with_flops)
         rows.append({"name": name, "embedding_size": spec.embedding_size, "input_size": spec.input_size,
                      "params": params, "gflops": None if flops is None else round(flops / 1e9, 3),
                      "margin_scale": spec.margin_scale, "plugin": spec.plugin})

@@ -7,7 +7,6 @@ The work lives in :mod:`arcbench.reports` (each mode's runs and text in
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -79,7 +78,9 @@ def _columns(spec: Optional[str], df) -> Optional[List[str]]:
 
 
 def _terminal_width() -> int:
-    return shutil.get_terminal_size((120, 24)).columns
+    from .output import terminal_width
+
+    return terminal_width()
 
 
 @click.command("report", context_settings={"max_content_width": 100})

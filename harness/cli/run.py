@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 
 import click
 
 from ..config import RunConfig
+from ..recorder import BAD_IMAGES_FILE, read_bad_images
 from .options import RegistryOption
 
 SEED_MODEL_NAMES = ("arcface",)
@@ -211,7 +213,7 @@ def run_cmd(**o):
             sys.exit(1)
         raise
     if outer is None or run_dir:  # in a launcher's group, the rank that records prints
-        print_summary(run_dir, summary, cfg.out)
+        print_summary(run_dir, summary, cfg.out, warmup=_saved_warmup(run_dir, cfg))
 
 
 def _submit(o: dict, cfg) -> None:
@@ -245,6 +247,14 @@ def _restarting(outer, exc: BaseException) -> bool:
     click.echo(f"arcbench: rank {outer.rank} {what}; {outer.launcher} restarts the workers from the last "
                "checkpoint", err=True)
     return True
+
+
+def _saved_warmup(run_dir: str, cfg) -> int:
+    """The run's own timing warm-up (a resumed run keeps the one it was started with)."""
+    try:
+        return int(RunConfig.load(os.path.join(run_dir, "config.json")).timing_warmup)
+    except Exception:  # noqa: BLE001  (the summary's wording only)
+        return int(cfg.timing_warmup)
 
 
 def echoctl_off(fd: int, foreground_only: bool = True):
@@ -382,10 +392,19 @@ def _fmt(v, spec=""):
         return str(v)
 
 
-def print_summary(run_dir: str, s: dict, out_root: str) -> None:
+def _untimed(s: dict, warmup: int) -> str:
+    """Why a run has no throughput figure, in words."""
+    segment_steps = (s.get("steps") or 0) - (s.get("start_step") or 0)
+    if segment_steps <= warmup:
+        return f"- (only {segment_steps} step(s), not more than the {warmup} warm-up steps: nothing was timed)"
+    return "- (no timed steps recorded)"
+
+
+def print_summary(run_dir: str, s: dict, out_root: str, warmup: int = 5) -> None:
     if not s:
         return
     mem = s.get("peak_memory")
+    timed = s.get("throughput_median") is not None
     rows = [
         ("status", s.get("status")),
         ("device", f"{s.get('device')} ({s.get('device_name') or '-'})"),
@@ -396,14 +415,16 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
          + ("" if (s.get("nnodes") or 1) == 1 and not s.get("launcher") else
             f"; {s.get('nnodes') or 1} node{'' if (s.get('nnodes') or 1) == 1 else 's'}"
             + (f", started by {s['launcher']}" if s.get("launcher") else ""))),
-        ("train / eval set", f"{s.get('train_set')} / {s.get('eval_set')}"
+        ("train / eval set", f"{s.get('train_set') or 'none'} / {s.get('eval_set') or 'none (no verification)'}"
          + ("  [synthetic]" if s.get("synthetic") else "")),
         ("epochs / steps", f"{_fmt(s.get('epochs'))} / {_fmt(s.get('steps'))}"),
         ("throughput (median)", f"{_fmt(s.get('throughput_median'), '.1f')} img/s "
                                 f"(compute {_fmt(s.get('compute_ips'), '.1f')}, data wait "
-                                f"{_fmt((s.get('data_wait_fraction') or 0) * 100, '.1f')}%)"),
+                                f"{_fmt((s.get('data_wait_fraction') or 0) * 100, '.1f')}%)"
+         if timed else _untimed(s, warmup)),
         ("step latency p50/p95/p99", "/".join(_fmt(s.get(k) and s[k] * 1000, ".1f")
-                                             for k in ("latency_p50", "latency_p95", "latency_p99")) + " ms"),
+                                             for k in ("latency_p50", "latency_p95", "latency_p99")) + " ms"
+         if timed else "- (nothing timed)"),
         ("peak memory", "-" if mem is None else f"{mem / 2**20:.0f} MiB ({s.get('peak_memory_kind', 'device')})"),
         ("final loss", _fmt(s.get("final_loss"), ".4f")),
         ("verification accuracy", "-" if s.get("lfw_accuracy") is None else
@@ -423,10 +444,26 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
                         f"{_fmt(v.get('best_accuracy'), '.4f')}), {_fmt(v.get('seconds'), '.1f')} s")
                        for name, v in per_set.items()]
     if s.get("bad_images"):
-        rows.append(("bad images skipped", s["bad_images"]))
+        listed = os.path.join(run_dir, BAD_IMAGES_FILE)
+        rows.append(("bad images skipped", f"{s['bad_images']}"
+                     + (f" (listed in {listed})" if os.path.exists(listed) else "")))
     width = max(len(k) for k, _ in rows)
     click.echo("")
     for k, v in rows:
         click.echo(f"  {k:<{width}}  {v}")
+    bad = read_bad_images(run_dir) if s.get("bad_images") else []
+    for where, why in bad[:3]:
+        click.echo(f"  bad image: {where}: {why}")
+    if len(bad) > 3:
+        click.echo(f"  ... {len(bad) - 3} more in {os.path.join(run_dir, BAD_IMAGES_FILE)}")
     click.echo(f"\nrun directory: {run_dir}")
-    click.echo(f"report:        arcbench report {out_root}")
+    click.echo(f"report:        arcbench report {shlex.quote(runs_folder(run_dir, out_root))}")
+
+
+def runs_folder(run_dir: str, out_root: str) -> str:
+    """The folder the run is in (a resumed run's, not --out's default), as short as it reads."""
+    if not run_dir:
+        return out_root
+    folder = os.path.dirname(os.path.abspath(run_dir))
+    rel = os.path.relpath(folder)
+    return rel if len(rel) < len(folder) else folder

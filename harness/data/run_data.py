@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..config import RunConfig
 from ..verification import load_verification_sets
-from .synth import SYNTHETIC_FACES, is_generated
+from .set_names import HELD_OUT, generated_set_name
 from .synthetic_batches import SyntheticBatches
 from .train_sets import make_loader, open_train_set
 
@@ -34,7 +34,8 @@ def open_verification_sets(cfg: RunConfig) -> list:
         val_data, bins = None, [val_data] + bins
     if not (val_data or bins):
         return []
-    name = f"{SYNTHETIC_FACES} (held-out identities)" if is_generated(val_data) else None
+    generated = generated_set_name(val_data) if val_data else None
+    name = generated + HELD_OUT if generated else None
     return load_verification_sets(val_data=val_data, val_pairs=cfg.val_pairs, val_bins=bins, name=name)
 
 

@@ -54,11 +54,18 @@ def is_generated(path: Optional[str]) -> bool:
     """Data made by ``arcbench data synth`` (it leaves a marker file)."""
     if not path or path == "synthetic":
         return path == "synthetic"
+    return synth_root(path) is not None
+
+
+def synth_root(path: Optional[str]) -> Optional[str]:
+    """The folder holding the ``synth.json`` of the generated set ``path`` is in (or is), else None."""
+    if not path or path == "synthetic":
+        return None
     root = path if os.path.isdir(path) else os.path.dirname(path)
     for candidate in (root, os.path.dirname(root)):
         if os.path.exists(os.path.join(candidate, "synth.json")):
-            return True
-    return False
+            return candidate
+    return None
 
 
 # ---------------------------------------------------------------- generation
@@ -123,30 +130,34 @@ def generate(out_dir, identities: int = DEFAULTS["identities"],
              verify_identities: int = DEFAULTS["verify_identities"],
              pairs: int = DEFAULTS["pairs"], seed: int = DEFAULTS["seed"],
              verify_images: int = DEFAULTS["verify_images"], workers: Optional[int] = None,
-             progress: Optional[Callable[[int], None]] = None, overwrite: bool = False) -> Dict:
+             progress: Optional[Callable[[int], None]] = None, overwrite: bool = False,
+             name: Optional[str] = None) -> Dict:
     """Write a synthetic face data set into ``out_dir``; returns a summary dict.
 
     ``workers``: processes to render with (default: the CPUs, 0/1 = in this
     process).  ``progress(n)`` is called with each batch of images written.
     Refuses to write over an existing ``train``/``verify`` unless
     ``overwrite``, because left-over identities would change the index.
+    ``name``: what runs call the set, recorded in ``synth.json``; without one the set is called by
+    its folder's name (and the same seed still writes byte-identical files wherever it writes them).
     """
-    for name, v, lo in (("identities", identities, 1), ("images_per_identity", images_per_identity, 1),
-                        ("verify_identities", verify_identities, 0), ("pairs", pairs, 0),
-                        ("verify_images", verify_images, 1), ("seed", seed, 0)):
+    for option, v, lo in (("identities", identities, 1), ("images_per_identity", images_per_identity, 1),
+                          ("verify_identities", verify_identities, 0), ("pairs", pairs, 0),
+                          ("verify_images", verify_images, 1), ("seed", seed, 0)):
         if int(v) < lo:
-            raise ArcbenchError(f"{name} must be >= {lo}, got {v}")
+            raise ArcbenchError(f"{option} must be >= {lo}, got {v}")
     out = Path(out_dir)
-    _clear_images(out, overwrite)
-    t0 = time.perf_counter()
     seed = int(seed)
     train_names = [_train_name(i) for i in range(identities)]
     verify_names = [_verify_name(i) for i in range(verify_identities)]
+    # pairs that cannot be drawn are refused before the folder is made
+    folds = make_pairs(verify_names, verify_images, pairs, seed) if verify_identities and pairs else None
+    _clear_images(out, overwrite)
+    t0 = time.perf_counter()
     tasks = [(str(out / "train" / n), seed, i, [f"{k}.jpg" for k in range(images_per_identity)])
              for i, n in enumerate(train_names)]
     tasks += [(str(out / "verify" / n), seed, _VERIFY_OFFSET + i,
                [f"{n}_{k + 1:04d}.jpg" for k in range(verify_images)]) for i, n in enumerate(verify_names)]
-    folds = make_pairs(verify_names, verify_images, pairs, seed) if verify_identities and pairs else None
     total = identities * images_per_identity + verify_identities * verify_images
     _write_all(tasks, total, workers, progress)
 
@@ -156,7 +167,7 @@ def generate(out_dir, identities: int = DEFAULTS["identities"],
     if folds is not None:
         atomic.write_text(out / "pairs.txt", format_pairs(folds, pairs))
     summary = dict(
-        generator="arcbench.synth", version=GENERATOR_VERSION, seed=seed, width=WIDTH, height=HEIGHT,
+        generator="arcbench.synth", version=GENERATOR_VERSION, **({"name": name} if name else {}), seed=seed, width=WIDTH, height=HEIGHT,
         identities=identities, images_per_identity=images_per_identity, train_images=len(train_paths),
         verify_identities=verify_identities, verify_images=verify_images,
         verify_total=verify_identities * verify_images, pairs_per_fold=pairs if folds else 0, folds=10 if folds else 0,
@@ -242,7 +253,7 @@ def default_dataset(cache_dir=None, progress: Optional[Callable[[int], None]] = 
             f"{spec['images_per_identity']} images, {spec['verify_identities']} held-out identities) "
             f"into {final} ...")
     try:
-        generate(tmp, **spec, progress=progress)
+        generate(tmp, **spec, progress=progress, name=SYNTHETIC_FACES)
         if log:
             log(f"arcbench: synthetic face set ready in {time.perf_counter() - start:.1f} s; later runs reuse it")
         try:

@@ -285,6 +285,8 @@ class TrainLoader:
         self.num_classes = getattr(dataset, "num_classes", None)
         self.bad_images = 0
         self.bad_examples: List[str] = []
+        #: every distinct bad image this rank met ("path: reason"), for the run's bad_images.txt
+        self.bad_seen: dict = {}
         self.skipped_batches = 0
         self.epoch = 0
         if len(dataset) < world_size:
@@ -324,6 +326,9 @@ class TrainLoader:
         for images, labels, bad in self.loader:
             if bad:
                 self.bad_images += len(bad)
+                for why in bad:
+                    if len(self.bad_seen) < 100_000:
+                        self.bad_seen.setdefault(why, None)
                 if len(self.bad_examples) < 10:
                     self.bad_examples.extend(bad[: 10 - len(self.bad_examples)])
                 if self.on_bad_image == "fail":

@@ -83,7 +83,8 @@ def test_kill_9_mid_epoch_then_resume_continues_from_the_last_checkpoint(faces, 
 
     problems: list = []
     df = load_runs(out, problems=problems)
-    assert list(df["run_id"]) == ["k9"] and df["status"][0] == "running"
+    # its lock died with it: the report tells it from a live run
+    assert list(df["run_id"]) == ["k9"] and df["status"][0] == "stale (process gone)"
     r = cli(["report", out, "--format", "csv"])
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
 
@@ -93,6 +94,8 @@ def test_kill_9_mid_epoch_then_resume_continues_from_the_last_checkpoint(faces, 
     assert f"step {ckpt}" in r.stdout
     s = summary(run_dir)
     assert s["status"] == "completed" and s["steps"] == 2 * STEPS_PER_EPOCH and s["resumed"] == 1
+    killed = s["segments"][0]
+    assert killed["ended"] == "killed" and killed["end_step"] == len(logged) and killed["kept_step"] == ckpt
     # the resumed process logged from the step after the checkpoint to the end, nothing before it
     text = (run_dir / "metrics.jsonl").read_text()
     assert 'DLLL {"timestamp": "17000\n' in text  # the torn line was ended, not glued to the next record
