@@ -33,7 +33,14 @@ class EpochVerification:
         from .evaluate import evaluate
 
         cfg = self.cfg
-        result = evaluate(train_state.unwrap(tr.face).backbone, tr.device, self.vset,
+        backbone = train_state.unwrap(tr.face).backbone
+        if tr.world_size > 1:
+            from . import collectives
+
+            # DDP keeps no BatchNorm statistics in step (broadcast_buffers=False): verify with rank 0's,
+            # the ones backbone.pth exports, or the figure belongs to a mixture of per-rank models
+            collectives.broadcast_buffers("eval.bn_buffers", backbone)
+        result = evaluate(backbone, tr.device, self.vset,
                           batch_size=cfg.eval_batch_size, flip=cfg.eval_flip, amp=cfg.eval_precision == "amp",
                           workers=cfg.workers, progress=tr.is_main and not cfg.quiet and sys.stdout.isatty(),
                           sharded=True, input_size=self.spec.input_size,
