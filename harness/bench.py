@@ -28,10 +28,11 @@ import torch
 from .config import RunConfig
 from .errors import ArcbenchError
 
-ROW_KEYS = ("device", "device_name", "backbone", "mode", "precision", "nproc", "batch_size", "data",
+ROW_KEYS = ("device", "device_name", "backbone", "mode", "precision", "amp_dtype", "compile_mode", "nproc",
+            "batch_size", "data",
             "head", "num_classes", "sample_rate", "head_memory", "head_memory_planned", "reason",
             "throughput_median", "throughput_mean", "latency_p50", "latency_p95", "latency_p99",
-            "data_wait_fraction", "peak_memory", "amp_speedup", "scaling_efficiency", "mfu", "mfu_note",
+            "data_wait_fraction", "host_wait_fraction", "timed_steps", "timed_seconds", "step_timer", "peak_memory", "amp_speedup", "scaling_efficiency", "mfu", "mfu_note",
             "flops_per_image", "synthetic", "status", "run_id")
 
 
@@ -152,7 +153,9 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:
-        model = torch.compile(model, backend=device.compile_backend)  # as training compiles it
+        from .build import compile_model
+
+        model = compile_model(model, device, cfg.compile_mode)  # as training compiles it
     data = open_train_data(cfg.replace(synthetic_steps=warmup + steps), device, 0, 1, input_size=spec.input_size)
     device.reset_peak_memory()
     dts, cts = [], []
@@ -226,6 +229,8 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
         if log:
             log(f"[{i}/{len(grid)}] {base.backbone} {mode} {prec} batch {bs} x {n} proc"
                 f"{' ' + what if what else ''} on {device.name} ...")
+        if base.compile:
+            _reset_compiler()  # each point compiles afresh: no recompile limit reached across the grid
         plan = {}
         if mode == "train" and base.train_data == "synthetic":
             plan = head_plan(base.backbone, base.head, c, r, n, bs, device)
@@ -253,6 +258,17 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
                      mfu=row["mfu"], mfu_note=row["mfu_note"], flops_per_image=row["flops_per_image"],
                      precision_label=row["precision"])
     return rows
+
+
+def _reset_compiler() -> None:
+    """Forget every compiled graph and its guards (``torch._dynamo.reset()``): a grid compiles
+    each point in this process, and dynamo's recompile limit would silently turn later points eager."""
+    try:
+        import torch._dynamo
+
+        torch._dynamo.reset()
+    except (ImportError, AttributeError):  # pragma: no cover - torch without dynamo
+        pass
 
 
 REPEAT_KEYS = ("repeats", "throughput_repeats", "throughput_spread", "throughput_min", "throughput_max",
@@ -305,7 +321,9 @@ def derive(rows: List[dict], device, base: RunConfig) -> None:
             flops_cache[fk] = per_img
         per_img = flops_cache[fk]
         r["flops_per_image"] = per_img
-        dtype = device.amp_dtype if r["precision"] == "amp" else torch.float32
+        # the peak for the dtype that ran (the run records its AMP dtype)
+        dtype = getattr(torch, r.get("amp_dtype") or "", None) or device.amp_dtype if r["precision"] == "amp" \
+            else torch.float32
         r["mfu"], r["mfu_note"] = mfu(per_img, thr, device.peak_flops(dtype), r["nproc"])
     for r in rows:  # after matching: say how "fp32" really ran (TF32 tensor cores on recent GPUs)
         r["precision"] = device.precision_label(r["precision"])

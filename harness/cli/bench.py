@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..config import AMP_DTYPES, COMPILE_MODES
 from .output import echo_json, echo_table
 from .options import RegistryOption
 
@@ -37,7 +38,11 @@ def _csv(kind):
               help="'synthetic' (random tensors on the device: compute only) or training data (adds the input pipeline).")
 @click.option("--mode", type=click.Choice(["train", "eval"]), default="train", show_default=True,
               help="train: forward+backward+step; eval: embedding forward only.")
-@click.option("--compile", is_flag=True, help="torch.compile the model.")
+@click.option("--compile", is_flag=True, help="torch.compile the model (and the loss); each point compiles afresh.")
+@click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default=None,
+              help="torch.compile mode (implies --compile); the device plugin says which it supports.")
+@click.option("--amp-dtype", type=click.Choice(list(AMP_DTYPES)), default=None,
+              help="dtype of the amp points (default: the device's; bf16 on CUDA 8.0+ and the CPU).")
 @click.option("--workers", type=int, default=None, help="DataLoader workers for real data.")
 @click.option("--num-classes", "--classes", "classes", default="1000", show_default=True, callback=_csv(int),
               help="Comma-separated head class counts on synthetic data, e.g. 10575,93431,2000000 "
@@ -51,7 +56,7 @@ def _csv(kind):
 @click.option("--out", default="runs", show_default=True, help="Each grid point is saved as a run under OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
 def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, steps, data, mode, compile,
-              workers, classes, sample_rate, repeat, out, as_json):
+              workers, classes, sample_rate, repeat, out, as_json, compile_mode=None, amp_dtype=None):
     """Measure speed over a grid of precision x batch size x processes.
 
     Every point runs WARMUP steps, then STEPS timed steps with the device synchronised
@@ -91,7 +96,8 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     if rates != [1.0] and "sample_rate" not in registry.get_head(head).params:
         raise ArcbenchError(f"--sample-rate applies to --head {' or '.join(registry.heads_taking('sample_rate'))}, "
                             f"not {head}")
-    base = RunConfig(device=device, backbone=backbone, head=head, train_data=data, compile=compile,
+    base = RunConfig(device=device, backbone=backbone, head=head, train_data=data,
+                     compile=compile or compile_mode is not None, compile_mode=compile_mode, amp_dtype=amp_dtype,
                      workers=workers, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
     log = None if as_json else (lambda m: click.echo(m, err=True))
     rows = bench(base, precisions=precision, batch_sizes=batch_size, nprocs=nproc, mode=mode,

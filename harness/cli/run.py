@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from ..config import RunConfig
+from ..config import AMP_DTYPES, COMPILE_MODES, RunConfig
 from .options import RegistryOption
 
 SEED_MODEL_NAMES = ("arcface",)
@@ -108,7 +108,15 @@ Examples:
 @click.option("--eval-precision", type=click.Choice(["fp32", "amp"]), default=RunConfig.eval_precision, show_default=True,
       help="Verification during training: fp32 as in the reference, whatever --precision is; amp is faster "
            "(labelled in the summary).")
-@click.option("--compile", is_flag=True, help="torch.compile the model (slow first steps, faster after).")
+@click.option("--compile", is_flag=True, help="torch.compile the model and its loss (slow first steps, faster after).")
+@click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default=None,
+      help="torch.compile mode (implies --compile): reduce-overhead and max-autotune use CUDA graphs. "
+           "Each device plugin says which modes it supports.")
+@click.option("--amp-dtype", type=click.Choice(list(AMP_DTYPES)), default=None,
+      help="AMP dtype: bf16 needs no GradScaler. Default: bf16 on CUDA compute capability 8.0+ and the CPU, "
+           "fp16 + GradScaler on older GPUs and SDAA (as the model zoo).")
+@click.option("--deterministic", is_flag=True,
+      help="Deterministic algorithms, and no cuDNN autotuning (cudnn.benchmark, on by default on CUDA).")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="channels_last memory format.")
 # -- processes
 @click.option("--nproc", "--nproc_per_node", "--nproc-per-node", "nproc", type=int, default=1, show_default=True,
@@ -280,7 +288,8 @@ def build_config(o: dict):
         scale_lr=not o["no_lr_scaling"], optimizer=o["optimizer"], lr_schedule=o["lr_schedule"],
         warmup_steps=o["warmup_steps"], grad_clip=o["grad_clip"], precision=precision or "fp32",
         eval_precision=o["eval_precision"],
-        compile=o["compile"], channels_last=o["channels_last"], seed=o["seed"], nproc=nproc, nnodes=o["nnodes"],
+        compile=o["compile"] or o["compile_mode"] is not None, compile_mode=o["compile_mode"],
+        amp_dtype=o["amp_dtype"], deterministic=o["deterministic"], channels_last=o["channels_last"], seed=o["seed"], nproc=nproc, nnodes=o["nnodes"],
         node_rank=o["node_rank"], master_addr=o["master_addr"], master_port=o["master_port"],
         workers=o["workers"], eval_batch_size=o["eval_batch_size"], eval_flip=o["flip"],
         eval_every=o["eval_every"] if o["eval_every"] is not None else (0 if embedded else 1),
@@ -301,6 +310,8 @@ def _fmt(v, spec=""):
 
 
 def print_summary(run_dir: str, s: dict, out_root: str) -> None:
+    from ..stats import MIN_TAIL_SAMPLES
+
     if not s:
         return
     mem = s.get("peak_memory")
@@ -308,8 +319,8 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
         ("status", s.get("status")),
         ("device", f"{s.get('device')} ({s.get('device_name') or '-'})"),
         ("backbone / head", f"{s.get('backbone')} / {s.get('head')}"),
-        ("precision", s.get("precision") if not s.get("eval_precision")
-         else f"{s.get('precision')} (verification {s['eval_precision']})"),
+        ("precision", (s.get("precision") if not s.get("amp_dtype") else f"{s.get('precision')} ({s['amp_dtype']})")
+         + ("" if not s.get("eval_precision") else f" (verification {s['eval_precision']})")),
         ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"),
         ("train / eval set", f"{s.get('train_set')} / {s.get('eval_set')}"
          + ("  [synthetic]" if s.get("synthetic") else "")),
@@ -318,7 +329,9 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
                                 f"(compute {_fmt(s.get('compute_ips'), '.1f')}, data wait "
                                 f"{_fmt((s.get('data_wait_fraction') or 0) * 100, '.1f')}%)"),
         ("step latency p50/p95/p99", "/".join(_fmt(s.get(k) and s[k] * 1000, ".1f")
-                                             for k in ("latency_p50", "latency_p95", "latency_p99")) + " ms"),
+                                             for k in ("latency_p50", "latency_p95", "latency_p99")) + " ms"
+         + ("" if s.get("latency_p99") is not None or not s.get("timed_steps")
+            else f" (p95/p99 need {MIN_TAIL_SAMPLES} timed steps, {s['timed_steps']} ran)")),
         ("peak memory", "-" if mem is None else f"{mem / 2**20:.0f} MiB ({s.get('peak_memory_kind', 'device')})"),
         ("final loss", _fmt(s.get("final_loss"), ".4f")),
         ("verification accuracy", "-" if s.get("lfw_accuracy") is None else

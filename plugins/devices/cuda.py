@@ -1,4 +1,5 @@
-"""NVIDIA GPUs: nccl collectives, fp16 autocast + GradScaler (bf16 selectable), TF32-aware peaks."""
+"""NVIDIA GPUs: nccl collectives, bf16 autocast on compute capability 8.0+ (else fp16 + GradScaler;
+``--amp-dtype`` chooses), fused optimizer steps, cuDNN autotuning, TF32-aware peaks."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -46,6 +47,8 @@ class CUDADevice(AcceleratorDevice):
     dist_backend = "nccl"
     amp_dtype = torch.float16
     torch_type = "cuda"
+    #: every inductor mode: reduce-overhead and max-autotune capture CUDA graphs
+    compile_modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
     def runtime(self):
         return torch.cuda
@@ -57,6 +60,25 @@ class CUDADevice(AcceleratorDevice):
         except Exception as exc:  # a broken driver should read as unavailable
             return False, f"unavailable: {exc}"
         return False, "unavailable: no CUDA device visible to torch"
+
+    def default_amp_dtype(self) -> str:
+        """bf16 where the card has bf16 tensor cores (compute capability 8.0+: no GradScaler), else fp16."""
+        try:
+            major, _ = torch.cuda.get_device_capability(self.index or 0)
+        except Exception:  # no card visible: the plugin's own default
+            return super().default_amp_dtype()
+        return "bf16" if major >= 8 else "fp16"
+
+    def configure(self, deterministic: bool = False) -> None:
+        """cuDNN autotunes its convolution algorithms (fixed 112x112 shapes: warm-up steps only), as
+        the reference trainers do; ``--deterministic`` turns that off with the deterministic algorithms."""
+        if deterministic:
+            import os
+
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
+        super().configure(deterministic)
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = bool(deterministic)
 
     def grad_scaler(self, enabled: bool = True, dtype=None):
         dtype = dtype or self.amp_dtype
@@ -94,7 +116,7 @@ class CUDADevice(AcceleratorDevice):
             props = torch.cuda.get_device_properties(self.index or 0)
             info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
                         total_memory=props.total_memory, capability=f"{props.major}.{props.minor}",
-                        tf32=self.uses_tf32())
+                        tf32=self.uses_tf32(), cudnn_benchmark=bool(torch.backends.cudnn.benchmark))
         return info
 
 
