@@ -19,6 +19,7 @@ out-of-memory traceback.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -39,6 +40,23 @@ ROW_KEYS = ("device", "device_name", "backbone", "mode", "precision", "amp_dtype
 #: training FLOPs per image = TRAIN_FLOPS_FACTOR x forward FLOPs (forward 1x, backward 2x:
 #: the gradients w.r.t. activations and w.r.t. weights each cost about one forward)
 TRAIN_FLOPS_FACTOR = 3
+
+
+#: default timed steps on the CPU; on an accelerator at least ACCELERATOR_STEPS and ACCELERATOR_SECONDS
+#: (whichever comes later): 20 steps of 10-40 ms are too short for clocks and power to settle,
+#: and p95/p99 of fewer than 100 samples are only the slowest steps
+CPU_STEPS = 20
+ACCELERATOR_STEPS = 200
+ACCELERATOR_SECONDS = 10.0
+
+
+def default_steps(device) -> Tuple[int, float]:
+    """``(timed steps, minimum timed seconds)`` when ``--steps`` is not given."""
+    from .device import AcceleratorDevice
+
+    if isinstance(device, AcceleratorDevice):
+        return ACCELERATOR_STEPS, ACCELERATOR_SECONDS
+    return CPU_STEPS, 0.0
 
 
 SKIPPED = "skipped (does not fit)"
@@ -180,9 +198,25 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device) -> dict:
 
 
 def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, mode: str,
-              warmup: int, steps: int, fresh_process: bool = False) -> dict:
+              warmup: int, steps: int, fresh_process: bool = False, min_seconds: float = 0.0) -> dict:
     """One grid point as a short run; ``fresh_process`` runs even one process through the launcher,
-    so repeats share no warm caches, allocator state or compiled kernels."""
+    so repeats share no warm caches, allocator state or compiled kernels.  ``min_seconds``: a point
+    whose timed steps took less is measured again with proportionally more steps (the first run
+    was the probe; its run directory stays, marked superseded)."""
+    summary = _run_point(base, precision=precision, batch_size=batch_size, nproc=nproc, mode=mode,
+                         warmup=warmup, steps=steps, fresh_process=fresh_process)
+    took = summary.get("timed_seconds")
+    if min_seconds and summary.get("status") == "completed" and took and took < min_seconds:
+        more = int(math.ceil(steps * min_seconds / took * 1.1))
+        probe = summary.get("run_id")
+        summary = _run_point(base, precision=precision, batch_size=batch_size, nproc=nproc, mode=mode,
+                             warmup=warmup, steps=more, fresh_process=fresh_process)
+        summary["probe_run_id"] = probe
+    return summary
+
+
+def _run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, mode: str,
+               warmup: int, steps: int, fresh_process: bool = False) -> dict:
     from . import runner
 
     cfg = base.replace(precision=precision, batch_size=batch_size * nproc, nproc=nproc, mode="bench",
@@ -204,7 +238,7 @@ def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, m
 
 
 def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], nprocs: List[int],
-          mode: str = "train", warmup: int = 5, steps: int = 20, log=None,
+          mode: str = "train", warmup: int = 5, steps: Optional[int] = None, log=None,
           num_classes: Optional[List[int]] = None, sample_rates: Optional[List[float]] = None,
           repeat: int = 1) -> List[dict]:
     """Run the grid and return one row per point, with the derived ratios filled in.
@@ -218,6 +252,9 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
 
     device = registry.require_device(base.device)
     device.bind(0)  # the parent measures eval points and FLOPs itself; workers bind their own cards
+    min_seconds = 0.0
+    if steps is None:  # the device's default: at least 200 steps and 10 s on an accelerator
+        steps, min_seconds = default_steps(device)
     rows = []
     classes = list(num_classes or [base.synthetic_classes])
     rates = list(sample_rates or [base.sample_rate])
@@ -238,7 +275,8 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
             s = {"status": SKIPPED, "reason": plan["fit_error"], "synthetic": True}
         else:
             s = over_repeats([run_point(point, precision=prec, batch_size=bs, nproc=n, mode=mode, warmup=warmup,
-                                        steps=steps, fresh_process=repeat > 1) for _ in range(max(1, repeat))])
+                                        steps=steps, fresh_process=repeat > 1, min_seconds=min_seconds)
+                              for _ in range(max(1, repeat))])
         row = {k: s.get(k) for k in ROW_KEYS + REPEAT_KEYS}
         row.update(device=device.name, backbone=base.backbone, mode=mode, precision=prec, nproc=n,
                    batch_size=bs * n, per_process_batch=bs, data=base.train_data,

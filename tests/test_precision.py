@@ -107,3 +107,45 @@ def test_an_unsupported_compile_mode_is_refused_in_one_line(tmp_path, standin, d
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and f"--compile-mode {mode} is not supported on {device}" in lines[0], result.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # refused before a run dir
+
+
+@pytest.mark.parametrize("name, dtype, peak", [
+    ("NVIDIA H100 80GB HBM3", torch.bfloat16, 989.5e12),  # SXM
+    ("NVIDIA H100 PCIe", torch.bfloat16, 756.5e12),
+    ("NVIDIA H100 PCIe", torch.float32, 51e12),
+    ("NVIDIA H100 NVL", torch.float16, 835.5e12),
+    ("NVIDIA H200", torch.bfloat16, 989.5e12),  # SXM
+    ("NVIDIA H200 NVL", torch.bfloat16, 835.5e12),
+    ("NVIDIA A100-SXM4-80GB", torch.bfloat16, 312e12),
+    ("NVIDIA A100 80GB PCIe", torch.float16, 312e12),
+    ("NVIDIA L40S", torch.bfloat16, 362.05e12),
+])
+def test_peaks_are_per_form_factor(name, dtype, peak):
+    from arcbench.plugins.devices.cuda import peak_flops_for
+
+    assert peak_flops_for(name, dtype) == peak
+
+
+def test_mfu_uses_the_peak_of_the_dtype_that_ran(monkeypatch):
+    """A bf16 amp row on a card whose plugin default is fp16 takes the bf16 peak."""
+    from arcbench import bench
+    from arcbench.config import RunConfig
+
+    seen = []
+
+    class Card:
+        amp_dtype = torch.float16
+
+        def peak_flops(self, dtype):
+            seen.append(dtype)
+            return 1e15
+
+        def precision_label(self, p):
+            return p
+
+    monkeypatch.setattr(bench, "step_flops", lambda *a, **k: 10 ** 9)
+    rows = [{"backbone": "tiny", "mode": "train", "precision": p, "amp_dtype": d, "nproc": 1,
+             "per_process_batch": 4, "num_classes": 10, "sample_rate": 1.0, "throughput_median": 100.0}
+            for p, d in (("fp32", None), ("amp", "bfloat16"))]
+    bench.derive(rows, Card(), RunConfig(head="arcface"))
+    assert seen == [torch.float32, torch.bfloat16]

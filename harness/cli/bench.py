@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from ..config import AMP_DTYPES, COMPILE_MODES
+from ..stats import MIN_TAIL_SAMPLES
 from .output import echo_json, echo_table
 from .options import RegistryOption
 
@@ -33,7 +34,10 @@ def _csv(kind):
 @click.option("--nproc", default="1", show_default=True, callback=_csv(int),
               help="Comma-separated process counts; scaling efficiency = img/s at N / (N x img/s at 1).")
 @click.option("--warmup", default=5, show_default=True, type=int, help="Warm-up steps, excluded from the figures.")
-@click.option("--steps", default=20, show_default=True, type=int, help="Timed steps (median and percentiles over them).")
+@click.option("--steps", default=None, type=int,
+              help="Timed steps (median and percentiles over them). Default: 20 on the CPU; on an "
+                   "accelerator at least 200 and at least 10 s of them (a short point is run again "
+                   "with more steps). p95/p99 need 100 timed steps.")
 @click.option("--data", default="synthetic", show_default=True,
               help="'synthetic' (random tensors on the device: compute only) or training data (adds the input pipeline).")
 @click.option("--mode", type=click.Choice(["train", "eval"]), default="train", show_default=True,
@@ -59,8 +63,9 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
               workers, classes, sample_rate, repeat, out, as_json, compile_mode=None, amp_dtype=None):
     """Measure speed over a grid of precision x batch size x processes.
 
-    Every point runs WARMUP steps, then STEPS timed steps with the device synchronised
-    around each timer. Rows report img/s (median, mean), step latency p50/p95/p99, the
+    Every point runs WARMUP steps, then STEPS timed steps, each timed from the end of the
+    previous step to its own end (device events where the device has them, read once per
+    log interval; else a sync before each mark), so host work between steps counts. Rows report img/s (median, mean), step latency p50/p95/p99, the
     data-wait fraction, peak memory, amp_speedup, scaling_efficiency and mfu (model FLOPs
     per image x img/s / the device plugin's peak; forward FLOPs from torch.utils.flop_counter,
     train FLOPs = 3 x forward; empty when the peak is unknown, e.g. on CPU). Synthetic data
@@ -78,7 +83,7 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     for p in precision:
         if p not in ("fp32", "amp"):
             raise ArcbenchError(f"--precision: unknown {p!r}; known: fp32, amp")
-    if warmup < 0 or steps <= 0:
+    if warmup < 0 or (steps is not None and steps <= 0):
         raise ArcbenchError("--steps must be positive and --warmup not negative")
     if any(b <= 0 for b in batch_size) or any(n <= 0 for n in nproc):
         raise ArcbenchError("--batch-size and --nproc must be positive")
@@ -108,7 +113,10 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     show = []
     for r in rows:
         show.append({
-            "backbone": r["backbone"], "mode": r["mode"], "precision": r["precision"], "nproc": r["nproc"],
+            "backbone": r["backbone"], "mode": r["mode"],
+            "precision": r["precision"] + (f" {_SHORT_DTYPE.get(r['amp_dtype'], r['amp_dtype'])}"
+                                           if r.get("amp_dtype") and r["precision"] == "amp" else ""),
+            "nproc": r["nproc"],
             "batch": r["batch_size"], **_class_columns(r, classes, rates),
             "img/s": _f(r.get("throughput_median"), ".1f"),
             **({"spread": _f(r.get("throughput_spread"), ".1%")} if repeat > 1 else {}),
@@ -125,6 +133,13 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         if r.get("status") == "skipped (does not fit)":
             click.echo(f"skipped: {r['num_classes']:,} classes, r={r['sample_rate']:g}, {r['nproc']} proc: "
                        f"{r['reason']}")
+    short = [r for r in rows if r.get("timed_steps") and r.get("latency_p99") is None]
+    if short:
+        click.echo(f"(p99: not reported below {MIN_TAIL_SAMPLES} timed steps; these points timed "
+                   f"{', '.join(sorted({str(r['timed_steps']) for r in short}))})")
+    timers = sorted({r["step_timer"] for r in rows if r.get("step_timer")})
+    if timers:
+        click.echo(f"(step times: {', '.join(timers)}; end of one step to the end of the next)")
     if rows and rows[0].get("synthetic"):
         click.echo("(synthetic data: compute throughput only)")
     click.echo(f"runs saved under {out}/  ->  arcbench report {out}")
@@ -138,6 +153,9 @@ def _class_columns(r: dict, classes, rates) -> dict:
     mem = r.get("head_memory") or r.get("head_memory_planned")
     return {"classes": _f(r.get("num_classes"), ","), "r": _f(r.get("sample_rate"), "g"),
             "head MiB": _f(mem and mem / 2**20, ".0f") + ("" if r.get("head_memory") or not mem else " (plan)")}
+
+
+_SHORT_DTYPE = {"bfloat16": "bf16", "float16": "fp16"}
 
 
 def _f(v, spec):
