@@ -57,7 +57,9 @@ class Trainer:
         self.face, self.model, self.optimizer = built.face, built.model, built.optimizer
         self.scheduler, self.scaler = built.scheduler, built.scaler
         self.amp_dtype = amp_dtype(cfg)  # None: the device plugin's own
-        self.cuda_graphs = uses_cuda_graphs(cfg)
+        # CUDA graphs (reduce-overhead, max-autotune) reuse output memory: each step is marked new
+        self.cuda_graphs = uses_cuda_graphs(cfg) and hasattr(getattr(torch, "compiler", None),
+                                                            "cudagraph_mark_step_begin")
         self.steps_per_epoch, self.total_steps = built.steps_per_epoch, built.total_steps
         self.sink = TrainLog(recorder, steps_per_epoch=self.steps_per_epoch, world_size=world_size,
                              per_process_batch=cfg.per_process_batch, say=log, quiet=cfg.quiet) \

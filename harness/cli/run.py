@@ -91,7 +91,8 @@ Examples:
            "0.1 (SGD) for the embedded synthetic set.")
 @click.option("--no-lr-scaling", is_flag=True, help="Use --lr as given.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
-      help="SGD: momentum 0.9, nesterov, weight decay 5e-4 (foreach). AdamW: weight decay 5e-4.")
+      help="SGD: momentum 0.9, nesterov, weight decay 5e-4. AdamW: weight decay 5e-4. Both fused where the "
+           "device has fused kernels (no GradScaler sync), else foreach.")
 @click.option("--lr-schedule", "--schedule", "lr_schedule", type=click.Choice(["reference", "cosine", "step"]),
       default=RunConfig.lr_schedule, show_default=True,
       help="reference: the reference's per-epoch schedule (quadratic warm-up, cosine, flat min-lr tail); "
@@ -319,8 +320,8 @@ def print_summary(run_dir: str, s: dict, out_root: str) -> None:
         ("status", s.get("status")),
         ("device", f"{s.get('device')} ({s.get('device_name') or '-'})"),
         ("backbone / head", f"{s.get('backbone')} / {s.get('head')}"),
-        ("precision", (s.get("precision") if not s.get("amp_dtype") else f"{s.get('precision')} ({s['amp_dtype']})")
-         + ("" if not s.get("eval_precision") else f" (verification {s['eval_precision']})")),
+        ("precision", f"{s.get('precision')}" + (f" ({s['amp_dtype']})" if s.get("amp_dtype") else "")
+         + (f" (verification {s['eval_precision']})" if s.get("eval_precision") else "")),
         ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"),
         ("train / eval set", f"{s.get('train_set')} / {s.get('eval_set')}"
          + ("  [synthetic]" if s.get("synthetic") else "")),

@@ -49,8 +49,12 @@ Host syncs per training step (the loop itself has none outside its flush):
 * sampled (``sample_rate < 1``): ``torch.unique`` of the shard's labels and the
   ``numel()`` that decides whether the positives already fill the sample: the
   number of centres kept is data-dependent, so the host must see it (1 sync);
-* sharded: the all-gathered per-rank batch sizes (``.tolist()``), which let a
-  rank whose batch bad images thinned take part (1 sync and 1 small collective);
+* sharded: the all-gathered per-rank batch sizes (``.tolist()``: 1 sync and 1
+  small collective).  The built-in loaders now hand every rank full batches (a
+  batch that bad images thinned is refilled), so the sizes are always equal;
+  the gather stays as the guard for a loader that does not refill, because
+  equal-shape collectives on unequal batches would hang.  Dropping it needs a
+  loader contract ("constant batch") the head can trust;
   the label range check ``bool(any())`` (1 sync; the same on every rank, so all
   raise together rather than one rank hanging in the next collective); and the
   ``nonzero()`` of the global-batch rows whose label is in this shard (its
