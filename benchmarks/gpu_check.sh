@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The `arcbench bench` matrix on a CUDA machine, written to ONE results JSON.
 #
-#   benchmarks/gpu_check.sh             # cuda: about 4-7 minutes on one H200
+#   benchmarks/gpu_check.sh             # cuda: up to BUDGET_S (900 s); bench points default to 200+
+#                                       # timed steps and 10+ s each (STEPS=20 for a quick look)
 #   benchmarks/gpu_check.sh --dry-run   # the same script on the CPU with tiny batches and steps
 #
 # Matrix: mobilefacenet and iresnet50 x fp32 and amp x batch 128 and 512 x train and eval
@@ -13,14 +14,20 @@
 # set made with `arcbench data synth`) with the default worker count and with one worker per
 # spare core, compared with the synthetic rate of the same point; each real-JPEG train row has a
 # `--mode data` row beside it (the input pipeline alone: feed_ratio = data img/s / train img/s), and
-# a data row at each matrix batch gives every synthetic train row its feed ratio ("feed" in the JSON).
+# a data row at each matrix batch gives every synthetic train row its feed ratio ("feed" in the JSON);
+# then the precision x compile rows:
+# mobilefacenet train amp at batch 128 and 512 for each --amp-dtype (AMP_DTYPES) x --compile-mode
+# (COMPILE_MODES; "none" is eager; a mode the device refuses is recorded as refused); then a short
+# training loop under torch.cuda.set_sync_debug_mode("warn"), recording how many synchronising calls
+# it reported per step (the loop's budget: one per log interval, plus one per timed window).
 # Output: $OUT/gpu_results.json when OUT is set, else ./gpu_results.json (RESULTS overrides).
 # Each `arcbench bench` call has a timeout and the whole script a time budget (BUDGET_S):
 # points that do not fit are recorded as skipped, never silently dropped.
 #
 # Environment overrides: DEVICE BACKBONES PRECISIONS BATCHES MODES WARMUP STEPS REAL_BATCH
 # REAL_PRECISION REAL_IDENTITIES REAL_IMAGES POINT_TIMEOUT_S BUDGET_S RESULTS KEEP_RUNS PYTHON
-# CLASS_COUNTS CLASS_RATES CLASS_BACKBONE CLASS_BATCH CLASS_TIMEOUT_S
+# CLASS_COUNTS CLASS_RATES CLASS_BACKBONE CLASS_BATCH CLASS_TIMEOUT_S AMP_DTYPES COMPILE_MODES
+# MODE_BATCHES SYNC_STEPS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +35,7 @@ DRY=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $arg (use --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -37,15 +44,21 @@ if [ "$DRY" = 1 ]; then
   : "${DEVICE:=cpu}" "${BATCHES:=2}" "${WARMUP:=1}" "${STEPS:=2}" "${REAL_BATCH:=4}"
   : "${REAL_IDENTITIES:=8}" "${REAL_IMAGES:=4}" "${POINT_TIMEOUT_S:=600}" "${BUDGET_S:=1500}"
   : "${CLASS_COUNTS:=1000,20000}" "${CLASS_BACKBONE:=mobilefacenet}" "${CLASS_BATCH:=2}"
+  # the CPU offers no CUDA graphs: reduce-overhead shows the one-line refusal; inductor's C++ compile
+  # of a whole backbone would take most of the dry run's budget on a small host
+  : "${COMPILE_MODES:=none,reduce-overhead}" "${MODE_BATCHES:=2}" "${SYNC_STEPS:=6}"
 fi
 export DRY DEVICE="${DEVICE:-cuda}" BACKBONES="${BACKBONES:-mobilefacenet,iresnet50}" \
   PRECISIONS="${PRECISIONS:-fp32,amp}" BATCHES="${BATCHES:-128,512}" MODES="${MODES:-train,eval}" \
-  WARMUP="${WARMUP:-5}" STEPS="${STEPS:-20}" REAL_BATCH="${REAL_BATCH:-512}" \
+  WARMUP="${WARMUP:-5}" STEPS="${STEPS:-}" REAL_BATCH="${REAL_BATCH:-512}" \
   REAL_PRECISION="${REAL_PRECISION:-amp}" REAL_IDENTITIES="${REAL_IDENTITIES:-400}" \
-  REAL_IMAGES="${REAL_IMAGES:-40}" POINT_TIMEOUT_S="${POINT_TIMEOUT_S:-150}" BUDGET_S="${BUDGET_S:-450}" \
+  REAL_IMAGES="${REAL_IMAGES:-40}" POINT_TIMEOUT_S="${POINT_TIMEOUT_S:-240}" BUDGET_S="${BUDGET_S:-900}" \
   KEEP_RUNS="${KEEP_RUNS:-0}" CLASS_COUNTS="${CLASS_COUNTS:-10575,93431,2000000}" \
   CLASS_RATES="${CLASS_RATES:-1.0,0.1}" CLASS_BACKBONE="${CLASS_BACKBONE:-iresnet50}" \
-  CLASS_BATCH="${CLASS_BATCH:-128}" CLASS_TIMEOUT_S="${CLASS_TIMEOUT_S:-300}"
+  CLASS_BATCH="${CLASS_BATCH:-128}" CLASS_TIMEOUT_S="${CLASS_TIMEOUT_S:-300}" \
+  AMP_DTYPES="${AMP_DTYPES:-bf16,fp16}" MODE_BATCHES="${MODE_BATCHES:-128,512}" \
+  COMPILE_MODES="${COMPILE_MODES:-none,default,reduce-overhead,max-autotune-no-cudagraphs}" \
+  SYNC_STEPS="${SYNC_STEPS:-60}"
 if [ -n "${RESULTS:-}" ]; then :
 elif [ -n "${OUT:-}" ]; then RESULTS="$OUT/gpu_results.json"
 else RESULTS="$PWD/gpu_results.json"; fi
@@ -111,7 +124,7 @@ def bench(label, backbone, mode, precisions, batches, data="synthetic", workers=
         return []
     cmd = [sys.executable, "-m", "arcbench", "bench", "--device", DEVICE, "--backbone", backbone,
            "--mode", mode, "--precision", precisions, "--batch-size", batches, "--warmup", env["WARMUP"],
-           "--steps", env["STEPS"], "--data", data, "--nproc", nprocs, "--out", runs, "--json"]
+           *(["--steps", env["STEPS"]] if env.get("STEPS") else []), "--data", data, "--nproc", nprocs, "--out", runs, "--json"]
     if workers is not None:
         cmd += ["--workers", str(workers)]
     cmd += list(extra)
@@ -166,7 +179,7 @@ def multi_process():
     cards = len(out.get("gpus") or []) if not DRY else 2
     out["multi_process"] = mp = {"cards": cards}
     base = [sys.executable, "-m", "arcbench", "run", "--device", DEVICE, "--backbone", "mobilefacenet",
-            "--train-data", "synthetic", "--synthetic-steps", env["STEPS"], "--epochs", "1",
+            "--train-data", "synthetic", "--synthetic-steps", env.get("STEPS") or "20", "--epochs", "1",
             "--batch-size", env["REAL_BATCH"], "--quiet"]
     for n in ([2] if cards >= 2 else [1, 2]):
         if left() < 30:
@@ -238,6 +251,57 @@ if rc == 0:
         for r in from_default + more if r.get("mode") == "train"]
 else:
     out["errors"].append({"label": "arcbench data synth", "rc": rc, "stderr_tail": call.get("stderr_tail", "")})
+
+# precision x compile rows: each --amp-dtype with each --compile-mode, mobilefacenet train amp
+out["precision_compile"] = pc = []
+for dtype in [d for d in env["AMP_DTYPES"].split(",") if d]:
+    for mode in [m for m in env["COMPILE_MODES"].split(",") if m]:
+        label = f"amp-{dtype}-compile-{mode}"
+        extra = ["--amp-dtype", dtype] + ([] if mode == "none" else ["--compile-mode", mode])
+        n_calls = len(out["calls"])
+        rows = bench(label, "mobilefacenet", "train", "amp", env["MODE_BATCHES"], extra=extra)
+        call = out["calls"][-1] if len(out["calls"]) > n_calls else {}
+        refused = call.get("rc") == 2 and "is not supported on" in call.get("stderr_tail", "")
+        if refused:  # the device plugin does not offer this mode: a recorded refusal, not an error
+            out["errors"] = [e for e in out["errors"] if e.get("label") != label]
+            out["skipped"].append({"label": label, "reason": call["stderr_tail"].strip().splitlines()[-1]})
+        pc.append({"amp_dtype": dtype, "compile_mode": mode, "refused": refused,
+                   "img_s": {r.get("batch_size"): r.get("throughput_median") for r in rows}})
+save()
+
+# implicit syncs: a short training loop under torch.cuda.set_sync_debug_mode("warn")
+SYNC_CODE = r"""
+import json, sys, warnings, torch
+from arcbench.config import RunConfig
+from arcbench import runner
+device, steps, out_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+cuda = device == "cuda" and torch.cuda.is_available()
+if cuda:
+    torch.cuda.set_sync_debug_mode("warn")
+cfg = RunConfig(device=device, backbone="mobilefacenet", train_data="synthetic", synthetic_steps=steps,
+                epochs=1, batch_size=128 if cuda else 2, precision="amp", log_interval=20, quiet=True,
+                out=out_dir, eval_every=0, checkpoint_every=0)
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    _, summary = runner.execute(cfg)
+syncs = [str(w.message).splitlines()[0][:160] for w in seen if "synchroniz" in str(w.message).lower()]
+print(json.dumps({"sync_debug_mode": "warn" if cuda else None, "steps": steps,
+                  "reported_syncs": len(syncs) if cuda else None, "examples": sorted(set(syncs))[:10],
+                  "step_timer": summary.get("step_timer"), "amp_dtype": summary.get("amp_dtype"),
+                  "status": summary.get("status"),
+                  "note": None if cuda else "set_sync_debug_mode is CUDA's: not counted on " + device}))
+"""
+if left() > 30:
+    rc, so, call = run([sys.executable, "-c", SYNC_CODE, DEVICE, env["SYNC_STEPS"], os.path.join(work, "sync")],
+                       min(POINT_TIMEOUT, max(left(), 30)))
+    try:
+        out["sync_check"] = json.loads(so.strip().splitlines()[-1]) if rc == 0 else {"rc": rc}
+    except (ValueError, IndexError):
+        out["sync_check"] = {"rc": rc, "stdout_tail": so[-1000:]}
+    print(f"sync check: {out['sync_check']}", flush=True)
+else:
+    out["skipped"].append({"label": "sync-check", "reason": "time budget spent"})
+save()
 
 # headline figures against the (not yet measured) targets: reported, never asserted
 def best(backbone, precision="amp", mode="train"):

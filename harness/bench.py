@@ -19,6 +19,7 @@ out-of-memory traceback.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -28,10 +29,12 @@ import torch
 from .config import RunConfig
 from .errors import ArcbenchError
 
-ROW_KEYS = ("device", "device_name", "backbone", "mode", "engine", "precision", "nproc", "batch_size", "data",
+ROW_KEYS = ("device", "device_name", "backbone", "mode", "engine", "precision", "amp_dtype", "compile_mode", "nproc",
+            "batch_size", "data",
             "head", "num_classes", "sample_rate", "head_memory", "head_memory_planned", "reason",
             "throughput_median", "throughput_mean", "latency_p50", "latency_p95", "latency_p99",
-            "data_wait_fraction", "peak_memory", "amp_speedup", "scaling_efficiency", "mfu", "mfu_note",
+            "data_wait_fraction", "host_wait_fraction", "timed_steps", "timed_seconds", "step_timer", "peak_memory",
+            "amp_speedup", "scaling_efficiency", "mfu", "mfu_note",
             "flops_per_image", "synthetic", "status", "run_id", "feed_ratio", "workers",
             "throughput_per_worker", "decode_img_s", "decode_ratio", "decode")
 
@@ -39,6 +42,23 @@ ROW_KEYS = ("device", "device_name", "backbone", "mode", "engine", "precision", 
 #: training FLOPs per image = TRAIN_FLOPS_FACTOR x forward FLOPs (forward 1x, backward 2x:
 #: the gradients w.r.t. activations and w.r.t. weights each cost about one forward)
 TRAIN_FLOPS_FACTOR = 3
+
+
+#: default timed steps on the CPU; on an accelerator at least ACCELERATOR_STEPS and ACCELERATOR_SECONDS
+#: (whichever comes later): 20 steps of 10-40 ms are too short for clocks and power to settle,
+#: and p95/p99 of fewer than 100 samples are only the slowest steps
+CPU_STEPS = 20
+ACCELERATOR_STEPS = 200
+ACCELERATOR_SECONDS = 10.0
+
+
+def default_steps(device) -> Tuple[int, float]:
+    """``(timed steps, minimum timed seconds)`` when ``--steps`` is not given."""
+    from .device import AcceleratorDevice
+
+    if isinstance(device, AcceleratorDevice):
+        return ACCELERATOR_STEPS, ACCELERATOR_SECONDS
+    return CPU_STEPS, 0.0
 
 
 SKIPPED = "skipped (does not fit)"
@@ -161,7 +181,9 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device, engine: str = "
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if cfg.compile:
-            model = torch.compile(model, backend=device.compile_backend)  # as training compiles it
+            from .build import compile_model
+
+            model = compile_model(model, device, cfg.compile_mode)  # as training compiles it
     elif cfg.compile or cfg.amp:
         raise ArcbenchError("--compile and amp apply to the torch engine, not onnxruntime")
     data = open_train_data(cfg.replace(synthetic_steps=warmup + steps), device, 0, 1, input_size=spec.input_size)
@@ -188,10 +210,27 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device, engine: str = "
 
 def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, mode: str,
               warmup: int, steps: int, fresh_process: bool = False, engine: str = "torch",
-              onnx_file: Optional[str] = None) -> dict:
+              onnx_file: Optional[str] = None, min_seconds: float = 0.0) -> dict:
     """One grid point as a short run; ``fresh_process`` runs even one process through the launcher,
     so repeats share no warm caches, allocator state or compiled kernels.  ``engine``/``onnx_file``:
-    what runs an eval point (see :func:`_eval_point`)."""
+    what runs an eval point (see :func:`_eval_point`).  ``min_seconds``: a point
+    whose timed steps took less is measured again with proportionally more steps (the first run
+    was the probe; its run directory stays, marked superseded)."""
+    point = dict(precision=precision, batch_size=batch_size, nproc=nproc, mode=mode, warmup=warmup,
+                 fresh_process=fresh_process, engine=engine, onnx_file=onnx_file)
+    summary = _run_point(base, steps=steps, **point)
+    took = summary.get("timed_seconds")
+    if min_seconds and summary.get("status") == "completed" and took and took < min_seconds:
+        more = int(math.ceil(steps * min_seconds / took * 1.1))
+        probe = summary.get("run_id")
+        summary = _run_point(base, steps=more, **point)
+        summary["probe_run_id"] = probe
+    return summary
+
+
+def _run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, mode: str,
+               warmup: int, steps: int, fresh_process: bool = False, engine: str = "torch",
+               onnx_file: Optional[str] = None) -> dict:
     from . import runner
 
     cfg = base.replace(precision=precision, batch_size=batch_size * nproc, nproc=nproc, mode="bench",
@@ -220,7 +259,7 @@ def run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, m
 
 
 def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], nprocs: List[int],
-          mode: str = "train", warmup: int = 5, steps: int = 20, log=None,
+          mode: str = "train", warmup: int = 5, steps: Optional[int] = None, log=None,
           num_classes: Optional[List[int]] = None, sample_rates: Optional[List[float]] = None,
           repeat: int = 1, engines: Optional[List[str]] = None) -> List[dict]:
     """Run the grid and return one row per point, with the derived ratios filled in.
@@ -245,10 +284,13 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
         raise ArcbenchError("--engine is an axis of --mode eval (training runs in torch)")
     device = registry.require_device(base.device)
     device.bind(0)  # the parent measures eval points and FLOPs itself; workers bind their own cards
+    min_seconds = 0.0
+    if steps is None:  # the device's default: at least 200 steps and 10 s on an accelerator
+        steps, min_seconds = default_steps(device)
     with tempfile.TemporaryDirectory(prefix="arcbench-bench-onnx-") as tmp:
         onnx_file = _export_for_bench(base, device, tmp, log) if "onnxruntime" in engines else None
         return _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, steps, log,
-                           num_classes, sample_rates, repeat, engines, onnx_file)
+                           num_classes, sample_rates, repeat, engines, onnx_file, min_seconds)
 
 
 def _export_for_bench(base: RunConfig, device, folder: str, log) -> str:
@@ -270,7 +312,7 @@ def _export_for_bench(base: RunConfig, device, folder: str, log) -> str:
 
 
 def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, steps, log, num_classes,
-                sample_rates, repeat, engines, onnx_file) -> List[dict]:
+                sample_rates, repeat, engines, onnx_file, min_seconds) -> List[dict]:
     from .feed_bench import feed_ratios
 
     rows = []
@@ -295,6 +337,8 @@ def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, ste
             log(f"[{i}/{len(grid)}] {base.backbone} {mode}{' ' + eng if len(engines) > 1 else ''}"
                 f"{' ' + prec if prec else ''} batch {bs} x {n} proc"
                 f"{' ' + what if what else ''} on {device.name} ...")
+        if base.compile:
+            _reset_compiler()  # each point compiles afresh: no recompile limit reached across the grid
         plan = {}
         if mode == "train" and base.train_data == "synthetic":
             plan = head_plan(base.backbone, base.head, c, r, n, bs, device)
@@ -302,7 +346,8 @@ def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, ste
             s = {"status": SKIPPED, "reason": plan["fit_error"], "synthetic": True}
         else:
             s = over_repeats([run_point(point, precision=prec or "fp32", batch_size=bs, nproc=n, mode=mode, warmup=warmup,
-                                        steps=steps, fresh_process=repeat > 1, engine=eng, onnx_file=onnx_file)
+                                        steps=steps, fresh_process=repeat > 1, engine=eng, onnx_file=onnx_file,
+                                        min_seconds=min_seconds)
                               for _ in range(max(1, repeat))])
         row = {k: s.get(k) for k in ROW_KEYS + REPEAT_KEYS}
         row.update(device=device.name, backbone=base.backbone, mode=mode, engine=eng, precision=prec, nproc=n,
@@ -324,6 +369,17 @@ def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, ste
                      mfu=row["mfu"], mfu_note=row["mfu_note"], flops_per_image=row["flops_per_image"],
                      precision_label=row["precision"], feed_ratio=row["feed_ratio"])
     return rows
+
+
+def _reset_compiler() -> None:
+    """Forget every compiled graph and its guards (``torch._dynamo.reset()``): a grid compiles
+    each point in this process, and dynamo's recompile limit would silently turn later points eager."""
+    try:
+        import torch._dynamo
+
+        torch._dynamo.reset()
+    except (ImportError, AttributeError):  # pragma: no cover - torch without dynamo
+        pass
 
 
 REPEAT_KEYS = ("repeats", "throughput_repeats", "throughput_spread", "throughput_min", "throughput_max",
@@ -379,7 +435,9 @@ def derive(rows: List[dict], device, base: RunConfig) -> None:
             flops_cache[fk] = per_img
         per_img = flops_cache[fk]
         r["flops_per_image"] = per_img
-        dtype = device.amp_dtype if r["precision"] == "amp" else torch.float32
+        # the peak for the dtype that ran (the run records its AMP dtype)
+        dtype = getattr(torch, r.get("amp_dtype") or "", None) or device.amp_dtype if r["precision"] == "amp" \
+            else torch.float32
         r["mfu"], r["mfu_note"] = mfu(per_img, thr, device.peak_flops(dtype), r["nproc"])
     for r in rows:  # after matching: say how "fp32" really ran (TF32 tensor cores on recent GPUs)
         if r["precision"]:

@@ -2,7 +2,8 @@
 
 Built in one place so the training loop, the benchmarks and the tests get
 the same objects: DDP wraps only what is data-parallel (a sharded head
-stays outside), and ``torch.compile`` wraps the result when asked.
+stays outside), the loss is part of the step's module (:class:`WithLoss`),
+and ``torch.compile`` wraps the result when asked, loss included.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import RunConfig
@@ -38,20 +40,64 @@ class FaceModel(nn.Module):
         return bool(getattr(self.head, "sharded", False))
 
 
-def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+class WithLoss(nn.Module):
+    """The step's forward: model and loss in one module, so ``torch.compile`` captures both.
+    The loss is fp32: the cross-entropy of the head's logits, or the loss a head computes itself
+    (Partial FC)."""
+
+    def __init__(self, model: nn.Module, head_computes_loss: bool):
+        super().__init__()
+        self.model, self.head_computes_loss = model, bool(head_computes_loss)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out = self.model(images, labels)
+        return out.float() if self.head_computes_loss else F.cross_entropy(out.float(), labels)
+
+
+def compile_model(model: nn.Module, device, mode=None) -> nn.Module:
+    """``torch.compile`` with the device plugin's backend and, when given, a ``--compile-mode``."""
+    kwargs = {"backend": device.compile_backend}
+    if mode and mode != "default":
+        kwargs["mode"] = mode
+    return torch.compile(model, **kwargs)
+
+
+def uses_cuda_graphs(cfg: RunConfig) -> bool:
+    """The compile modes that capture CUDA graphs: each step must then be marked as a new one."""
+    return bool(cfg.compile) and cfg.compile_mode in ("reduce-overhead", "max-autotune")
+
+
+def make_optimizer(cfg: RunConfig, params, fused: bool = False) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov) or AdamW.  ``fused``: the whole step as one fused kernel where torch
+    has it; with an fp16 GradScaler that also removes the scaler's per-step ``found_inf.item()`` (a
+    host sync), because a fused step takes the inf check as a tensor.  Else foreach."""
     lr = cfg.effective_lr()
     params = list(params)
     if cfg.optimizer == "sgd":
-        kwargs = dict(lr=lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+        cls, kwargs = torch.optim.SGD, dict(lr=lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+    else:
+        cls, kwargs = torch.optim.AdamW, dict(lr=lr, weight_decay=cfg.weight_decay)
+    for extra in ([{"fused": True}] if fused else []) + [{"foreach": True}, {}]:
         try:
-            return torch.optim.SGD(params, foreach=True, **kwargs)
-        except TypeError:  # very old torch
-            return torch.optim.SGD(params, **kwargs)
-    kwargs = dict(lr=lr, weight_decay=cfg.weight_decay)
-    try:
-        return torch.optim.AdamW(params, foreach=True, **kwargs)
-    except TypeError:
-        return torch.optim.AdamW(params, **kwargs)
+            opt = cls(params, **extra, **kwargs)
+        except (TypeError, RuntimeError, ValueError):  # an older torch, or no fused kernel for these tensors
+            continue
+        if extra.get("fused") and cls is torch.optim.SGD:
+            _zero_momentum(opt)
+        return opt
+    return cls(params, **kwargs)
+
+
+def _zero_momentum(opt: torch.optim.SGD) -> None:
+    """Start fused SGD's momentum buffers at zero.  Fused SGD allocates them uninitialised
+    (``empty_like``) at its first step and fills them in the kernel, which an fp16 GradScaler's
+    skipped step (inf gradients: usual at the first steps) never runs; the next step then reads
+    garbage (seen: loss NaN at step 5 on the CPU, torch 2.13).  With dampening 0 a zero buffer gives
+    exactly the first step's ``buf = grad``."""
+    for group in opt.param_groups:
+        if group["momentum"] and not group["dampening"]:
+            for p in group["params"]:
+                opt.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
@@ -70,8 +116,8 @@ def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
 
 @dataclass
 class Training:
-    """What :func:`build_training` returns; ``model`` is what the step calls (DDP/compiled),
-    ``face`` the plain module underneath (what checkpoints and evaluation use)."""
+    """What :func:`build_training` returns; ``model`` is what the step calls (model and loss,
+    DDP/compiled), ``face`` the plain module underneath (what checkpoints and evaluation use)."""
 
     face: FaceModel
     model: nn.Module
@@ -107,12 +153,20 @@ def build_training(cfg: RunConfig, device, num_classes: int, steps_per_epoch: in
     face = build_face_model(cfg, num_classes).to(device.torch_device())
     if cfg.channels_last:
         face = face.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg, face.parameters())
+    optimizer = make_optimizer(cfg, face.parameters(), fused=device.use_fused_optimizer())
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total, steps_per_epoch))
-    model = _data_parallel(face, device) if world_size > 1 else face
+    model = WithLoss(_data_parallel(face, device) if world_size > 1 else face, face.head_computes_loss)
     if cfg.compile:
-        model = torch.compile(model, backend=device.compile_backend)
-    return Training(face, model, optimizer, scheduler, device.grad_scaler(cfg.amp), steps_per_epoch, total)
+        model = compile_model(model, device, cfg.compile_mode)
+    scaler = device.grad_scaler(cfg.amp, amp_dtype(cfg))
+    return Training(face, model, optimizer, scheduler, scaler, steps_per_epoch, total)
+
+
+def amp_dtype(cfg: RunConfig):
+    """The torch dtype of ``--amp-dtype`` (None: the device plugin's own)."""
+    from .config import AMP_DTYPES
+
+    return getattr(torch, AMP_DTYPES[cfg.amp_dtype]) if cfg.amp_dtype else None

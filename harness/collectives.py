@@ -187,3 +187,23 @@ def all_gather_json(name: str, obj) -> list:
     shares = [torch.empty_like(buf) for _ in range(_s.world_size)]
     dist.all_gather(shares, buf, group=_s.side_group)
     return [json.loads(bytes(share[:int(n)].tolist()).decode()) for share, n in zip(shares, sizes)]
+
+
+def broadcast_buffers(name: str, module: torch.nn.Module) -> None:
+    """Overwrite every rank's floating-point buffers of ``module`` (BatchNorm running statistics) with
+    rank 0's, in place.  DDP here runs with ``broadcast_buffers=False``, so the ranks' statistics
+    drift apart; sharded verification must embed with exactly the weights rank 0 exports."""
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    _enter("broadcast", name, tensors=len(buffers))
+    if _s.world_size <= 1 or not buffers:
+        return
+    import torch.distributed as dist
+
+    where = _s.device.collective_device()
+    with torch.no_grad():
+        flat = torch.cat([b.detach().reshape(-1).to(where, torch.float64) for b in buffers])
+        dist.broadcast(flat, src=0)
+        offset = 0
+        for b in buffers:
+            b.copy_(flat[offset:offset + b.numel()].view_as(b).to(b.device, b.dtype))
+            offset += b.numel()

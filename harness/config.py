@@ -21,6 +21,10 @@ NOMINAL_BATCH = 64
 LR_LIMITS = {"sgd": (5e-4, 1e-1), "adamw": (3e-4, 1e-3)}
 #: nominal lr (batch 64) per optimizer when --lr is not given: the reference's recommendation
 DEFAULT_LR = {"sgd": 1e-2, "adamw": 1e-3}
+#: --amp-dtype names and the torch dtypes they mean (as torch.dtype's name)
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+#: torch.compile modes --compile-mode takes; each device plugin says which it supports
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: epochs when --epochs is not given: the reference recipe's 50; 3 for the embedded synthetic set
 DEFAULT_EPOCHS = 50
 EMBEDDED_EPOCHS = 3
@@ -60,6 +64,9 @@ class RunConfig:
     precision: str = "fp32"             # fp32 | amp
     eval_precision: str = "fp32"        # fp32 | amp: verification during training (reference: fp32)
     compile: bool = False
+    compile_mode: Optional[str] = None  # torch.compile mode (see COMPILE_MODES); None: torch's default
+    amp_dtype: Optional[str] = None     # bf16 | fp16 with AMP; None: the device's default (set by the runner)
+    deterministic: bool = False         # deterministic algorithms, no cuDNN autotuning
     channels_last: bool = True
     seed: int = 0
     nproc: int = 1
@@ -182,6 +189,10 @@ class RunConfig:
                 "m1=1, m2=0.5, m3=0); use --margin arcface or cosface to set a margin")
         if self.precision not in ("fp32", "amp"):
             bad(f"unknown precision {self.precision!r}; known: fp32, amp")
+        if self.amp_dtype is not None and self.amp_dtype not in AMP_DTYPES:
+            bad(f"unknown --amp-dtype {self.amp_dtype!r}; known: {', '.join(AMP_DTYPES)}")
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            bad(f"unknown --compile-mode {self.compile_mode!r}; known: {', '.join(COMPILE_MODES)}")
         if self.eval_precision not in ("fp32", "amp"):
             bad(f"unknown --eval-precision {self.eval_precision!r}; known: fp32, amp")
         if self.on_bad_image not in ("skip", "fail"):

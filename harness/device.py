@@ -1,8 +1,8 @@
 """The device contract that device plugins implement.
 
 A :class:`Device` hides everything that differs between accelerators: how to
-select a card, which collective backend to use, what AMP means, how to wait
-for queued work (needed before every timer read) and how to read memory.
+select a card, which collective backend to use, what AMP means, how to time
+a step without stalling the card (:meth:`Device.step_timer`) and how to read memory.
 """
 from __future__ import annotations
 
@@ -36,9 +36,14 @@ class Device:
     torch_type: str = "cpu"
     #: ``torch.compile(backend=...)`` for ``--compile``
     compile_backend: str = "inductor"
+    #: the ``--compile-mode`` values this device supports (inductor's modes; CUDA graphs need CUDA)
+    compile_modes: Tuple[str, ...] = ("default", "max-autotune-no-cudagraphs")
     #: collectives need their tensors on the device (nccl, tccl); gloo takes host tensors
     collectives_on_device: bool = False
     plugin: str = ""
+    #: the optimizer step as one fused kernel (``SGD/AdamW(fused=True)``): True, False, or None for
+    #: "where torch lists this device type as having fused kernels" (see :meth:`use_fused_optimizer`)
+    fused_optimizer: Optional[bool] = None
     #: the card this process is bound to (None before :meth:`bind`)
     index: Optional[int] = None
 
@@ -70,15 +75,40 @@ class Device:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.torch_type, dtype=dtype or self.amp_dtype)
 
+    def default_amp_dtype(self) -> str:
+        """``--amp-dtype`` when not given: ``bf16`` or ``fp16`` (the plugin's ``amp_dtype``)."""
+        return "fp16" if self.amp_dtype == torch.float16 else "bf16"
+
     def grad_scaler(self, enabled: bool = True, dtype: Optional[torch.dtype] = None):
-        """A GradScaler when fp16 AMP needs one; otherwise a disabled scaler."""
+        """A GradScaler when fp16 AMP needs one; otherwise a disabled scaler (fp32, bf16)."""
+        if enabled and (dtype or self.amp_dtype) == torch.float16:
+            try:
+                return torch.amp.GradScaler(self.torch_type)
+            except (AttributeError, TypeError, RuntimeError):  # torch < 2.3 has no scaler for this device
+                pass
         return _NoScaler()
 
+    def configure(self, deterministic: bool = False) -> None:
+        """Process-wide settings for a run, before anything is built: ``deterministic`` turns on
+        torch's deterministic algorithms (warning where an op has none); accelerators add theirs."""
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def use_fused_optimizer(self) -> bool:
+        """Whether the optimizer step is fused: no per-step host sync for an fp16 GradScaler."""
+        if self.fused_optimizer is not None:
+            return bool(self.fused_optimizer)
+        try:
+            from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        except ImportError:  # torch < 2.1
+            return False
+        return self.torch_type in _get_fused_kernels_supported_devices()
+
     def synchronize(self) -> None:
-        """Wait for all queued work; call before every timer read."""
+        """Wait for all queued work (before a host-clock timer read)."""
 
     def timestamp(self) -> float:
-        """``perf_counter()`` after :meth:`synchronize`: the only timer read the harness uses."""
+        """``perf_counter()`` after :meth:`synchronize`: a host-clock read that includes queued work."""
         self.synchronize()
         return time.perf_counter()
 
@@ -99,6 +129,13 @@ class Device:
     def wait_event(self, event, tensors=()) -> None:
         """Order the compute stream's later work after ``event``; ``tensors``, made on the side
         stream, are kept alive for the compute stream (the caching allocator must not reuse them)."""
+
+    def step_timer(self):
+        """The training loop's step timer (:mod:`arcbench.steptimer`): sync + host clock here, where
+        the host clock is exact; accelerators use their runtime's timing events when it has them."""
+        from .steptimer import SyncStepTimer
+
+        return SyncStepTimer(self)
 
     def memory_stats(self) -> dict:
         """``{"peak_memory": bytes or None, "allocated": bytes or None}``."""
@@ -231,6 +268,14 @@ class AcceleratorDevice(Device):
         for t in tensors:
             if t.device.type != "cpu":  # host tensors have no stream-ordered allocator
                 t.record_stream(compute)
+
+    def step_timer(self):
+        """Timing events (``runtime().Event(enable_timing=True)``) where the runtime offers them, so the
+        loop never waits for the card; else sync + host clock."""
+        from .steptimer import EventStepTimer, SyncStepTimer
+
+        event = getattr(self.runtime(), "Event", None)
+        return EventStepTimer(self, event) if event is not None else SyncStepTimer(self)
 
     def memory_stats(self) -> dict:
         rt = self.runtime()

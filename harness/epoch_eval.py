@@ -37,6 +37,12 @@ class EpochVerification:
 
     def verify(self, tr) -> dict:
         """Every set in turn; returns the headline set's result (None on ranks other than 0)."""
+        if tr.world_size > 1:
+            from . import collectives, train_state
+
+            # DDP keeps no BatchNorm statistics in step (broadcast_buffers=False): verify with rank 0's,
+            # the ones backbone.pth exports, or the figure belongs to a mixture of per-rank models
+            collectives.broadcast_buffers("eval.bn_buffers", train_state.unwrap(tr.face).backbone)
         results = [self.verify_set(tr, vset, headline=i == 0) for i, vset in enumerate(self.vsets)]
         self.done = True
         return results[0]

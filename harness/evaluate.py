@@ -116,7 +116,8 @@ def embed_set(model: torch.nn.Module, device, vset: VerificationSet, *, batch_si
               flip: bool = False, amp: bool = False, workers: Optional[int] = None, progress: bool = True,
               channels_last: bool = True, input_size: Optional[int] = None, fold_bn: bool = False,
               sharded: bool = False):
-    """``(embeddings (num_images, D) float32, seconds)``; the timer covers decode and compute.
+    """``(embeddings (num_images, D) float32, seconds)``; the timer covers decode and compute
+    (the loader's worker processes are started before it), and the copy of the embeddings to the host.
 
     ``sharded``: in a multi-process run every rank embeds every ``world``-th batch and
     the shares are gathered; rank 0 gets the whole table, the other ranks ``None``.
@@ -147,16 +148,17 @@ def embed_set(model: torch.nn.Module, device, vset: VerificationSet, *, batch_si
         bar = tqdm(total=share, unit="img", desc=f"eval {vset.name}", leave=False, file=sys.stderr)
     fast = inference_model(model, channels_last, fold_bn)
     rows = []
+    fmt = torch.channels_last if channels_last else None
     try:
         with _eval_mode(fast, channels_last), torch.inference_mode():
+            loaded = iter(loader)  # the worker processes start here, before the timer
             start = device.timestamp()
-            for idx, batch in loader:
-                if channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                rows.append(embed_batch(fast, batch, device, flip=flip, amp=amp))
+            for idx, batch in loaded:
+                # channels_last on the device: the pinned batch is copied as it is, asynchronously
+                rows.append(embed_batch(fast, batch, device, flip=flip, amp=amp, memory_format=fmt, to_host=False))
                 if bar is not None:
                     bar.update(len(idx))
-            local = torch.cat(rows) if rows else None
+            local = torch.cat(rows).cpu() if rows else None  # one copy to the host per evaluation
             shares = collectives.all_gather_rows("eval.embeddings", local) if world > 1 else [local]
             seconds = device.timestamp() - start
     finally:

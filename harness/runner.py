@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
 from . import restarts, segments
-from .config import RunConfig
+from .config import AMP_DTYPES, RunConfig
 from .data.set_names import run_set_names
 from .data.synth import is_generated
 from .errors import ArcbenchError
@@ -81,6 +81,8 @@ def base_summary(cfg: RunConfig, run_dir: str, device) -> dict:
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "device": device.name, "device_name": device.device_name() if ok else None,
         "backbone": cfg.backbone, "head": cfg.head, "precision": cfg.precision, "amp": cfg.amp,
+        "amp_dtype": AMP_DTYPES.get(cfg.amp_dtype) if cfg.amp else None,
+        "compile_mode": (cfg.compile_mode or "default") if cfg.compile else None,
         "eval_precision": cfg.eval_precision if cfg.mode == "train" else None, "lr_schedule": cfg.lr_schedule,
         "nproc": cfg.nproc, "nnodes": cfg.nnodes, "batch_size": cfg.batch_size,
         "per_process_batch": cfg.per_process_batch, "lr": cfg.effective_lr(),
@@ -109,7 +111,18 @@ def _checked(cfg: RunConfig):
     if cfg.nproc > max(1, cards):
         raise ArcbenchError(f"--nproc {cfg.nproc}: {cfg.nproc} processes but {cards} {device.name} "
                             f"card{'' if cards == 1 else 's'} on this node (one process per card)")
-    return cfg.replace(device=device.name), device
+    return _device_settings(cfg.replace(device=device.name), device), device
+
+
+def _device_settings(cfg: RunConfig, device) -> RunConfig:
+    """The run's precision and compile settings as this device runs them (recorded in config.json)."""
+    if cfg.compile_mode and cfg.compile_mode not in device.compile_modes:
+        raise ArcbenchError(f"--compile-mode {cfg.compile_mode} is not supported on {device.name} "
+                            f"(supported: {', '.join(device.compile_modes)})")
+    if cfg.amp and cfg.amp_dtype is None:
+        cfg = cfg.replace(amp_dtype=device.default_amp_dtype())
+    device.configure(deterministic=cfg.deterministic)  # before system.json records the settings
+    return cfg
 
 
 def _reopen(resume: str, overrides: Optional[dict]) -> Tuple[RunConfig, RunLock]:

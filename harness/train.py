@@ -5,10 +5,12 @@ state is saved and restored by :mod:`arcbench.train_state`; its records go
 to rank 0's :class:`arcbench.recorder.TrainLog`; verification is an epoch
 callback (:mod:`arcbench.epoch_eval`).
 
-Hot-loop rules: no ``.item()`` per step (losses collect in a device buffer
-that is read once per ``log_interval``), the device is synchronised before
-every timer read so the step timer is honest, warm-up steps are excluded from
-the throughput figures, and data-wait time is measured apart from compute.
+Hot-loop rules: no host sync per step.  Losses collect in a device buffer and
+the step timer (:mod:`arcbench.steptimer`: device events where the runtime has
+them) is read at the flush, once per ``log_interval``; a step's time runs from
+the previous step's end to its own, so host work between steps counts;
+warm-up steps are excluded from the throughput figures, and the card's wait for
+data is measured apart from compute.
 """
 from __future__ import annotations
 
@@ -18,11 +20,10 @@ import time
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import train_state
-from .build import build_training
+from .build import amp_dtype, build_training, uses_cuda_graphs
 from .config import RunConfig
 from .data.device_feed import DeviceFeed
 from .errors import ArcbenchError
@@ -56,6 +57,10 @@ class Trainer:
         built = build_training(cfg, device, train_data.num_classes, len(train_data), world_size)
         self.face, self.model, self.optimizer = built.face, built.model, built.optimizer
         self.scheduler, self.scaler = built.scheduler, built.scaler
+        self.amp_dtype = amp_dtype(cfg)  # None: the device plugin's own
+        # CUDA graphs (reduce-overhead, max-autotune) reuse output memory: each step is marked new
+        self.cuda_graphs = uses_cuda_graphs(cfg) and hasattr(getattr(torch, "compiler", None),
+                                                            "cudagraph_mark_step_begin")
         self.steps_per_epoch, self.total_steps = built.steps_per_epoch, built.total_steps
         self.sink = TrainLog(recorder, steps_per_epoch=self.steps_per_epoch, world_size=world_size,
                              per_process_batch=cfg.per_process_batch, say=log, quiet=cfg.quiet) \
@@ -76,7 +81,10 @@ class Trainer:
         self.history = {"loss": [], "epoch_accuracy": [], "epoch_loss": []}
         self.last_eval = None  # rank 0's last verification result (the headline set)
         self.last_evals = {}  # rank 0's last verification result per set name, in the order verified
-        self.data_times, self.compute_times = [], []
+        #: per timed step: the card's wait before the step, the rest of the step (together the step's
+        #: time, end mark to end mark) and the host's time blocked on the loader (arcbench.steptimer)
+        self.data_times, self.compute_times, self.host_wait_times = [], [], []
+        self.timer = device.step_timer()
         self.samples = 0
         self.epoch_loss = [0.0, 0]  # sum and count of the losses read this epoch
         self.resume_rng = None  # restored RNG streams, applied after the resumed epoch's data skip
@@ -168,23 +176,26 @@ class Trainer:
                  f"about {_duration(left)} to go")
 
     def _steps(self, it, steps: int, bar) -> None:
-        """The hot loop over this epoch's remaining steps."""
-        cfg, dev = self.cfg, self.device
+        """The hot loop over this epoch's remaining steps: no host sync outside the flush."""
+        cfg = self.cfg
         buf = torch.zeros(max(1, cfg.log_interval), device=self.tdev)
-        pending = []  # (global_step, lr, data_time, compute_time) since the last flush
+        pending = []  # (global_step, lr, steps_this_process) since the last flush
+        timer = self.timer
+        timer.open()  # the timed window's one sync
         while self.step_in_epoch < steps:
-            t0 = dev.timestamp()  # every timer read is dev.timestamp(): synchronize, then perf_counter
+            timer.fetch_start()
             try:
                 images, labels = next(it)
             except StopIteration:
                 break
-            t1 = dev.timestamp()  # the host-to-device copy is data time, not compute
+            timer.fetch_end()  # the feed has queued this step's wait for its copy (and the next copy)
+            timer.begin()  # the card's wait for this batch ends here; its compute starts
             buf[len(pending)] = self.train_step(images, labels)
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
-            t2 = dev.timestamp()
-            pending.append((self.global_step, lr, t1 - t0, t2 - t1))
-            self._count_step(images.shape[0], t1 - t0, t2 - t1, bar)
+            timer.end()
+            self._count_step(images.shape[0], bar)
+            pending.append((self.global_step - 1, lr, self.steps_this_process))
             checkpoint_due = bool(cfg.checkpoint_steps) and self.global_step % cfg.checkpoint_steps == 0
             if len(pending) == buf.numel() or self.step_in_epoch >= steps or checkpoint_due or self.stop:
                 # a checkpoint or a stop also flushes: every step before it is logged and in the epoch loss
@@ -197,16 +208,13 @@ class Trainer:
         if pending:
             self._flush(buf, pending, bar)
 
-    def _count_step(self, images: int, data_time: float, compute_time: float, bar) -> None:
+    def _count_step(self, images: int, bar) -> None:
         self.global_step += 1
         self.step_in_epoch += 1
         self.steps_this_process += 1
         self.samples += images
         if self.steps_this_process == 1:
             self._eta("first step done")
-        if self.steps_this_process > self.cfg.timing_warmup:
-            self.data_times.append(data_time)
-            self.compute_times.append(compute_time)
         if bar is not None:
             bar.update(1)
 
@@ -215,10 +223,10 @@ class Trainer:
         on the device; returns the detached loss without a host sync.  The lr schedule, timing
         and logging stay in the loop; benchmarks time exactly this body."""
         cfg = self.cfg
-        with self.device.autocast(cfg.amp):
-            out = self.model(images, labels)
-        # a head that computes its own loss (Partial FC, fp32 inside) returns it; else logits
-        loss = out.float() if self.face.head_computes_loss else F.cross_entropy(out.float(), labels)
+        if self.cuda_graphs:  # a new step: the graphs may reuse the last step's output memory
+            torch.compiler.cudagraph_mark_step_begin()
+        with self.device.autocast(cfg.amp, self.amp_dtype):
+            loss = self.model(images, labels)  # model and fp32 loss (build.WithLoss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip:
@@ -236,16 +244,22 @@ class Trainer:
         return loss.detach()
 
     def _flush(self, buf, pending, bar) -> None:
-        """One host sync per interval: read the buffered losses, guard them, count and log them."""
+        """One host sync per interval: read the step timer and the buffered losses, guard, count, log."""
+        times = self.timer.read()  # waits for the interval's last step: the flush's one sync
         values = buf[:len(pending)].tolist()
         bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
         if bad:
             step = pending[bad[0]][0] + 1
             raise NonFiniteLoss(f"loss became {values[bad[0]]} at step {step}; stopped, last good checkpoint kept")
+        for (_, _, n), (data, compute, host) in zip(pending, times):
+            if n > self.cfg.timing_warmup:  # warm-up steps are excluded from the figures
+                self.data_times.append(data)
+                self.compute_times.append(compute)
+                self.host_wait_times.append(host)
         self.epoch_loss = [self.epoch_loss[0] + sum(values), self.epoch_loss[1] + len(values)]
         if self.is_main:
             self.history["loss"].extend([[p[0] + 1, v] for p, v in zip(pending, values)])
-            self.sink.steps(pending, values, bar)
+            self.sink.steps([(p[0], p[1], t[0], t[1]) for p, t in zip(pending, times)], values, bar)
 
     def _progress(self, steps):
         if not self.is_main or self.cfg.quiet or not sys.stdout.isatty():
@@ -258,7 +272,8 @@ class Trainer:
     # ----------------------------------------------------------- results
     def results(self) -> dict:
         """This rank's figures; throughput is summed over ranks by the caller."""
-        out = step_stats(self.data_times, self.compute_times, self.cfg.per_process_batch)
+        out = step_stats(self.data_times, self.compute_times, self.cfg.per_process_batch, self.host_wait_times)
+        out["step_timer"] = self.timer.kind  # how the step figures are measured
         out.update(peak_memory(self.device))
         out.update(samples=self.samples, start_step=self.start_step, steps=self.global_step, epochs=self.epoch,
                    final_loss=self.history["loss"][-1][1] if self.history["loss"] else None,

@@ -180,6 +180,7 @@ def save_checkpoint(tr, tag: Optional[str] = None) -> None:
                   best_accuracy=tr.best_accuracy, history=tr.history, device=tr.device, timing={
                       "data": torch.tensor(tr.data_times, dtype=torch.float64),
                       "compute": torch.tensor(tr.compute_times, dtype=torch.float64),
+                      "host_wait": torch.tensor(tr.host_wait_times, dtype=torch.float64),
                       "samples": tr.samples}, epoch_loss=list(tr.epoch_loss))
     save(tr.rec.path("checkpoints", "last.pt"), **kwargs)
     if tag:
@@ -228,6 +229,7 @@ def restore(tr, path: str) -> None:
     if "data" in timing:  # the timed steps of earlier segments (rank 0's; DDP ranks step in lock-step)
         tr.data_times = timing["data"].tolist()
         tr.compute_times = timing["compute"].tolist()
+        tr.host_wait_times = timing["host_wait"].tolist() if "host_wait" in timing else []
         tr.samples = int(timing.get("samples", 0))
     set_rng_state(state["rng"], tr.device)
 

@@ -126,6 +126,7 @@ class _Process:
         cfg = self.cfg
         self.device = registry.require_device(cfg.device)
         self.device.bind(local_rank)  # from here on, everything this process places goes to its card
+        self.device.configure(deterministic=cfg.deterministic)  # cuDNN autotuning, deterministic algorithms
         self.device.reset_peak_memory()  # a fresh peak per run (bench runs several in one process)
         reset_host_peak()
         collectives.setup(self.device, self.rank, self.world_size, timeout=cfg.dist_timeout,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 
 import torch
 
@@ -59,10 +60,15 @@ class FakeEvent:
 
     def record(self, stream=None) -> None:
         stream = stream or self.runtime.current_stream()
+        self.time = time.perf_counter()  # the fake card runs each op as it is queued: done when recorded
         self.runtime.note("event_record", stream=stream.name, number=self.number)
 
     def synchronize(self) -> None:
         pass
+
+    def elapsed_time(self, end: "FakeEvent") -> float:
+        """Milliseconds between two recorded events, as ``torch.cuda.Event.elapsed_time``."""
+        return (end.time - self.time) * 1e3
 
 
 class _StreamRuntime:

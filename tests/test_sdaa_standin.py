@@ -3,8 +3,8 @@
 No SDAA card is exercised here.  The stand-in has the SDK's names and
 signatures as public model-zoo code uses them and records every call in
 order, so these tests see exactly what arcbench asks of the SDK: binding,
-``autocast()`` with no arguments, ``GradScaler()``, a ``synchronize()``
-before every timer read, RNG states in checkpoints, the compile backend.
+``autocast()`` with no arguments, ``GradScaler()``, timing events where the
+SDK has them (else a ``synchronize()`` before every timer read), RNG states in checkpoints, the compile backend.
 Its compute stays on CPU tensors: the ``standin`` fixture points the sdaa
 device's placements at the host.  Whether the real SDK behaves like the
 stand-in is checked only on a machine with SDAA cards.
@@ -170,9 +170,8 @@ def tiny():
     plugin_manager.unregister_plugin("tinyplugin")
 
 
-def test_a_short_sdaa_run_uses_the_sdk_amp_syncs_before_every_timer_and_keeps_rng(standin, tiny, tmp_path,
-                                                                                    monkeypatch):
-    sdk = standin()
+def _count_timer_reads(sdk, monkeypatch):
+    """Record each host-clock read of ``arcbench.device`` (the sync timer's marks) in the SDK's call list."""
     import arcbench.device as device_mod
 
     real = device_mod.time.perf_counter
@@ -184,6 +183,11 @@ def test_a_short_sdaa_run_uses_the_sdk_amp_syncs_before_every_timer_and_keeps_rn
             return real()
 
     monkeypatch.setattr(device_mod, "time", Clock)
+
+
+def test_a_short_sdaa_run_uses_the_sdk_amp_times_with_events_and_keeps_rng(standin, tiny, tmp_path, monkeypatch):
+    sdk = standin()
+    _count_timer_reads(sdk, monkeypatch)
     result = _train(tmp_path, "--epochs", "2")
     assert result.exit_code == 0, result.output
     calls = names(sdk)
@@ -192,10 +196,11 @@ def test_a_short_sdaa_run_uses_the_sdk_amp_syncs_before_every_timer_and_keeps_rn
     assert calls.count("GradScaler") == 1 and ("autocast", (), {}) in sdk.CALLS
     steps = 2 * 4
     assert calls.count("GradScaler.step") == steps and calls.count("GradScaler.update") == steps
-    # every timer read is right after a synchronize()
-    timers = [i for i, c in enumerate(calls) if c == "timer"]
-    assert len(timers) >= 3 * steps
-    assert all(calls[i - 1] == "synchronize" for i in timers), [calls[i - 1] for i in timers]
+    # the SDK offers timing events: two marks a step plus one per timed window (an epoch), no host-clock
+    # read, and one synchronize per window (its start) plus one event wait per flush (every 2 steps)
+    assert ("Event", (), {"enable_timing": True}) in sdk.CALLS
+    assert calls.count("Event.record") == 2 * steps + 2 and "timer" not in calls
+    assert calls.count("synchronize") == 2 and calls.count("Event.synchronize") == steps // 2
     run = next((tmp_path / "runs").iterdir())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["peak_memory_kind"] == "device"
@@ -210,6 +215,20 @@ def test_a_short_sdaa_run_uses_the_sdk_amp_syncs_before_every_timer_and_keeps_rn
     assert result.exit_code == 0, result.output
     restored = [c for c in sdk.CALLS if c[0] == "set_rng_state_all"]
     assert restored and restored[0][1][0] == [[i, 0, 1, 1] for i in range(4)]
+    assert json.loads((run / "summary.json").read_text())["step_timer"] == "events"
+
+
+def test_an_sdk_without_events_times_each_mark_right_after_a_synchronize(standin, tiny, tmp_path, monkeypatch):
+    sdk = standin("noevent")
+    _count_timer_reads(sdk, monkeypatch)
+    result = _train(tmp_path, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    calls = names(sdk)
+    timers = [i for i, c in enumerate(calls) if c == "timer"]
+    assert "Event.record" not in calls and len(timers) >= 2 * 4 + 1  # two marks a step, one per window
+    assert all(calls[i - 1] == "synchronize" for i in timers), [calls[i - 1] for i in timers]
+    run = next((tmp_path / "runs").iterdir())
+    assert json.loads((run / "summary.json").read_text())["step_timer"] == "synchronize"
 
 
 @pytest.mark.parametrize("device, backend", [("sdaa", "teco_inductor"), ("cpu", "inductor")])

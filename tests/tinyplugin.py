@@ -86,6 +86,14 @@ class Tiny64(Tiny):
         return super().forward(x)
 
 
+class TinyStatic(Tiny):
+    """Tiny without the fault-test knobs: no Python state in ``forward``, so torch.compile traces
+    it once (the call counter above would be a guard and recompile every step)."""
+
+    def forward(self, x):
+        return self.body(x)
+
+
 def reset_calls():
     _calls["n"] = 0
 
@@ -96,4 +104,5 @@ def register_backbones(register):
     register("tiny_nan", lambda **kw: Tiny(nan_after=int(os.environ.get("TINY_NAN_AFTER", "3")), **kw),
              embedding_size=32, margin_scale=16.0)
     register("tiny_stall", TinyStall, embedding_size=32, margin_scale=16.0)
+    register("tiny_static", TinyStatic, embedding_size=32, margin_scale=16.0)
     register("tiny64", Tiny64, embedding_size=32, input_size=Tiny64.SIZE, margin_scale=16.0)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from ..config import AMP_DTYPES, COMPILE_MODES
+from ..stats import MIN_TAIL_SAMPLES
 from .output import echo_json, echo_table
 from .options import RegistryOption
 
@@ -35,7 +37,10 @@ def _csv(kind):
 @click.option("--nproc", default="1", show_default=True, callback=_csv(int),
               help="Comma-separated process counts; scaling efficiency = img/s at N / (N x img/s at 1).")
 @click.option("--warmup", default=5, show_default=True, type=int, help="Warm-up steps, excluded from the figures.")
-@click.option("--steps", default=20, show_default=True, type=int, help="Timed steps (median and percentiles over them).")
+@click.option("--steps", default=None, type=int,
+              help="Timed steps (median and percentiles over them). Default: 20 on the CPU; on an "
+                   "accelerator at least 200 and at least 10 s of them (a short point is run again "
+                   "with more steps). p95/p99 need 100 timed steps.")
 @click.option("--data", default="synthetic", show_default=True,
               help="'synthetic' (random tensors on the device: compute only) or training data (adds the input pipeline).")
 @click.option("--mode", default="train", show_default=True, callback=_csv(str),
@@ -46,7 +51,11 @@ def _csv(kind):
 @click.option("--engine", "engines", default="torch", show_default=True, callback=_csv(str),
               help="Comma-separated engines for --mode eval: torch, onnxruntime (the backbone exported to ONNX "
                    "once, run by ONNX Runtime on the --device's provider; fp32 points only).")
-@click.option("--compile", is_flag=True, help="torch.compile the model.")
+@click.option("--compile", is_flag=True, help="torch.compile the model (and the loss); each point compiles afresh.")
+@click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default=None,
+              help="torch.compile mode (implies --compile); the device plugin says which it supports.")
+@click.option("--amp-dtype", type=click.Choice(list(AMP_DTYPES)), default=None,
+              help="dtype of the amp points (default: the device's; bf16 on CUDA 8.0+ and the CPU).")
 @click.option("--workers", type=int, default=None, help="DataLoader workers for real data.")
 @click.option("--decode", type=click.Choice(["host", "device"]), default="host", show_default=True,
               help="Real data: decode JPEGs on the host, or on the device (torchvision nvJPEG, CUDA; "
@@ -63,11 +72,12 @@ def _csv(kind):
 @click.option("--out", default="runs", show_default=True, help="Each grid point is saved as a run under OUT.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
 def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, steps, data, mode, engines, compile,
-              workers, decode, classes, sample_rate, repeat, out, as_json):
+              workers, decode, classes, sample_rate, repeat, out, as_json, compile_mode=None, amp_dtype=None):
     """Measure speed over a grid of precision x batch size x processes.
 
-    Every point runs WARMUP steps, then STEPS timed steps with the device synchronised
-    around each timer. Rows report img/s (median, mean), step latency p50/p95/p99, the
+    Every point runs WARMUP steps, then STEPS timed steps, each timed from the end of the
+    previous step to its own end (device events where the device has them, read once per
+    log interval; else a sync before each mark), so host work between steps counts. Rows report img/s (median, mean), step latency p50/p95/p99, the
     data-wait fraction, peak memory, amp_speedup, scaling_efficiency and mfu (model FLOPs
     per image x img/s / the device plugin's peak; forward FLOPs from torch.utils.flop_counter,
     train FLOPs = 3 x forward; empty when the peak is unknown, e.g. on CPU). Synthetic data
@@ -106,7 +116,7 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         raise ArcbenchError("--engine onnxruntime runs the fp32 graph: include fp32 in --precision")
     if "onnxruntime" in engines and compile:
         raise ArcbenchError("--compile applies to the torch engine; drop it or --engine onnxruntime")
-    if warmup < 0 or steps <= 0:
+    if warmup < 0 or (steps is not None and steps <= 0):
         raise ArcbenchError("--steps must be positive and --warmup not negative")
     if any(b <= 0 for b in batch_size) or any(n <= 0 for n in nproc):
         raise ArcbenchError("--batch-size and --nproc must be positive")
@@ -128,7 +138,8 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     if rates != [1.0] and "sample_rate" not in registry.get_head(head).params:
         raise ArcbenchError(f"--sample-rate applies to --head {' or '.join(registry.heads_taking('sample_rate'))}, "
                             f"not {head}")
-    base = RunConfig(device=device, backbone=backbone, head=head, train_data=data, compile=compile,
+    base = RunConfig(device=device, backbone=backbone, head=head, train_data=data,
+                     compile=compile or compile_mode is not None, compile_mode=compile_mode, amp_dtype=amp_dtype,
                      workers=workers, decode=decode, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
     log = None if as_json else (lambda m: click.echo(m, err=True))
     rows = bench(base, precisions=precision, batch_sizes=batch_size, nprocs=nproc, mode=mode,
@@ -142,7 +153,9 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         show.append({
             "backbone": r["backbone"], "mode": r["mode"],
             **({"engine": r.get("engine")} if engines != ["torch"] else {}),
-            "precision": r["precision"] or "-", "nproc": r["nproc"],
+            "precision": (r["precision"] or "-") + (f" {_SHORT_DTYPE.get(r['amp_dtype'], r['amp_dtype'])}"
+                                                    if r.get("amp_dtype") and r["precision"] == "amp" else ""),
+            "nproc": r["nproc"],
             "batch": r["batch_size"], **_class_columns(r, classes, rates),
             "img/s": _f(r.get("throughput_median"), ".1f"),
             **({"spread": _f(r.get("throughput_spread"), ".1%")} if repeat > 1 else {}),
@@ -172,6 +185,13 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
         if r.get("status") == "skipped (does not fit)":
             click.echo(f"skipped: {r['num_classes']:,} classes, r={r['sample_rate']:g}, {r['nproc']} proc: "
                        f"{r['reason']}")
+    short = [r for r in rows if r.get("timed_steps") and r.get("latency_p99") is None]
+    if short:
+        click.echo(f"(p99: not reported below {MIN_TAIL_SAMPLES} timed steps; these points timed "
+                   f"{', '.join(sorted({str(r['timed_steps']) for r in short}))})")
+    timers = sorted({r["step_timer"] for r in rows if r.get("step_timer")})
+    if timers:
+        click.echo(f"(step times: {', '.join(timers)}; end of one step to the end of the next)")
     if rows and rows[0].get("synthetic"):
         click.echo("(synthetic data: compute throughput only)" if data == "synthetic" else
                    "(synthetic data: generated face JPEGs, decoded for real)")
@@ -186,6 +206,9 @@ def _class_columns(r: dict, classes, rates) -> dict:
     mem = r.get("head_memory") or r.get("head_memory_planned")
     return {"classes": _f(r.get("num_classes"), ","), "r": _f(r.get("sample_rate"), "g"),
             "head MiB": _f(mem and mem / 2**20, ".0f") + ("" if r.get("head_memory") or not mem else " (plan)")}
+
+
+_SHORT_DTYPE = {"bfloat16": "bf16", "float16": "fp16"}
 
 
 def _f(v, spec):

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from ..config import RunConfig
+from ..config import AMP_DTYPES, COMPILE_MODES, RunConfig
 from ..recorder import BAD_IMAGES_FILE, read_bad_images
 from .options import RegistryOption
 
@@ -98,7 +98,8 @@ Examples:
            "0.1 (SGD) for the embedded synthetic set.")
 @click.option("--no-lr-scaling", is_flag=True, help="Use --lr as given.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
-      help="SGD: momentum 0.9, nesterov, weight decay 5e-4 (foreach). AdamW: weight decay 5e-4.")
+      help="SGD: momentum 0.9, nesterov, weight decay 5e-4. AdamW: weight decay 5e-4. Both fused where the "
+           "device has fused kernels (no GradScaler sync), else foreach.")
 @click.option("--lr-schedule", "--schedule", "lr_schedule", type=click.Choice(["reference", "cosine", "step"]),
       default=RunConfig.lr_schedule, show_default=True,
       help="reference: the reference's per-epoch schedule (quadratic warm-up, cosine, flat min-lr tail); "
@@ -115,7 +116,15 @@ Examples:
 @click.option("--eval-precision", type=click.Choice(["fp32", "amp"]), default=RunConfig.eval_precision, show_default=True,
       help="Verification during training: fp32 as in the reference, whatever --precision is; amp is faster "
            "(labelled in the summary).")
-@click.option("--compile", is_flag=True, help="torch.compile the model (slow first steps, faster after).")
+@click.option("--compile", is_flag=True, help="torch.compile the model and its loss (slow first steps, faster after).")
+@click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default=None,
+      help="torch.compile mode (implies --compile): reduce-overhead and max-autotune use CUDA graphs. "
+           "Each device plugin says which modes it supports.")
+@click.option("--amp-dtype", type=click.Choice(list(AMP_DTYPES)), default=None,
+      help="AMP dtype: bf16 needs no GradScaler. Default: bf16 on CUDA compute capability 8.0+ and the CPU, "
+           "fp16 + GradScaler on older GPUs and SDAA (as the model zoo).")
+@click.option("--deterministic", is_flag=True,
+      help="Deterministic algorithms, and no cuDNN autotuning (cudnn.benchmark, on by default on CUDA).")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="channels_last memory format.")
 # -- processes
 @click.option("--nproc", "--nproc_per_node", "--nproc-per-node", "nproc", type=int, default=1, show_default=True,
@@ -365,7 +374,8 @@ def build_config(o: dict):
         scale_lr=not o["no_lr_scaling"], optimizer=o["optimizer"], lr_schedule=o["lr_schedule"],
         warmup_steps=o["warmup_steps"], grad_clip=o["grad_clip"], precision=precision or "fp32",
         eval_precision=o["eval_precision"],
-        compile=o["compile"], channels_last=o["channels_last"], seed=o["seed"], nproc=nproc, nnodes=o["nnodes"],
+        compile=o["compile"] or o["compile_mode"] is not None, compile_mode=o["compile_mode"],
+        amp_dtype=o["amp_dtype"], deterministic=o["deterministic"], channels_last=o["channels_last"], seed=o["seed"], nproc=nproc, nnodes=o["nnodes"],
         node_rank=o["node_rank"], master_addr=o["master_addr"], master_port=o["master_port"],
         workers=o["workers"], decode=o["decode"], eval_batch_size=o["eval_batch_size"], eval_flip=o["flip"],
         eval_every=o["eval_every"] if o["eval_every"] is not None else (0 if embedded else 1),
@@ -401,6 +411,8 @@ def _untimed(s: dict, warmup: int) -> str:
 
 
 def print_summary(run_dir: str, s: dict, out_root: str, warmup: int = 5) -> None:
+    from ..stats import MIN_TAIL_SAMPLES
+
     if not s:
         return
     mem = s.get("peak_memory")
@@ -409,8 +421,8 @@ def print_summary(run_dir: str, s: dict, out_root: str, warmup: int = 5) -> None
         ("status", s.get("status")),
         ("device", f"{s.get('device')} ({s.get('device_name') or '-'})"),
         ("backbone / head", f"{s.get('backbone')} / {s.get('head')}"),
-        ("precision", s.get("precision") if not s.get("eval_precision")
-         else f"{s.get('precision')} (verification {s['eval_precision']})"),
+        ("precision", f"{s.get('precision')}" + (f" ({s['amp_dtype']})" if s.get("amp_dtype") else "")
+         + (f" (verification {s['eval_precision']})" if s.get("eval_precision") else "")),
         ("processes x batch", f"{s.get('nproc')} x {s.get('per_process_batch')} (global {s.get('batch_size')})"
          + ("" if (s.get("nnodes") or 1) == 1 and not s.get("launcher") else
             f"; {s.get('nnodes') or 1} node{'' if (s.get('nnodes') or 1) == 1 else 's'}"
@@ -424,6 +436,8 @@ def print_summary(run_dir: str, s: dict, out_root: str, warmup: int = 5) -> None
          if timed else _untimed(s, warmup)),
         ("step latency p50/p95/p99", "/".join(_fmt(s.get(k) and s[k] * 1000, ".1f")
                                              for k in ("latency_p50", "latency_p95", "latency_p99")) + " ms"
+         + ("" if s.get("latency_p99") is not None or not s.get("timed_steps")
+            else f" (p95/p99 need {MIN_TAIL_SAMPLES} timed steps, {s['timed_steps']} ran)")
          if timed else "- (nothing timed)"),
         ("peak memory", "-" if mem is None else f"{mem / 2**20:.0f} MiB ({s.get('peak_memory_kind', 'device')})"),
         ("final loss", _fmt(s.get("final_loss"), ".4f")),

@@ -238,6 +238,17 @@ def collate_drop_bad(batch):
     return images, labels, bad
 
 
+def refill(images: torch.Tensor, labels: torch.Tensor, size: int):
+    """The batch's good samples, repeated in order until it holds ``size`` again (its shape is then
+    the same every step: no recompile for ``--compile``, no new CUDA graph)."""
+    n = len(labels)
+    if n == 0 or n >= size:
+        return images, labels
+    index = torch.arange(size - n) % n
+    images, labels = torch.cat([images, images[index]]), torch.cat([labels, labels[index]])
+    return images, labels
+
+
 def default_workers(world_size: int = 1) -> int:
     """Decode workers per rank: this process's usable cores shared among the node's ranks, less
     one for the training process and one for pinning/unpickling, at least 1.
@@ -264,7 +275,9 @@ class TrainLoader:
     take the same number of steps (or DDP hangs), so a batch that bad images
     left with fewer than two samples (BatchNorm needs two) is replaced by the
     previous good batch (by the next one, before the epoch's first good batch)
-    when ``world_size > 1``, and skipped otherwise.
+    when ``world_size > 1``, and skipped otherwise.  A batch that bad images only
+    thinned is refilled to full size with its own good samples (:func:`refill`),
+    so the batch shape never changes and a compiled model never recompiles.
     """
 
     def __init__(self, dataset: TrainSet, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
@@ -342,6 +355,7 @@ class TrainLoader:
                         else:
                             yield last
                     continue
+                images, labels = refill(images, labels, self.batch_size)
             last = (images, labels)
             for _ in range(owed + 1):
                 yield images, labels

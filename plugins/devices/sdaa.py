@@ -62,6 +62,12 @@ class SDAADevice(AcceleratorDevice):
     amp_dtype = torch.float16
     torch_type = "sdaa"
     compile_backend = "teco_inductor"  # the model zoo's torch.compile backend for SDAA
+    #: not fused: torch would accept ``fused=True`` for a PrivateUse1 device, but whether torch_sdaa
+    #: registers fused SGD/AdamW kernels is not documented, and a missing kernel fails the first step.
+    #: The price: fp16 AMP's GradScaler reads its inf check with one host sync per step.
+    fused_optimizer = False
+    #: teco_inductor's modes are not documented: only its default is offered
+    compile_modes = ("default",)
 
     def runtime(self):
         return _sdk()[1]

@@ -2,9 +2,11 @@
 
 All three share one form: the class-weight and embedding vectors are
 L2-normalised, the target logit ``cos(theta)`` is replaced by a margin
-function of theta, and everything is multiplied by the scale ``s``.  The
-margin is computed in fp32 even under autocast: ``acos`` and ``sqrt`` near
-+/-1 are where half precision breaks.
+function of theta, and everything is multiplied by the scale ``s``.  Under
+autocast the cosine matmul runs in the autocast dtype (tensor cores; for 2M
+classes it is most of the head's FLOPs), as insightface's Partial FC does; the
+normalisation before it, and the margin and cross-entropy after it, stay fp32:
+``acos`` and ``sqrt`` near +/-1 are where half precision breaks.
 """
 from __future__ import annotations
 
@@ -15,6 +17,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from arcbench import hookimpl
+
+
+def autocast_dtype(tensor: torch.Tensor):
+    """The dtype autocast runs a matmul in on ``tensor``'s device type, or None when autocast is off."""
+    kind = tensor.device.type
+    try:
+        return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+    except (AttributeError, TypeError, RuntimeError):  # torch < 2.4: per-backend functions
+        if kind == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        if kind == "cuda":
+            return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+        return None
+
+
+def cosine_matmul(x: torch.Tensor, w: torch.Tensor, dtype=None) -> torch.Tensor:
+    """``x @ w.T`` of normalised fp32 rows, run in ``dtype`` when given (the caller's AMP dtype), in fp32."""
+    if dtype is None or dtype == torch.float32:
+        return F.linear(x, w)
+    return F.linear(x.to(dtype), w.to(dtype)).float()
 
 
 def _autocast_off(tensor: torch.Tensor):
@@ -63,15 +85,17 @@ class MarginHead(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         nn.init.xavier_uniform_(self.weight)
 
-    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(embeddings.float()), F.normalize(self.weight.float()))
+    def cosine(self, embeddings: torch.Tensor, dtype=None) -> torch.Tensor:
+        """fp32 cosines; the matmul runs in ``dtype`` when given."""
+        return cosine_matmul(F.normalize(embeddings.float()), F.normalize(self.weight.float()), dtype)
 
     def target_logit(self, cos_t: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        dtype = autocast_dtype(embeddings)  # the caller's AMP dtype: only the matmul runs in it
         with _autocast_off(embeddings):
-            cos = self.cosine(embeddings).clamp(-1.0, 1.0)
+            cos = self.cosine(embeddings, dtype).clamp(-1.0, 1.0)
             idx = labels.view(-1, 1).long()
             cos_t = cos.gather(1, idx)
             logits = cos.scatter(1, idx, self.target_logit(cos_t))

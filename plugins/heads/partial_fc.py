@@ -29,7 +29,8 @@ returns the **loss** - a scalar, the mean cross-entropy over the global batch
 (what data-parallel training with the ordinary head averages to) - not logits.
 The class attribute ``computes_loss = True`` tells the trainer.  Every rank
 returns the same value and must call ``forward`` and ``backward`` in step (they
-contain collectives).  The margin is computed in fp32 with autocast off.
+contain collectives).  Under autocast the cosine matmul runs in the autocast dtype;
+everything else (normalisation, margin, softmax) in fp32 with autocast off.
 
 Gradients: the centre gradients are exact (the shard's rows of the full
 gradient); centres are *not* data-parallel parameters and must be kept out of
@@ -42,6 +43,24 @@ equals the single-process full-batch gradient.
 With one process (or no process group) there are no collectives, and at
 ``sample_rate=1`` the loss is exactly ``F.cross_entropy`` of the ordinary head's
 logits (the same operations in the same order).
+
+Host syncs per training step (the loop itself has none outside its flush):
+
+* sampled (``sample_rate < 1``): ``torch.unique`` of the shard's labels and the
+  ``numel()`` that decides whether the positives already fill the sample: the
+  number of centres kept is data-dependent, so the host must see it (1 sync);
+* sharded: the all-gathered per-rank batch sizes (``.tolist()``: 1 sync and 1
+  small collective).  The built-in loaders now hand every rank full batches (a
+  batch that bad images thinned is refilled), so the sizes are always equal;
+  the gather stays as the guard for a loader that does not refill, because
+  equal-shape collectives on unequal batches would hang.  Dropping it needs a
+  loader contract ("constant batch") the head can trust;
+  the label range check ``bool(any())`` (1 sync; the same on every rank, so all
+  raise together rather than one rank hanging in the next collective); and the
+  ``nonzero()`` of the global-batch rows whose label is in this shard (its
+  length is data-dependent: 1 sync);
+* the sharded cross-entropy (:mod:`sharding`) needs none: it uses a masked
+  gather instead of ``nonzero()``.
 
 Checkpoints that do not depend on the world size (``full_state`` and
 ``load_full_state``) are in :mod:`partial_fc_state`; memory and FLOPs planning
@@ -59,7 +78,7 @@ from torch import nn
 from arcbench import hookimpl
 
 from . import sharding
-from .margins import _autocast_off, arcface_target, combined_target, cosface_target
+from .margins import _autocast_off, arcface_target, autocast_dtype, combined_target, cosface_target, cosine_matmul
 from .sharding import _ShardedSoftmaxCE, _world_and_rank, num_sample, shard_range
 
 MARGINS = ("arcface", "cosface", "combined")
@@ -239,20 +258,21 @@ class PartialFC(nn.Module):
         return cos.index_put((rows, cols), self.target_logit(cos[rows, cols])) * self.s
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        dtype = autocast_dtype(embeddings)  # the caller's AMP dtype: only the cosine matmul runs in it
         with _autocast_off(embeddings):
             if self.world_size == 1:
-                return self._forward_single(embeddings, labels)
-            return self._forward_sharded(embeddings, labels)
+                return self._forward_single(embeddings, labels, dtype)
+            return self._forward_sharded(embeddings, labels, dtype)
 
-    def _forward_single(self, embeddings, labels):
+    def _forward_single(self, embeddings, labels, dtype=None):
         labels = labels.long()
         index = self._sample(labels)
         weight = self.weight if index is None else self.weight.index_select(0, index)
-        cos = F.linear(F.normalize(embeddings.float()), F.normalize(weight.float())).clamp(-1.0, 1.0)
+        cos = cosine_matmul(F.normalize(embeddings.float()), F.normalize(weight.float()), dtype).clamp(-1.0, 1.0)
         target = labels if index is None else torch.searchsorted(index, labels)
         return F.cross_entropy(self._margin_logits(cos, None, target), target)
 
-    def _forward_sharded(self, embeddings, labels):
+    def _forward_sharded(self, embeddings, labels, dtype=None):
         group = self.group
         x = F.normalize(embeddings.float())
         labels = labels.long().view(-1)
@@ -278,7 +298,7 @@ class PartialFC(nn.Module):
         local = all_labels.index_select(0, rows) - self.start
         index = self._sample(local)
         weight = self.weight if index is None else self.weight.index_select(0, index)
-        cos = F.linear(all_x, F.normalize(weight.float())).clamp(-1.0, 1.0)  # [B, sampled]
+        cos = cosine_matmul(all_x, F.normalize(weight.float()), dtype).clamp(-1.0, 1.0)  # [B, sampled]
         cols = local if index is None else torch.searchsorted(index, local)
         logits = self._margin_logits(cos, rows, cols)
         target_col = torch.full_like(all_labels, -1)

@@ -102,23 +102,24 @@ class _ShardedSoftmaxCE(torch.autograd.Function):
             row_max = logits.max(dim=1).values
             _all_reduce(row_max, "max", group)
             prob = (logits - row_max.unsqueeze(1)).exp_()
-            rows = (target_col >= 0).nonzero().squeeze(1)
-            cols = target_col.index_select(0, rows)
+            # masked gather, not nonzero(): the rows whose label is here, without a host sync
+            has = (target_col >= 0).unsqueeze(1)
+            cols = target_col.clamp(min=0).unsqueeze(1)
             sums = torch.zeros(2, n, dtype=logits.dtype, device=logits.device)
             sums[0] = prob.sum(dim=1)
-            sums[1].index_copy_(0, rows, logits[rows, cols] - row_max.index_select(0, rows))
+            sums[1] = torch.where(has, logits.gather(1, cols) - row_max.unsqueeze(1), 0.0).squeeze(1)
             _all_reduce(sums, "sum", group)
             loss = (sums[0].log() - sums[1]).mean()
             prob.div_(sums[0].unsqueeze(1))
-        ctx.save_for_backward(prob, rows, cols)
+        ctx.save_for_backward(prob, has, cols)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        prob, rows, cols = ctx.saved_tensors
+        prob, has, cols = ctx.saved_tensors
         g = grad_loss / prob.shape[0]
         grad = prob * g
-        grad[rows, cols] -= g
+        grad.scatter_add_(1, cols, torch.where(has, -g, 0.0).to(grad.dtype))  # -g at each row's target here
         return grad, None, None
 
 

@@ -14,12 +14,18 @@ stays on CPU tensors: the tests point the sdaa device's placements at the host.
 * ``nocard``: the SDK imports but sees no card;
 * ``broken``: the import fails the way a broken install does (a missing runtime library);
 * ``nodtype``: ``amp.autocast()`` takes no ``dtype`` keyword (older SDKs);
-* ``banner``: the import prints a version banner to stdout, from Python and from the C level.
+* ``banner``: the import prints a version banner to stdout, from Python and from the C level;
+* ``noevent``: no ``torch.sdaa.Event`` (an SDK without timing events: the step timer falls back
+  to synchronize + host clock).
+
+``torch.sdaa.Event(enable_timing=True)`` is ``torch.cuda.Event``'s shape: on host tensors the
+stream reaches a mark when it is recorded, so ``record()`` reads the host clock.
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 import types
 
 import torch
@@ -120,11 +126,38 @@ def set_rng_state_all(new_states) -> None:
     _rt.rng = [s.clone() for s in new_states]
 
 
+class Event:
+    """A timing event on the current stream (host tensors: it completes as it is recorded)."""
+
+    def __init__(self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False):
+        record("Event", **({"enable_timing": True} if enable_timing else {}))
+        self.enable_timing, self.at = enable_timing, None
+
+    def record(self, stream=None) -> None:
+        record("Event.record")
+        self.at = time.perf_counter()
+
+    def query(self) -> bool:
+        return self.at is not None
+
+    def synchronize(self) -> None:
+        record("Event.synchronize")
+        if self.at is None:
+            raise RuntimeError("Event.synchronize() on an event never recorded")
+
+    def elapsed_time(self, end: "Event") -> float:
+        if not (self.enable_timing and end.enable_timing) or self.at is None or end.at is None:
+            raise RuntimeError("elapsed_time needs two recorded events created with enable_timing=True")
+        return (end.at - self.at) * 1e3  # milliseconds, as torch.cuda.Event
+
+
 sdaa = types.ModuleType("torch.sdaa")
 for _name in ("is_available", "device_count", "set_device", "current_device", "synchronize", "get_device_name",
               "max_memory_allocated", "memory_allocated", "reset_peak_memory_stats", "manual_seed_all",
               "get_rng_state_all", "set_rng_state_all"):
     setattr(sdaa, _name, globals()[_name])
+if MODE != "noevent":
+    sdaa.Event = Event
 
 from . import amp  # noqa: E402  (the real SDK exposes torch_sdaa.amp)
 
