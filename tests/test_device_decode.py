@@ -98,10 +98,11 @@ def test_loader_hands_over_bytes_and_bad_files_stay_bad_images(tmp_path, stand_i
     ds = TrainSet("d", 2, paths=paths, labels=[0, 1] * 3, decode="device", augment=False)
     loader = make_loader(ds, batch_size=6, workers=0)
     (images, labels), = list(loader)
-    assert isinstance(images, device_decode.EncodedBatch) and len(images) == len(labels) == 5
-    assert loader.bad_images == 1
+    # the missing file is a bad image; the batch is refilled to full size with its own good samples
+    assert isinstance(images, device_decode.EncodedBatch) and len(images) == len(labels) == 6
+    assert loader.bad_images == 1 and images.samples[5] is images.samples[0] and labels[5] == labels[0]
     out, _ = next(DeviceFeed([(images, labels)], get_device("cpu")))
-    assert out.shape == (5, 3, 112, 112) and out.dtype == torch.float32
+    assert out.shape == (6, 3, 112, 112) and out.dtype == torch.float32 and torch.equal(out[5], out[0])
 
 
 def test_a_corrupt_jpeg_body_is_one_error_naming_the_file(tmp_path, stand_in_decoder):

@@ -19,7 +19,7 @@ def plugins_cmd(as_json):
         echo_json(rows)
     else:
         echo_table([{**r, "hooks": ",".join(r["hooks"])} for r in rows],
-                   ["name", "builtin", "version", "distribution", "hooks"])
+                   ["name", "builtin", "version", "distribution", "hooks"], tail=("name",))
 
 
 @click.command("devices")

@@ -35,8 +35,8 @@ def echo_table(rows, columns=None, keep=None, width=None, tail=("plugin",)) -> N
     shown = pd.DataFrame({c: ["-" if v is None or v != v or v == "" else str(v) for v in df[c]] for c in df.columns})
     text = [c for c in df.columns if not numeric[c]]
     layout = fit.Layout(keep=tuple(keep if keep is not None else df.columns[:1]),
-                        shrink={c: 16 if c in tail else 12 for c in text[1:]} if text and text[0] == df.columns[0] else
-                        {c: 16 if c in tail else 12 for c in text},
+                        # the first column is the row's name: cut only where its end says most (module paths)
+                        shrink={c: 16 if c in tail else 12 for c in text if c != df.columns[0] or c in tail},
                         soft={c: _last_two_parts for c in text if c in tail},
                         cutters={c: fit.cut_start if c in tail else fit.cut_end for c in text}, rows_are="row(s)",
                         more="--json has every field")

@@ -245,8 +245,11 @@ def refill(images: torch.Tensor, labels: torch.Tensor, size: int):
     if n == 0 or n >= size:
         return images, labels
     index = torch.arange(size - n) % n
-    images, labels = torch.cat([images, images[index]]), torch.cat([labels, labels[index]])
-    return images, labels
+    if isinstance(images, EncodedBatch):  # --decode device: the samples' bytes, repeated the same way
+        images = EncodedBatch(images.samples + [images.samples[i] for i in index.tolist()])
+    else:
+        images = torch.cat([images, images[index]])
+    return images, torch.cat([labels, labels[index]])
 
 
 def default_workers(world_size: int = 1) -> int:
