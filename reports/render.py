@@ -37,7 +37,7 @@ TABLE_KEEP = ("run_id", "throughput_median", "amp_speedup", "scaling_efficiency"
 FOLD_BARE = ("status", "device", "backbone", "precision", "train_set", "mode")
 #: short headers for the terminal table (csv, json, md and --columns use the column names)
 TABLE_HEADERS = {"throughput_median": "img/s", "lfw_accuracy": "accuracy", "reference_check": "check",
-                 "peak_memory": "memory", "batch_size": "batch", "nproc": "procs", "precision": "prec",
+                 "peak_memory": "memory", "batch_size": "batch", "nproc": "procs", "precision": "prec", "amp_dtype": "dtype",
                  "train_set": "train set", "eval_set": "eval set", "amp_speedup": "amp x",
                  "lfw_accuracy_std": "acc std", "throughput_mean": "img/s mean",
                  "base_runs": "base n", "new_runs": "new n", "base_throughput": "base img/s",
@@ -173,6 +173,8 @@ def default_table_columns(df: pd.DataFrame) -> List[str]:
         at += 2 if judged else 1
     if "engine" in df.columns and df["engine"].dropna().nunique() > 1:  # torch beside onnxruntime
         cols.insert(cols.index("precision"), "engine")
+    if "amp_dtype" in df.columns and df["amp_dtype"].notna().any():  # which autocast dtype ran (bf16, fp16)
+        cols.insert(cols.index("precision") + 1, "amp_dtype")
     return cols
 
 
