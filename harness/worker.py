@@ -31,11 +31,13 @@ def _global_figures(results: dict, world_size: int) -> dict:
     card = results.pop("card", None)
     nan = float("nan")  # a rank with no timed step (all warm-up) has no figure; the sum then has none
     t = torch.tensor([nan if results.get(k) is None else float(results[k]) for k in keys]
+                     + [float(results.get("bad_images") or 0)]
                      + [float(-1 if card is None else card), float(results.get("samples", 0))], dtype=torch.float64)
     rows = torch.stack(collectives.all_gather("run.figures", t))
     for i, k in enumerate(keys):
         total = float(rows[:, i].sum())
         results[k] = None if math.isnan(total) else total
+    results["bad_images"] = int(rows[:, len(keys)].sum())  # each rank meets its own shard's
     results["samples_per_rank"] = [int(v) for v in rows[:, -1].tolist()]
     results["samples"] = sum(results["samples_per_rank"])  # the whole run: steps x global batch
     results["throughput_per_rank"] = [None if math.isnan(v) else float(v) for v in rows[:, 0].tolist()]
@@ -92,6 +94,9 @@ class _Process:
             self.ready = True
             results = self.trainer.run()
             results = _global_figures({**results, "card": self.device.index}, self.world_size)
+            # every rank's bad images, for rank 0's bad_images.txt (JSON over the group: nothing unpickled)
+            seen = collectives.all_gather_json("run.bad_images", list(getattr(self.data, "bad_seen", None) or ()))
+            self.bad_seen = list(dict.fromkeys(line for share in seen for line in share))
             if self.rec:
                 from .artefacts import write_plots
 
@@ -171,7 +176,8 @@ class _Process:
         return out
 
     def close(self) -> None:
-        seen = getattr(getattr(self, "data", None), "bad_seen", None)
+        # after a completed run every rank's (gathered); after an early stop this rank's share
+        seen = getattr(self, "bad_seen", None) or getattr(getattr(self, "data", None), "bad_seen", None)
         if self.rank == 0 and self.run_dir and seen:
             from .recorder import write_bad_images
 

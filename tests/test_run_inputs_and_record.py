@@ -125,3 +125,20 @@ def test_eta_comes_from_the_median_step_after_warm_up():
     fake.cfg.quiet = False
     Trainer._eta(fake, "epoch 1/2 done")
     assert said and "about 10 s to go" in said[0], said
+
+
+@pytest.mark.slow
+def test_bad_images_of_every_rank_are_counted_and_named(tmp_path):
+    """Two processes each meet their share of the bad images: the summary counts all of them and
+    bad_images.txt names all of them, not only rank 0's."""
+    faces = synth(tmp_path / "faces", identities=4, images_per_identity=8, verify_identities=0)
+    broken = [faces / "train" / d / f"{i}.jpg" for d in sorted(os.listdir(faces / "train")) for i in (1, 2)]
+    for p in broken:
+        p.write_bytes(p.read_bytes()[:40])  # truncated JPEGs, spread over both ranks' shards
+    res = run("--train-data", faces, "--batch-size", "4", "--epochs", "1", "--nproc", "2", "--out", tmp_path / "runs")
+    assert res.exit_code == 0, res.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    named = sorted(line.split("\t")[0] for line in (run_dir / "bad_images.txt").read_text().splitlines())
+    assert summary["bad_images"] == len(broken) and named == sorted(str(p) for p in broken), (summary["bad_images"],
+                                                                                             named)
