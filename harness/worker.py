@@ -31,17 +31,18 @@ def _global_figures(results: dict, world_size: int) -> dict:
     card = results.pop("card", None)
     nan = float("nan")  # a rank with no timed step (all warm-up) has no figure; the sum then has none
     t = torch.tensor([nan if results.get(k) is None else float(results[k]) for k in keys]
-                     + [float(results.get("bad_images") or 0)]
-                     + [float(-1 if card is None else card), float(results.get("samples", 0))], dtype=torch.float64)
+                     + [float(-1 if card is None else card), float(results.get("samples", 0)),
+                        float(results.get("bad_images") or 0)], dtype=torch.float64)
     rows = torch.stack(collectives.all_gather("run.figures", t))
     for i, k in enumerate(keys):
         total = float(rows[:, i].sum())
         results[k] = None if math.isnan(total) else total
-    results["bad_images"] = int(rows[:, len(keys)].sum())  # each rank meets its own shard's
-    results["samples_per_rank"] = [int(v) for v in rows[:, -1].tolist()]
+    cards, samples, bad = (rows[:, len(keys) + i] for i in range(3))
+    results["samples_per_rank"] = [int(v) for v in samples.tolist()]
     results["samples"] = sum(results["samples_per_rank"])  # the whole run: steps x global batch
     results["throughput_per_rank"] = [None if math.isnan(v) else float(v) for v in rows[:, 0].tolist()]
-    results["card_per_rank"] = [None if v < 0 else int(v) for v in rows[:, -2].tolist()]
+    results["card_per_rank"] = [None if v < 0 else int(v) for v in cards.tolist()]
+    results["bad_images"] = int(bad.sum())  # each rank meets its own shard's bad images
     return results
 
 

@@ -79,7 +79,8 @@ def test_torchrun_restarts_a_killed_worker_from_the_last_checkpoint(tmp_path):
              "--master_port", str(free_port()), "-m", "arcbench", "--plugin", "tinyplugin", *short_run(out)],
             kill_env(tmp_path, out))
     assert p.returncode == 0, p.stdout
-    assert "torchrun restarts the workers from the last checkpoint" in p.stdout
+    # no console assertion: the surviving rank's line ("... restarts the workers from the last checkpoint")
+    # races the agent's SIGTERM to it, so it may be missing; the record below carries the restart and its cause
     run_dir = only_run_dir(out)
     check_record(run_dir)
     assert_same_model(run_dir, uninterrupted_from(tmp_path / "snapshot", tmp_path))
