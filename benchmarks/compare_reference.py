@@ -16,7 +16,7 @@ targets are printed next to the measured ratios.
 (b) harness overhead: the same Trainer with recording + log lines + a progress bar
     vs ``record=False, quiet=True``.  Target <= 3%.  Also reported: the per-step
     bookkeeping time measured directly (epoch wall time minus the timed steps).
-(c) evaluation embeddings/s from JPEG files: ``arcbench.evaluate`` vs a plain
+(c) evaluation embeddings/s from JPEG files: ``arcbench.verification.evaluate`` vs a plain
     DataLoader + PIL + fp32 ``no_grad`` loop over the same files, same batch size
     and worker count.  Target >= 1.3x.  Also reports the largest embedding
     difference between the two (they must agree).
@@ -97,8 +97,8 @@ def make_trainer(batch: int, steps: int, *, record: bool, compile: bool = False,
     from arcbench import registry
     from arcbench.config import RunConfig
     from arcbench.data.synthetic_batches import SyntheticBatches
-    from arcbench.recorder import Recorder
-    from arcbench.train import Trainer
+    from arcbench.record.recorder import Recorder
+    from arcbench.train.trainer import Trainer
 
     device = registry.require_device("cpu")
     cfg = RunConfig(device="cpu", backbone="mobilefacenet", batch_size=batch, train_data="synthetic",
@@ -134,7 +134,7 @@ def trainer_round(trainer):
 def make_seed_loop(batch: int, steps: int, classes: int = 1000, seed: int = 0):
     """The seed's training step, written plainly: no channels_last, no foreach, .item() each step."""
     from arcbench.config import RunConfig
-    from arcbench.train import build_face_model
+    from arcbench.train.trainer import build_face_model
 
     torch.manual_seed(seed)
     model = build_face_model(RunConfig(backbone="mobilefacenet"), classes)  # same backbone + ArcFace head
@@ -265,7 +265,7 @@ def plain_embed(model, paths, batch, workers):
 
 
 def eval_model():
-    from arcbench.checkpoint import load_backbone
+    from arcbench.inference.weights import load_backbone
 
     weights = REFERENCE / "arcface_mobilefacenet.pth"
     if weights.is_file():
@@ -276,8 +276,8 @@ def eval_model():
 
 def section_eval(args, out: dict, paths: list) -> None:
     from arcbench import registry
-    from arcbench.evaluate import default_workers, embed_set, evaluate
-    from arcbench.data.verification_set import VerificationSet
+    from arcbench.verification.evaluate import default_workers, embed_set, evaluate
+    from arcbench.verification.sets import VerificationSet
 
     device = registry.require_device("cpu")
     n, batch = len(paths), args.eval_batch
@@ -321,7 +321,7 @@ def section_pipeline(args, out: dict, paths: list) -> None:
     from arcbench import registry
     from arcbench.config import RunConfig
     from arcbench.data.train_sets import TrainLoader, TrainSet, default_workers
-    from arcbench.train import Trainer
+    from arcbench.train.trainer import Trainer
 
     labels = [int(Path(p).parent.name[2:]) for p in paths]
     ds = TrainSet("jpegs", 64, paths=paths, labels=labels)

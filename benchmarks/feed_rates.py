@@ -8,7 +8,7 @@ letterbox, flip, hand-over format), and the data-only pipeline (loader workers,
 collate, pin, copy to the CPU "device", normalise) at each worker count, each with
 its ratio to the bare decode loop.  Medians over passes; the first loader epoch
 (worker start-up) is excluded.  On a tree from before uint8 samples (no
-``arcbench.preprocess.normalise``) the loop copies the float batch as that
+``arcbench.data.preprocess.normalise``) the loop copies the float batch as that
 training loop did, so the same script gives the before figures.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 import torch
 from PIL import Image
 
-from arcbench import preprocess
+from arcbench.data import preprocess
 from arcbench.data.train_sets import make_loader, open_train_set
 
 

@@ -6,7 +6,7 @@
 
 ``train``: arcbench's Trainer.train_step (channels_last, foreach SGD);
 ``seed``: the seed-style step (contiguous, for-loop SGD, log_softmax + NLL, .item());
-``eval``: plain fp32 forward under no_grad; ``eval-folded``: the model arcbench.evaluate
+``eval``: plain fp32 forward under no_grad; ``eval-folded``: the model arcbench.verification.evaluate
 runs (conv+BN folded copy, channels_last, inference_mode).  CPU only.
 """
 from __future__ import annotations
@@ -45,9 +45,9 @@ def make(what: str, backbone: str, batch: int):
     from arcbench import registry
     from arcbench.config import RunConfig
     from arcbench.data.synthetic_batches import SyntheticBatches
-    from arcbench.evaluate import inference_model
-    from arcbench.build import build_face_model
-    from arcbench.train import Trainer
+    from arcbench.inference.weights import inference_model
+    from arcbench.train.model import build_face_model
+    from arcbench.train.trainer import Trainer
 
     torch.manual_seed(0)
     spec = registry.get_backbone(backbone)

@@ -58,8 +58,8 @@ def test_forward(timed, device, tdev, short, backbone):
 @pytest.mark.benchmark(group="forward-eval")
 @pytest.mark.parametrize("backbone", ["mobilefacenet", "iresnet18"])
 def test_embed_model(timed, device, tdev, short, backbone):
-    """The model arcbench.evaluate actually runs (conv+BN folded copy, channels_last)."""
-    from arcbench.evaluate import inference_model
+    """The model arcbench.verification.evaluate actually runs (conv+BN folded copy, channels_last)."""
+    from arcbench.inference.weights import inference_model
     from arcbench.registry import get_backbone
 
     batch = _batch(short, FORWARD[backbone], backbone)
@@ -78,7 +78,7 @@ def test_embed_model(timed, device, tdev, short, backbone):
 def _trainer(device, backbone: str, batch: int, precision: str = "fp32"):
     from arcbench.config import RunConfig
     from arcbench.data.synthetic_batches import SyntheticBatches
-    from arcbench.train import Trainer
+    from arcbench.train.trainer import Trainer
 
     cfg = RunConfig(device=device.name, backbone=backbone, batch_size=batch, precision=precision,
                     train_data="synthetic", synthetic_classes=1000, synthetic_steps=1, epochs=1,

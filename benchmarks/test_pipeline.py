@@ -31,8 +31,8 @@ def big_jpeg(tmp_path_factory):
 @pytest.mark.benchmark(group="decode")
 @pytest.mark.parametrize("which", ["reference-96x112", "generated-250x250"])
 def test_decode_preprocess(timed, which, request, short):
-    """File -> RGB -> letterbox (BICUBIC on grey) -> [-1, 1] CHW tensor: arcbench.preprocess.load_tensor."""
-    from arcbench.preprocess import load_tensor
+    """File -> RGB -> letterbox (BICUBIC on grey) -> [-1, 1] CHW tensor: arcbench.data.preprocess.load_tensor."""
+    from arcbench.data.preprocess import load_tensor
 
     if which.startswith("reference"):
         ref = request.getfixturevalue("reference_dir")
@@ -80,8 +80,8 @@ def _lfw_like(n_pairs: int = 6000, seed: int = 0):
 @pytest.mark.benchmark(group="metrics")
 @pytest.mark.parametrize("thresholds", ["grid", "exact"])
 def test_verification_metrics_6000_pairs(timed, thresholds, short):
-    """10-fold accuracy, VAL@FAR, ROC/AUC/EER over LFW's 6000 pairs (arcbench.metrics)."""
-    from arcbench.metrics import verification_metrics
+    """10-fold accuracy, VAL@FAR, ROC/AUC/EER over LFW's 6000 pairs (arcbench.verification.protocol)."""
+    from arcbench.verification.protocol import verification_metrics
 
     if short and thresholds == "exact":
         pytest.skip("exact thresholds: full mode only")
@@ -94,7 +94,7 @@ def test_verification_metrics_6000_pairs(timed, thresholds, short):
 @pytest.mark.benchmark(group="checkpoint")
 def test_checkpoint_load_reference(timed, reference_dir):
     """The reference arcface_mobilefacenet.pth: weights_only load, prefix strip, strict load."""
-    from arcbench.checkpoint import load_backbone
+    from arcbench.inference.weights import load_backbone
 
     path = reference_dir / "arcface_mobilefacenet.pth"
     size = path.stat().st_size

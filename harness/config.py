@@ -58,7 +58,7 @@ class RunConfig:
     optimizer: str = "sgd"              # sgd | adamw
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    lr_schedule: str = "reference"      # reference | cosine | step (see arcbench.schedule)
+    lr_schedule: str = "reference"      # reference | cosine | step (see arcbench.train.schedule)
     warmup_steps: Optional[int] = None  # cosine only. None: 5% of the run, at most one epoch
     grad_clip: Optional[float] = None
     precision: str = "fp32"             # fp32 | amp
@@ -118,8 +118,8 @@ class RunConfig:
         return min(max(self.batch_size / NOMINAL_BATCH * self.lr, lo), hi)
 
     def min_lr(self) -> float:
-        """The schedules' floor: the reference's Min_lr_fit (see :mod:`arcbench.schedule`)."""
-        from .schedule import reference_min_lr
+        """The schedules' floor: the reference's Min_lr_fit (see :mod:`arcbench.train.schedule`)."""
+        from .train.schedule import reference_min_lr
 
         return reference_min_lr(self.lr, self.batch_size, self.optimizer, self.scale_lr, NOMINAL_BATCH)
 
@@ -171,7 +171,7 @@ class RunConfig:
             bad("--synthetic-classes and --synthetic-steps must be positive")
         if self.optimizer not in LR_LIMITS:
             bad(f"unknown optimizer {self.optimizer!r}; known: {', '.join(LR_LIMITS)}")
-        from .schedule import SCHEDULES
+        from .train.schedule import SCHEDULES
 
         if self.lr_schedule not in SCHEDULES:
             bad(f"unknown --lr-schedule {self.lr_schedule!r}; known: {', '.join(SCHEDULES)}")

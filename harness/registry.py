@@ -25,7 +25,7 @@ class BackboneSpec:
     """A registered backbone.  ``input_size``: the square image side everything that feeds it
     uses (training data, evaluation, bench, FLOP counts).  ``fold_bn``: its conv->BatchNorm
     pairs may be folded into the convs for inference (a plain graph with no Python state in
-    ``forward``; see :func:`arcbench.evaluate.inference_model`)."""
+    ``forward``; see :func:`arcbench.inference.weights.inference_model`)."""
 
     name: str
     factory: Callable

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .. import atomic
+from ..record import atomic
 from ..errors import ArcbenchError
-from ..plots import figure, png_bytes, style_axes
+from ..record.plots import figure, png_bytes, style_axes
 from .curves import SERIES_PER_STEP, SERIES_RUNNING_MEAN, running_mean
 
 MRE_LIMIT = 0.05

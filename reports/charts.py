@@ -10,7 +10,7 @@ from typing import Optional
 
 import pandas as pd
 
-from ..plots import figure, png_bytes, style_axes
+from ..record.plots import figure, png_bytes, style_axes
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22", "#17becf"]

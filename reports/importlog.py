@@ -26,7 +26,7 @@ from typing import Dict, Optional
 
 import pandas as pd
 
-from .. import atomic
+from ..record import atomic
 from ..errors import ArcbenchError
 from . import curves
 from .dllog import ParsedLog, parse_file, truthy

@@ -21,7 +21,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from ..errors import ArcbenchError
-from ..rundir import lock_held
+from ..run.rundir import lock_held
 from . import curves
 from .dllog import ParsedLog, parse_file, truthy
 from .reference import DEFAULT_TOLERANCE, SET_ACCURACY_PREFIX, apply_references, canonical_dataset

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# the shared helpers (testutil, report_fixtures) and the stand-in plugins import by plain name from
+# every test folder
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "standins")]
 REFERENCE = Path(os.environ.get("ARCBENCH_REFERENCE", REPO.parent / "shared" / "reference"))
 
 
@@ -41,9 +45,9 @@ def tiny(monkeypatch):
     """The third-party-style ``tinyplugin`` loaded (also for launched workers), reset, then unloaded."""
     from arcbench import plugin_manager
 
-    here = str(Path(__file__).resolve().parent)
-    monkeypatch.syspath_prepend(here)
-    monkeypatch.setenv("PYTHONPATH", here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    from testutil import IMPORT_PATH
+
+    monkeypatch.setenv("PYTHONPATH", IMPORT_PATH + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.delenv(plugin_manager.PLUGIN_MODULES_ENV, raising=False)
     import tinyplugin
 

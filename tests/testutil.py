@@ -1,8 +1,16 @@
 """Plain helpers the tests share (fixtures live in ``conftest.py``)."""
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
+
+#: the tests folder, its stand-ins (torch_sdaa, fakecards, tinyplugin ...), the repository
+TESTS = Path(__file__).resolve().parent
+STANDINS = TESTS / "standins"
+REPO = TESTS.parent
+#: what a launched worker needs on PYTHONPATH to import the stand-in plugins and these helpers
+IMPORT_PATH = os.pathsep.join([str(STANDINS), str(TESTS)])
 
 
 def free_port() -> int:

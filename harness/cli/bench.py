@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..config import AMP_DTYPES, COMPILE_MODES
-from ..stats import MIN_TAIL_SAMPLES
+from ..record.stats import MIN_TAIL_SAMPLES
 from .output import echo_json, echo_table
 from .options import RegistryOption
 
@@ -93,10 +93,10 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     train img/s, below 1.0 when the host cannot feed the card.
     """
     from .. import registry
-    from ..bench import bench
+    from ..bench.grid import bench
     from ..config import RunConfig
     from ..errors import ArcbenchError
-    from ..feed_bench import feed_words
+    from ..bench.feed import feed_words
 
     for m in mode:
         if m not in MODES:

@@ -93,11 +93,11 @@ def eval_cmd(ctx, backbone, weights, val_data, val_pairs, val_bin, engine, flip,
       arcbench eval --backbone iresnet50 --weights ms1mv2.pth --val-bin lfw.bin --flip --json
     """
     from .. import registry
-    from ..eval_weights import evaluate_weights
-    from ..evaluate import printable, save_scores as write_scores
-    from ..verification import load_verification
+    from ..verification.evaluate import evaluate_weights
+    from ..verification.evaluate import printable, save_scores as write_scores
+    from ..verification.load import load_verification
 
-    from ..data.set_names import eval_set_name
+    from ..verification.sets import eval_set_name
 
     vset = load_verification(val_data=val_data, val_pairs=val_pairs, val_bin=val_bin, strict=strict,
                              name=eval_set_name(val_data, val_pairs, val_bin))
@@ -110,7 +110,7 @@ def eval_cmd(ctx, backbone, weights, val_data, val_pairs, val_bin, engine, flip,
     if save_scores:
         write_scores(save_scores, result)
     if roc_png:
-        from ..plots import plot_roc
+        from ..record.plots import plot_roc
 
         plot_roc(result["roc"]["fpr"], result["roc"]["tpr"], roc_png,
                  title=f"{result['name']} ROC: {backbone}", auc=result["auc"])

@@ -52,10 +52,10 @@ def export_cmd(ctx, backbone, weights, out, opset, dtype, exporter, check, check
       arcbench export --backbone iresnet50 --weights backbone.pth --out r50_fp16.onnx --dtype fp16
     """
     from .. import registry
-    from ..checkpoint import load_backbone
-    from ..engines import open_onnx
+    from ..inference.weights import load_backbone
+    from ..inference.engines import open_onnx
     from ..errors import ArcbenchError
-    from ..onnx_export import (backbone_metadata, bound_for, check_images as faces, export_module,
+    from ..inference.onnx_export import (backbone_metadata, bound_for, check_images as faces, export_module,
                                exporter_name, max_difference, require)
 
     require("onnx")

@@ -55,10 +55,10 @@ def eval_ijb_cmd(root, backbone, weights, out_dir, resume, detector_score, unit_
       arcbench data synth --ijb -o ijb_mini && arcbench eval-ijb --root ijb_mini --weights model.pth
     """
     from .. import registry
-    from ..data.ijb_meta import read_meta
+    from ..verification.ijb.meta import read_meta
     from ..errors import ArcbenchError
-    from ..ijb_align import cv2_module
-    from ..ijb_eval import evaluate_ijb, printable, save_outputs
+    from ..verification.ijb.align import cv2_module
+    from ..verification.ijb.evaluate import evaluate_ijb, printable, save_outputs
 
     cv2_module()  # say what to install before any work
     if not os.path.isfile(weights):

@@ -46,7 +46,7 @@ def _measure(spec, with_flops: bool):
     """
     import torch
 
-    from ..flops import forward_flops
+    from ..bench.flops import forward_flops
 
     def measure(model, device):
         params = sum(p.numel() for p in model.parameters())
@@ -103,7 +103,7 @@ def _measure_cached(name: str, spec, with_flops: bool):
         known = known if isinstance(known, dict) else {}
         known[key] = [params, flops]
         try:
-            from .. import atomic
+            from ..record import atomic
 
             atomic.write_json(path, known)
         except OSError:  # a read-only home: measure again next time

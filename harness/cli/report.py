@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 
 import click
 
-from .. import atomic
+from ..record import atomic
 from ..errors import ArcbenchError
 
 DEFAULT_RUNS = "runs"

@@ -14,7 +14,7 @@ import sys
 import click
 
 from ..config import AMP_DTYPES, COMPILE_MODES, RunConfig
-from ..recorder import BAD_IMAGES_FILE, read_bad_images
+from ..record.recorder import BAD_IMAGES_FILE, read_bad_images
 from .options import RegistryOption
 
 SEED_MODEL_NAMES = ("arcface",)
@@ -175,8 +175,8 @@ Examples:
 @click.option("--synthetic-classes", type=int, default=1000, show_default=True, help="Classes for --train-data synthetic.")
 @click.option("--synthetic-steps", type=int, default=100, show_default=True, help="Steps per epoch for --train-data synthetic.")
 def run_cmd(**o):
-    from ..cluster import detect
-    from ..runner import RunFailed, execute
+    from ..run.cluster import detect
+    from ..run.runner import RunFailed, execute
 
     ctx = click.get_current_context()
 
@@ -185,7 +185,7 @@ def run_cmd(**o):
 
     outer = detect()  # torchrun, srun or a scheduler's environment: this process is one rank of the run
     if outer is not None:
-        from ..group_run import launch_flags
+        from ..run.group_run import launch_flags
 
         o = launch_flags(o, outer, given)
     cfg = build_config(o)
@@ -198,7 +198,7 @@ def run_cmd(**o):
                          nproc=cfg.nproc if given("nproc") or outer is not None else None,
                          nnodes=cfg.nnodes if outer is not None else None)
     if outer is not None:
-        from ..group_run import execute as group_execute
+        from ..run.group_run import execute as group_execute
 
         def execute(cfg, resume, overrides, log):  # noqa: F811  (one rank of the launcher's group)
             return group_execute(cfg, outer, resume=resume, overrides=overrides, log=log)
@@ -228,8 +228,8 @@ def run_cmd(**o):
 def _submit(o: dict, cfg) -> None:
     """``--submit``: the same command line as a batch job; prints the job id and the run directory."""
     from ..errors import ArcbenchError
-    from ..rundir import new_run_id, sanitize_run_id
-    from ..submit import strip_submit_flags, submit
+    from ..run.rundir import new_run_id, sanitize_run_id
+    from ..run.submit import strip_submit_flags, submit
 
     if o["resume"] or o["do_eval"]:
         raise ArcbenchError("--submit starts a new training run (not --resume or --do_eval)")
@@ -247,7 +247,7 @@ def _submit(o: dict, cfg) -> None:
 
 def _restarting(outer, exc: BaseException) -> bool:
     """This attempt ended and the launcher's agent will start the workers again: say so in one line."""
-    from ..restarts import plain_message, will_restart
+    from ..run.restarts import plain_message, will_restart
 
     if not will_restart(exc):
         return False
@@ -411,7 +411,7 @@ def _untimed(s: dict, warmup: int) -> str:
 
 
 def print_summary(run_dir: str, s: dict, out_root: str, warmup: int = 5) -> None:
-    from ..stats import MIN_TAIL_SAMPLES
+    from ..record.stats import MIN_TAIL_SAMPLES
 
     if not s:
         return

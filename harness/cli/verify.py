@@ -39,9 +39,9 @@ def verify_cmd(ctx, image_a, image_b, backbone, weights, threshold, device, engi
     import torch
 
     from .. import registry
-    from ..embed import embed_batch
-    from ..engines import embedder
-    from ..preprocess import open_image, load_tensor
+    from ..verification.evaluate import embed_batch
+    from ..inference.engines import embedder
+    from ..data.preprocess import open_image, load_tensor
 
     dev = registry.require_device(device)
     dev.bind(0)  # one process: the first visible card

@@ -1,7 +1,7 @@
 """Batches onto the bound card: the copy, the normalisation, and the next batch ahead.
 
 Loaders hand over ``[N, H, W, 3]`` uint8 (a quarter of float32's bytes); here it
-is copied to the card and scaled there with :func:`arcbench.preprocess.normalise`
+is copied to the card and scaled there with :func:`arcbench.data.preprocess.normalise`
 (bit-identical to the reference's host arithmetic), as a channels_last view.
 
 On a device with streams (:meth:`arcbench.device.Device.side_stream`) the feed
@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Optional, Tuple
 
 import torch
 
-from ..preprocess import normalise, normalise_table
+from .preprocess import normalise, normalise_table
 from .device_decode import EncodedBatch, decode_batch
 
 Batch = Tuple[torch.Tensor, torch.Tensor]

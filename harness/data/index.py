@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
-from .. import atomic
+from ..record import atomic
 from ..errors import ArcbenchError
 from . import nonnegative_int
 

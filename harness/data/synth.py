@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .. import atomic
+from ..record import atomic
 from ..errors import ArcbenchError
 from . import index as _index
 from .face_drawing import HEIGHT, WIDTH

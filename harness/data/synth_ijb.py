@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import atomic
+from ..record import atomic
 from ..errors import ArcbenchError
 from .synth_face import _rng, identity_params, render_jpeg
 
@@ -37,7 +37,7 @@ def aligned_face(seed: int, gid: int, k: int) -> np.ndarray:
     """The face as the aligned 112x112 RGB crop (the reference's letterbox onto grey)."""
     from PIL import Image
 
-    from ..preprocess import letterbox
+    from .preprocess import letterbox
 
     img = Image.open(io.BytesIO(render_jpeg(seed, gid, k, identity_params(seed, gid)))).convert("RGB")
     return np.asarray(letterbox(img, 112))
@@ -56,7 +56,7 @@ def planted_transform(r: np.random.Generator) -> np.ndarray:
 
 def loose_crop(face: np.ndarray, matrix: np.ndarray, r: np.random.Generator) -> np.ndarray:
     """The face warped by ``matrix`` over a random smooth background."""
-    from ..ijb_align import cv2_module
+    from ..verification.ijb.align import cv2_module
 
     cv2 = cv2_module()
     base = r.integers(30, 220, size=3).astype(np.float32)
@@ -74,7 +74,7 @@ def generate_ijb(out_dir, identities: int = 20, media: int = 4, max_frames: int 
     """Write the mini set under ``out_dir``; returns counts and paths."""
     from PIL import Image
 
-    from ..ijb_align import apply, template
+    from ..verification.ijb.align import apply, template
 
     if identities < 2 or media < 2 or max_frames < 1:
         raise ArcbenchError("a synthetic IJB set needs at least 2 identities, 2 media each and 1 frame")

@@ -4,7 +4,7 @@
 ``cls_train.txt`` (seed format), an insightface RecordIO folder, or a folder
 plus an annotation file (the seed's ``--train_data_path`` /
 ``--train_annotation_path``).  Preprocessing is the reference's (see
-:mod:`arcbench.preprocess`); augmentation is its random horizontal flip.
+:mod:`arcbench.data.preprocess`); augmentation is its random horizontal flip.
 
 Bad images (missing, truncated, not an image) never crash a worker: the
 sample comes back as a zero image with label -1 and a reason, the collate
@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import ArcbenchError
-from ..preprocess import load_uint8
+from .preprocess import load_uint8
 from .device_decode import Encoded, EncodedBatch, read_sample
 from . import index as _index
 from .recordio import RecordReader, is_recordio_folder
@@ -35,7 +35,7 @@ class TrainSet(Dataset):
     """Images and integer labels; ``__getitem__`` -> ``(HWC uint8, label, bad)``.
 
     uint8 is a quarter of float32's bytes through the workers' shared memory, pinning and
-    the copy; the device scales it (:func:`arcbench.preprocess.normalise`, bit-identical
+    the copy; the device scales it (:func:`arcbench.data.preprocess.normalise`, bit-identical
     to the reference's float arithmetic).
 
     ``bad`` is ``""`` for a good sample, else ``"<path>: <reason>"`` (then the

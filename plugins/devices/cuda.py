@@ -135,7 +135,7 @@ class CUDADevice(AcceleratorDevice):
         return peak_flops_for(self.device_name(), dtype, tf32=self.uses_tf32())
 
     def onnx_providers(self) -> list:
-        """CUDA on the bound card (a session that does not enable it is refused, see arcbench.engines)."""
+        """CUDA on the bound card (a session that does not enable it is refused, see arcbench.inference.engines)."""
         return [("CUDAExecutionProvider", {"device_id": self.index or 0})]
 
     def describe(self) -> dict:

@@ -1,6 +1,6 @@
 """Memory and FLOPs of the Partial FC head, planned before a run (no tensors are made).
 
-Used by arcbench.bench to decide whether a (classes, sample rate, processes)
+Used by arcbench.bench.grid to decide whether a (classes, sample rate, processes)
 point fits on the device, and for the head's share of the FLOPs behind MFU.
 """
 from __future__ import annotations

@@ -94,7 +94,7 @@ def test_verify_converts_other_colour_modes(faces, tmp_path, weights, mode, ext)
     assert r.exit_code == 0, r.output
     assert 0.0 <= json.loads(r.stdout)["distance"] <= 2.0
 
-    from arcbench.preprocess import load_tensor
+    from arcbench.data.preprocess import load_tensor
 
     t = load_tensor(str(img), 112)
     assert t.shape == (3, 112, 112) and torch.isfinite(t).all()

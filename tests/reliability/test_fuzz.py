@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arcbench.data.binset import read_bin, safe_loads
+from arcbench.verification.binset import read_bin, safe_loads
 from arcbench.data.index import read_annotation
-from arcbench.data.pairs import parse_pairs
+from arcbench.verification.pairs import parse_pairs
 from arcbench.data.recordio import IR_HEADER, MAGIC, RecordReader
 from arcbench.errors import ArcbenchError
-from arcbench.rundir import sanitize_run_id
+from arcbench.run.rundir import sanitize_run_id
 
 #: ARCBENCH_FUZZ_EXAMPLES=5000 for a longer hunt
 FUZZ = settings(max_examples=int(os.environ.get("ARCBENCH_FUZZ_EXAMPLES", "150")), deadline=None,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from arcbench.data.binset import DataOnlyUnpickler, read_bin, safe_loads
+from arcbench.verification.binset import DataOnlyUnpickler, read_bin, safe_loads
 from arcbench.errors import ArcbenchError
 
 from .conftest import arcbench_exe, cli, invoke, only_run_dir, summary, train_args
@@ -87,7 +87,7 @@ def unsafe_loads(path: Path) -> list:
 
 
 def test_source_files_were_found():
-    assert len(SOURCES) > 20 and any(p.name == "checkpoint.py" for p in SOURCES)
+    assert len(SOURCES) > 20 and any(p.name == "weights.py" for p in SOURCES)
 
 
 def test_every_load_is_weights_only_and_nothing_else_unpickles():
@@ -110,7 +110,7 @@ def test_the_checker_catches_what_it_should(tmp_path):
 def test_legacy_checkpoint_that_needs_more_gets_a_clear_message(tmp_path):
     import numpy as np
 
-    from arcbench.checkpoint import load_file
+    from arcbench.inference.weights import load_file
 
     path = tmp_path / "legacy.pth"
     torch.save({"conv.weight": np.zeros(3), "epoch": np.int64(3)}, path)
