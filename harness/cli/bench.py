@@ -1,6 +1,8 @@
 """`arcbench bench`: throughput, AMP speedup, scaling efficiency and MFU over a grid."""
 from __future__ import annotations
 
+from typing import List
+
 import click
 
 from ..config import AMP_DTYPES, COMPILE_MODES
@@ -92,11 +94,52 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     PIL decode loop over the same files; --mode data,train adds a feed column: data img/s /
     train img/s, below 1.0 when the host cannot feed the card.
     """
-    from .. import registry
     from ..bench.grid import bench
     from ..config import RunConfig
+
+    head, rates = _checked_axes(device, head, precision, batch_size, nproc, warmup, steps, data, mode, engines,
+                                compile, decode, classes, sample_rate)
+    base = RunConfig(device=device, backbone=backbone, head=head, train_data=data,
+                     compile=compile or compile_mode is not None, compile_mode=compile_mode, amp_dtype=amp_dtype,
+                     workers=workers, decode=decode, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
+    log = None if as_json else (lambda m: click.echo(m, err=True))
+    rows = bench(base, precisions=precision, batch_sizes=batch_size, nprocs=nproc, mode=mode,
+                 warmup=warmup, steps=steps, log=log, num_classes=classes, sample_rates=rates, repeat=repeat,
+                 engines=engines)
+    if as_json:
+        echo_json(rows)
+        return
+    show = [_row_view(r, engines, classes, rates, repeat, mode) for r in rows]
+    # the figures the rows were made for stay, even when equal on every row
+    echo_table(show, keep=("precision", "img/s", "amp speedup", "scaling eff", "feed", "workers", "img/s/worker",
+                           "vs PIL"))
+    for line in _footnotes(rows, mode, data):
+        click.echo(line)
+    click.echo(f"runs saved under {out}/  ->  arcbench report {out}")
+
+
+def _class_columns(r: dict, classes, rates) -> dict:
+    """classes, r and the head's memory per process: shown when the grid varies them or the
+    head is Partial FC (the numbers then matter)."""
+    if len(classes) == 1 and rates == [1.0] and r.get("head") != "partial_fc":
+        return {}
+    mem = r.get("head_memory") or r.get("head_memory_planned")
+    return {"classes": _f(r.get("num_classes"), ","), "r": _f(r.get("sample_rate"), "g"),
+            "head MiB": _f(mem and mem / 2**20, ".0f") + ("" if r.get("head_memory") or not mem else " (plan)")}
+
+
+_SHORT_DTYPE = {"bfloat16": "bf16", "float16": "fp16"}
+
+
+def _f(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def _checked_axes(device, head, precision, batch_size, nproc, warmup, steps, data, mode, engines, compile, decode,
+                  classes, sample_rate):
+    """Refuse a grid that cannot run, in one line, before any point starts; returns (head, sample rates)."""
+    from .. import registry
     from ..errors import ArcbenchError
-    from ..bench.feed import feed_words
 
     for m in mode:
         if m not in MODES:
@@ -138,78 +181,57 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
     if rates != [1.0] and "sample_rate" not in registry.get_head(head).params:
         raise ArcbenchError(f"--sample-rate applies to --head {' or '.join(registry.heads_taking('sample_rate'))}, "
                             f"not {head}")
-    base = RunConfig(device=device, backbone=backbone, head=head, train_data=data,
-                     compile=compile or compile_mode is not None, compile_mode=compile_mode, amp_dtype=amp_dtype,
-                     workers=workers, decode=decode, synthetic_classes=classes[0], sample_rate=rates[0], out=out)
-    log = None if as_json else (lambda m: click.echo(m, err=True))
-    rows = bench(base, precisions=precision, batch_sizes=batch_size, nprocs=nproc, mode=mode,
-                 warmup=warmup, steps=steps, log=log, num_classes=classes, sample_rates=rates, repeat=repeat,
-                 engines=engines)
-    if as_json:
-        echo_json(rows)
-        return
-    show = []
-    for r in rows:
-        show.append({
-            "backbone": r["backbone"], "mode": r["mode"],
-            **({"engine": r.get("engine")} if engines != ["torch"] else {}),
-            "precision": (r["precision"] or "-") + (f" {_SHORT_DTYPE.get(r['amp_dtype'], r['amp_dtype'])}"
-                                                    if r.get("amp_dtype") and r["precision"] == "amp" else ""),
-            "nproc": r["nproc"],
-            "batch": r["batch_size"], **_class_columns(r, classes, rates),
-            "img/s": _f(r.get("throughput_median"), ".1f"),
-            **({"spread": _f(r.get("throughput_spread"), ".1%")} if repeat > 1 else {}),
-            "p50 ms": _f(r.get("latency_p50") and r["latency_p50"] * 1e3, ".1f"),
-            "p99 ms": _f(r.get("latency_p99") and r["latency_p99"] * 1e3, ".1f"),
-            "data wait": _f(r.get("data_wait_fraction"), ".1%"),
-            "peak MiB": _f(r.get("peak_memory") and r["peak_memory"] / 2**20, ".0f"),
-            "amp speedup": _f(r.get("amp_speedup"), ".2f"),
-            "scaling eff": _f(r.get("scaling_efficiency"), ".2f"),
-            "mfu": _f(r.get("mfu"), ".1%"),
-            **({"feed": _f(r.get("feed_ratio"), ".2f"), "workers": _f(r.get("workers"), "d"),
-                "img/s/worker": _f(r.get("throughput_per_worker"), ".1f"),
-                "vs PIL": _f(r.get("decode_ratio"), ".2f")} if "data" in mode else {}),
-            "status": r.get("status"),
-        })
-    # the figures the rows were made for stay, even when equal on every row
-    echo_table(show, keep=("precision", "img/s", "amp speedup", "scaling eff", "feed", "workers", "img/s/worker",
-                           "vs PIL"))
+    return head, rates
+
+
+def _row_view(r: dict, engines, classes, rates, repeat: int, mode) -> dict:
+    """One bench row as the terminal table shows it."""
+    return {
+        "backbone": r["backbone"], "mode": r["mode"],
+        **({"engine": r.get("engine")} if engines != ["torch"] else {}),
+        "precision": (r["precision"] or "-") + (f" {_SHORT_DTYPE.get(r['amp_dtype'], r['amp_dtype'])}"
+                                                if r.get("amp_dtype") and r["precision"] == "amp" else ""),
+        "nproc": r["nproc"],
+        "batch": r["batch_size"], **_class_columns(r, classes, rates),
+        "img/s": _f(r.get("throughput_median"), ".1f"),
+        **({"spread": _f(r.get("throughput_spread"), ".1%")} if repeat > 1 else {}),
+        "p50 ms": _f(r.get("latency_p50") and r["latency_p50"] * 1e3, ".1f"),
+        "p99 ms": _f(r.get("latency_p99") and r["latency_p99"] * 1e3, ".1f"),
+        "data wait": _f(r.get("data_wait_fraction"), ".1%"),
+        "peak MiB": _f(r.get("peak_memory") and r["peak_memory"] / 2**20, ".0f"),
+        "amp speedup": _f(r.get("amp_speedup"), ".2f"),
+        "scaling eff": _f(r.get("scaling_efficiency"), ".2f"),
+        "mfu": _f(r.get("mfu"), ".1%"),
+        **({"feed": _f(r.get("feed_ratio"), ".2f"), "workers": _f(r.get("workers"), "d"),
+            "img/s/worker": _f(r.get("throughput_per_worker"), ".1f"),
+            "vs PIL": _f(r.get("decode_ratio"), ".2f")} if "data" in mode else {}),
+        "status": r.get("status"),
+    }
+
+
+def _footnotes(rows: List[dict], mode, data: str) -> List[str]:
+    """What the table's figures mean, for the kinds of rows it has."""
+    from ..bench.feed import feed_words
+
+    lines = []
     if any(r.get("decode") == "device" for r in rows):
-        click.echo("(--decode device: JPEGs decoded on the card with nvJPEG; pixels are not the reference's)")
-    for line in feed_words(rows):
-        click.echo(line)
+        lines.append("(--decode device: JPEGs decoded on the card with nvJPEG; pixels are not the reference's)")
+    lines += feed_words(rows)
     if "data" in mode:
-        click.echo("(data rows: the input pipeline alone, one process; vs PIL = img/s per worker / a bare PIL "
-                   "decode loop over the same files in this process)")
+        lines.append("(data rows: the input pipeline alone, one process; vs PIL = img/s per worker / a bare PIL "
+                     "decode loop over the same files in this process)")
     for r in rows:
         if r.get("status") == "skipped (does not fit)":
-            click.echo(f"skipped: {r['num_classes']:,} classes, r={r['sample_rate']:g}, {r['nproc']} proc: "
-                       f"{r['reason']}")
+            lines.append(f"skipped: {r['num_classes']:,} classes, r={r['sample_rate']:g}, {r['nproc']} proc: "
+                         f"{r['reason']}")
     short = [r for r in rows if r.get("timed_steps") and r.get("latency_p99") is None]
     if short:
-        click.echo(f"(p99: not reported below {MIN_TAIL_SAMPLES} timed steps; these points timed "
-                   f"{', '.join(sorted({str(r['timed_steps']) for r in short}))})")
+        lines.append(f"(p99: not reported below {MIN_TAIL_SAMPLES} timed steps; these points timed "
+                     f"{', '.join(sorted({str(r['timed_steps']) for r in short}))})")
     timers = sorted({r["step_timer"] for r in rows if r.get("step_timer")})
     if timers:
-        click.echo(f"(step times: {', '.join(timers)}; end of one step to the end of the next)")
+        lines.append(f"(step times: {', '.join(timers)}; end of one step to the end of the next)")
     if rows and rows[0].get("synthetic"):
-        click.echo("(synthetic data: compute throughput only)" if data == "synthetic" else
-                   "(synthetic data: generated face JPEGs, decoded for real)")
-    click.echo(f"runs saved under {out}/  ->  arcbench report {out}")
-
-
-def _class_columns(r: dict, classes, rates) -> dict:
-    """classes, r and the head's memory per process: shown when the grid varies them or the
-    head is Partial FC (the numbers then matter)."""
-    if len(classes) == 1 and rates == [1.0] and r.get("head") != "partial_fc":
-        return {}
-    mem = r.get("head_memory") or r.get("head_memory_planned")
-    return {"classes": _f(r.get("num_classes"), ","), "r": _f(r.get("sample_rate"), "g"),
-            "head MiB": _f(mem and mem / 2**20, ".0f") + ("" if r.get("head_memory") or not mem else " (plan)")}
-
-
-_SHORT_DTYPE = {"bfloat16": "bf16", "float16": "fp16"}
-
-
-def _f(v, spec):
-    return "-" if v is None else format(v, spec)
+        lines.append("(synthetic data: compute throughput only)" if data == "synthetic" else
+                     "(synthetic data: generated face JPEGs, decoded for real)")
+    return lines

@@ -1,4 +1,5 @@
-"""Data readers: training sets, verification sets, synthetic faces."""
+"""Training data: readers, loaders, preprocessing, synthetic faces; and the field parser every
+text-file reader shares (pairs files included), so its errors name the file and line."""
 from __future__ import annotations
 
 from ..errors import ArcbenchError
