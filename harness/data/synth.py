@@ -199,7 +199,7 @@ def _write_all(tasks: list, total: int, workers: Optional[int],
         import multiprocessing as mp
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(min(workers, len(tasks))) as pool:
+        with ctx.Pool(min(workers, len(tasks)), initializer=_worker_signals) as pool:
             for n in pool.imap_unordered(_write_identity, tasks, chunksize=max(1, len(tasks) // (workers * 8))):
                 if progress:
                     progress(n)
@@ -208,6 +208,15 @@ def _write_all(tasks: list, total: int, workers: Optional[int],
             n = _write_identity(t)
             if progress:
                 progress(n)
+
+
+def _worker_signals() -> None:
+    """A forked worker inherits its parent's SIGTERM handler; one that does not exit (an embedding
+    program's, or a run's stop-at-the-step-boundary handler) would make the pool's terminate() at the
+    end wait on that worker forever."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _default_workers() -> int:

@@ -142,3 +142,25 @@ def test_cli_synth_and_index(tmp_path):
     assert read_annotation(tmp_path / "i.txt")[1] == [0, 0, 1, 1]
     res = runner.invoke(main, ["data", "index", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "not a folder" in res.output
+
+
+def test_generation_in_a_pool_ends_under_a_sigterm_handler_that_does_not_exit(tmp_path):
+    """A program (or an earlier run in this process) may hold a SIGTERM handler that only takes note;
+    forked workers inherit it, and the pool's terminate() at the end must still end them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import signal, sys\n"
+        "from arcbench.data.synth import generate\n"
+        "signal.signal(signal.SIGTERM, lambda *a: None)\n"
+        "generate(sys.argv[1], identities=8, images_per_identity=6, verify_identities=20, verify_images=2,\n"
+        "         pairs=2, workers=2)\n"
+        "print('generated')\n")
+    try:
+        r = subprocess.run([sys.executable, "-c", script, str(tmp_path / "set")], capture_output=True, text=True,
+                           timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("generate() with a worker pool hung at the pool's end")
+    assert r.returncode == 0 and "generated" in r.stdout, r.stderr
+    assert len(list((tmp_path / "set" / "train").rglob("*.jpg"))) == 8 * 6
