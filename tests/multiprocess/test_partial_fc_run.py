@@ -106,6 +106,15 @@ def test_one_process_trains_with_the_heads_own_loss_and_clipping(tmp_path):
     ck = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)
     assert ck["head"] is None and ck["head_full"]["weight"].shape == (C, DIM)
     assert ck["head_full"]["sample_step"] == 3  # every step sampled (r < 1), and the count is saved
+    # the layout earlier versions saved, so their checkpoints still resume: the full state's keys
+    # and format, and the centres' optimiser state in it rather than in the optimiser's
+    assert ck["format"] == "arcbench-train-v1" and ck["head_full"]["format"] == "arcbench.partial_fc/1"
+    assert set(ck["head_full"]) == {"format", "num_classes", "in_features", "sample_step", "weight", "optimizer",
+                                    "optimizer_scalars"}
+    assert set(ck["head_full"]["optimizer"]) == {"momentum_buffer"}
+    import tinyplugin
+
+    assert len(ck["optimizer"]["state"]) == len(list(tinyplugin.Tiny(embedding_size=DIM).parameters()))
 
 
 def _step3_reference(saved: dict, world: int, per_process: int) -> float:
