@@ -61,6 +61,17 @@ def is_sharded(head: nn.Module) -> bool:
     return bool(getattr(head, "sharded", False))
 
 
+#: the hooks a sharded head cannot do without
+SHARDED_HOOKS = ("full_state", "load_full_state", "clip_grad_norm_")
+
+
+def missing_hooks(head: nn.Module) -> List[str]:
+    """The :data:`SHARDED_HOOKS` a sharded head lacks (none for an ordinary head)."""
+    if not is_sharded(head):
+        return []
+    return [name for name in SHARDED_HOOKS if not callable(getattr(head, name, None))]
+
+
 def full_state(head: nn.Module, optimizer=None) -> Optional[dict]:
     """A sharded head's world-size independent state (a collective on every rank)."""
     return head.full_state(optimizer)

@@ -114,7 +114,12 @@ def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
     given = {"s": cfg.margin_s, "m": cfg.margin_m, "margin": cfg.margin, "sample_rate": cfg.sample_rate,
              "seed": cfg.seed}
     kwargs = head_kwargs(cfg.head, given, defaults={"s": spec.margin_scale})
-    return FaceModel(backbone, create_head(cfg.head, spec.embedding_size, num_classes, **kwargs))
+    head = create_head(cfg.head, spec.embedding_size, num_classes, **kwargs)
+    missing = head_contract.missing_hooks(head)
+    if missing:  # refused before the first step, not at the first checkpoint
+        raise ArcbenchError(f"--head {cfg.head} is sharded but does not implement {', '.join(missing)} "
+                            "(the head contract: arcbench.head)")
+    return FaceModel(backbone, head)
 
 
 @dataclass
