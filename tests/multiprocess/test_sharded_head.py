@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from testutil import IMPORT_PATH, free_port
@@ -60,6 +61,8 @@ def test_a_sharded_third_party_head_trains_checkpoints_and_resumes_at_another_pr
     for hook in ("full_state", "clip_grad_norm_"):  # every rank takes part in the collective hooks
         assert {(c["rank"], c["world"]) for c in got if c["hook"] == hook} == {(0, 2), (1, 2)}, hook
     assert sum(c["hook"] == "clip_grad_norm_" for c in got) == 2 * 2  # each step on each rank
+    totals = [[c["total"] for c in got if c["hook"] == "clip_grad_norm_" and c["rank"] == r] for r in (0, 1)]
+    assert totals[0] == pytest.approx(totals[1], rel=1e-6)  # the global norm: the same on every rank
     assert {c["hook"] for c in got} >= {"state_params", "state_bytes"}
     assert not [c for c in got if c["hook"] == "load_full_state"]  # a fresh run loads nothing
 

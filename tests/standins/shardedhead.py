@@ -162,10 +162,12 @@ class ShardedCosine(nn.Module):
     def clip_grad_norm_(self, others, max_norm: float) -> torch.Tensor:
         """The global norm: this shard's squared norm summed over the ranks, plus the replicated rest."""
         grads = [p.grad for p in others if p.grad is not None]
-        own = torch.zeros(()) if self.weight.grad is None else self.weight.grad.detach().float().pow(2).sum()
+        device = self.weight.device
+        own = (torch.zeros((), device=device) if self.weight.grad is None
+               else self.weight.grad.detach().float().pow(2).sum())
         if self.world_size > 1:
-            dist.all_reduce(own)
-        rest = sum((g.detach().float().pow(2).sum() for g in grads), torch.zeros(()))
+            dist.all_reduce(own)  # every rank calls it, gradients or not
+        rest = sum((g.detach().float().pow(2).sum().to(device) for g in grads), torch.zeros((), device=device))
         total = (own + rest).sqrt()
         coef = min(1.0, float(max_norm) / (float(total) + 1e-6))
         for g in grads + ([self.weight.grad] if self.weight.grad is not None else []):
