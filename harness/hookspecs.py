@@ -51,11 +51,35 @@ def register_backbones(register: Callable) -> None:
 def register_heads(register: Callable) -> None:
     """Register margin-head factories.
 
-    Call ``register(name, factory, description=..., params=(...))``.
-    ``factory(in_features, num_classes, **kwargs)`` returns an ``nn.Module``
-    whose ``forward(embeddings, labels)`` gives scaled logits for
-    cross-entropy.  ``params`` names the keyword arguments the command line
-    may set (``s``, ``m``, ``margin``, ``sample_rate``, ``seed``); a flag for
-    one the head does not list is refused.  Without ``params`` they are read
-    from the factory's signature.
+    Call ``register(name, factory, description=..., params=(...), plan=None)``.
+
+    ``factory(in_features: int, num_classes: int, **kwargs) -> nn.Module``: the
+    module's ``forward(embeddings, labels)`` gives scaled logits for
+    cross-entropy.  ``params: tuple[str, ...]`` names the keyword arguments the
+    command line may set (``s``, ``m``, ``margin``, ``sample_rate``, ``seed``);
+    a flag for one the head does not list is refused.  Without ``params`` they
+    are read from the factory's signature.
+
+    ``plan(num_classes: int, dim: int, nproc: int, per_process_batch: int,
+    sample_rate: float) -> arcbench.head.HeadPlan``: the head's memory per
+    process and FLOPs per image, computed before anything is built (the bench
+    skips a point that cannot fit); None plans a full ``[C, D]`` matrix
+    replicated on every process.
+
+    The module may implement optional hooks (all read by :mod:`arcbench.head`,
+    which documents them; an ordinary head implements none):
+
+    * ``computes_loss: bool`` (class attribute): ``forward`` returns the loss,
+      not logits.
+    * ``sharded: bool`` (class attribute): the parameters are split across the
+      ranks; kept out of DDP.  A sharded head must implement
+      ``full_state(optimizer) -> dict | None`` (a collective: its state
+      independent of the world size, saved in training checkpoints),
+      ``load_full_state(state, optimizer) -> None`` (re-shards it for this
+      world size) and ``clip_grad_norm_(others, max_norm) -> Tensor`` (the
+      global norm over ``others`` and its own shards).
+    * ``state_params() -> Iterable[Parameter]``: the parameters whose
+      optimiser state ``full_state`` carries (default: all of the head's).
+    * ``state_bytes(optimizer) -> int``: what this rank holds for the head
+      (default: parameters, gradients and optimiser state).
     """

@@ -42,13 +42,16 @@ class BackboneSpec:
 @dataclass(frozen=True)
 class HeadSpec:
     """A registered margin head.  ``params``: the keyword arguments of its factory that the
-    command line may set (see :data:`HEAD_FLAGS` and :func:`head_kwargs`)."""
+    command line may set (see :data:`HEAD_FLAGS` and :func:`head_kwargs`).  ``plan``: its memory
+    and FLOPs plan before it is built (:class:`arcbench.head.HeadPlan`; None: planned as a full
+    replicated matrix).  The module's own hooks are described in :mod:`arcbench.head`."""
 
     name: str
     factory: Callable
     description: str = ""
     params: Tuple[str, ...] = ()
     plugin: str = ""
+    plan: Optional[Callable] = None
 
     def create(self, in_features: int, num_classes: int, **kwargs):
         return self.factory(in_features, num_classes, **kwargs)

@@ -68,15 +68,14 @@ FIT_FRACTION = 0.9
 
 def head_flops_per_image(backbone: str, head: str, num_classes: int, sample_rate: float = 1.0,
                          nproc: int = 1) -> int:
-    """Forward FLOPs per image of the margin head's cosine matmul, summed over the processes:
-    ``2 x D x C`` for a full head, ``2 x D x`` the sampled centres for Partial FC."""
-    from ..registry import get_backbone
-    from ..plugins.heads.partial_fc_plan import head_flops_per_image as pfc_flops
+    """Forward FLOPs per image of the margin head, summed over the processes, from the head's
+    registered plan (:func:`arcbench.head.plan`): ``2 x D x C`` for a full head, ``2 x D x`` the
+    sampled centres for Partial FC."""
+    from ..head import plan
+    from ..registry import get_backbone, get_head
 
     dim = get_backbone(backbone).embedding_size
-    if head == "partial_fc":
-        return pfc_flops(dim, num_classes, nproc, sample_rate)
-    return 2 * dim * int(num_classes)
+    return plan(get_head(head), num_classes, dim, nproc, sample_rate=sample_rate).flops_per_image
 
 
 def step_flops(backbone: str, head: str, batch: int, mode: str, num_classes: int = 1000,
@@ -133,28 +132,25 @@ def host_available_memory() -> Optional[int]:
 
 def head_plan(backbone: str, head: str, num_classes: int, sample_rate: float, nproc: int,
               per_process_batch: int, device) -> dict:
-    """What the head will hold per process, planned before a point runs.
+    """What the head will hold per process, planned before a point runs by the head's registered
+    plan (:func:`arcbench.head.plan`).
 
     ``head_memory_planned``: centres + gradient + momentum (fp32) of the largest shard
     (Partial FC) or of the whole replicated head; ``step_memory_planned`` adds one step's
     sampled copies and ``[batch, centres]`` logit buffers; ``fit_error``: one line when
     that exceeds :data:`FIT_FRACTION` of :func:`memory_per_process`, else None."""
-    from ..registry import get_backbone
-    from ..plugins.heads.partial_fc_plan import head_memory_bytes, head_memory_message, head_step_bytes
+    from ..head import plan
+    from ..registry import get_backbone, get_head
 
     dim = get_backbone(backbone).embedding_size
-    sharded = head == "partial_fc"
-    world = nproc if sharded else 1  # a full head is replicated on every process
-    rate = sample_rate if sharded else 1.0
-    batch = per_process_batch * nproc if sharded else per_process_batch  # Partial FC sees the global batch
-    params = head_memory_bytes(num_classes, dim, world, grad=True)
-    step = head_step_bytes(num_classes, dim, world, batch, rate)
+    planned = plan(get_head(head), num_classes, dim, nproc, per_process_batch, sample_rate)
+    step = planned.step_bytes
     limit, where = memory_per_process(device, nproc)
     error = None
     if limit is not None and step > FIT_FRACTION * limit:
-        error = (f"{head_memory_message(num_classes, dim, world)}, about {step / 1e9:.1f} GB for a "
+        error = (f"{planned.summary}, about {step / 1e9:.1f} GB for a "
                  f"training step with its gradient and logits; {where}")
-    return {"head_memory_planned": params, "step_memory_planned": step, "fit_error": error}
+    return {"head_memory_planned": planned.state_bytes, "step_memory_planned": step, "fit_error": error}
 
 
 def _eval_point(cfg: RunConfig, warmup: int, steps: int, device, engine: str = "torch",
@@ -313,6 +309,7 @@ def _export_for_bench(base: RunConfig, device, folder: str, log) -> str:
 
 def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, steps, log, num_classes,
                 sample_rates, repeat, engines, onnx_file, min_seconds) -> List[dict]:
+    from .. import registry
     from .feed import feed_ratios
 
     rows = []
@@ -331,7 +328,7 @@ def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, ste
         log("onnxruntime runs the exported fp32 graph: amp points are measured for torch only")
     for i, (mode, c, r, bs, n, eng, prec) in enumerate(grid, 1):
         point = base.replace(device=device.name, synthetic_classes=c, sample_rate=r)
-        what = (f"{c:,} classes" + (f" r={r:g}" if base.head == "partial_fc" else "")
+        what = (f"{c:,} classes" + (f" r={r:g}" if base.head in registry.heads_taking("sample_rate") else "")
                 if base.train_data == "synthetic" and mode == "train" else "")
         if log:
             log(f"[{i}/{len(grid)}] {base.backbone} {mode}{' ' + eng if len(engines) > 1 else ''}"

@@ -120,8 +120,10 @@ def bench_cmd(device, backbone, head, precision, batch_size, nproc, warmup, step
 
 def _class_columns(r: dict, classes, rates) -> dict:
     """classes, r and the head's memory per process: shown when the grid varies them or the
-    head is Partial FC (the numbers then matter)."""
-    if len(classes) == 1 and rates == [1.0] and r.get("head") != "partial_fc":
+    head samples its classes, as Partial FC does (the numbers then matter)."""
+    from .. import registry
+
+    if len(classes) == 1 and rates == [1.0] and r.get("head") not in registry.heads_taking("sample_rate"):
         return {}
     mem = r.get("head_memory") or r.get("head_memory_planned")
     return {"classes": _f(r.get("num_classes"), ","), "r": _f(r.get("sample_rate"), "g"),

@@ -410,6 +410,13 @@ def _untimed(s: dict, warmup: int) -> str:
     return "- (no timed steps recorded)"
 
 
+def _samples_classes(head) -> bool:
+    """The head takes a sample rate (Partial FC): its class count and rate are worth a line."""
+    from .. import registry
+
+    return head in registry.heads_taking("sample_rate")
+
+
 def print_summary(run_dir: str, s: dict, out_root: str, warmup: int = 5) -> None:
     from ..record.stats import MIN_TAIL_SAMPLES
 
@@ -447,7 +454,7 @@ def print_summary(run_dir: str, s: dict, out_root: str, warmup: int = 5) -> None
             f"; distances finer than the 0.01 grid: exact thresholds {s['lfw_accuracy_exact']:.4f}")),
         ("wall time", f"{_fmt(s.get('wall_time'), '.1f')} s"),
     ]
-    if s.get("head") == "partial_fc" and s.get("head_memory") is not None:
+    if s.get("head_memory") is not None and _samples_classes(s.get("head")):
         mib = s["head_memory"] / 2**20
         rows.insert(3, ("classes / sample rate", f"{_fmt(s.get('num_classes'), ',')} / {_fmt(s.get('sample_rate'), 'g')}"
                         f" (head {mib:.{2 if mib < 10 else 0}f} MiB per process)"))

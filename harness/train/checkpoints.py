@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .. import head as head_contract
 from ..record import atomic
 from ..inference.weights import load_file
 
@@ -67,18 +68,16 @@ def save(path: str, *, face_model, optimizer, scheduler, scaler, epoch: int, ste
          global_step: int, best_accuracy: Optional[float], history: dict, device=None,
          head_full: Optional[dict] = None, timing: Optional[dict] = None,
          epoch_loss: Optional[list] = None) -> None:
-    """``head_full``: a sharded head's world-size independent state (Partial FC's
-    ``full_state``), stored instead of this rank's shard; the centres' per-row optimiser
-    state lives in it, so it is left out of ``optimizer``.  ``timing``: the per-step
+    """``head_full``: a sharded head's world-size independent state (its ``full_state`` hook,
+    :mod:`arcbench.head`), stored instead of this rank's shard; the optimiser state of the head's
+    ``state_params`` lives in it, so it is left out of ``optimizer``.  ``timing``: the per-step
     data/compute seconds timed so far and the samples seen, so a resumed run's summary
     covers the whole run, not only its last segment."""
     face = unwrap(face_model)
     opt_state = optimizer.state_dict()
     if head_full is not None:
-        from ..plugins.heads.partial_fc_state import optimizer_index
-
-        index = optimizer_index(optimizer, face.head.weight)
-        opt_state["state"] = {k: v for k, v in opt_state["state"].items() if k != index}
+        own = head_contract.optimizer_indices(optimizer, head_contract.state_params(face.head))
+        opt_state["state"] = {k: v for k, v in opt_state["state"].items() if k not in own}
     atomic.torch_save({
         "format": FORMAT,
         "backbone": face.backbone.state_dict(),
@@ -168,9 +167,7 @@ def save_checkpoint(tr, tag: Optional[str] = None) -> None:
                 tr.log("arcbench: interrupted; the sharded head is checkpointed only at step "
                        "boundaries all processes reach (--checkpoint-steps), so the last one is kept")
             return
-        from ..plugins.heads.partial_fc_state import full_state
-
-        head_full = full_state(tr.face.head, tr.optimizer)  # a collective
+        head_full = head_contract.full_state(tr.face.head, tr.optimizer)  # a collective
     if not tr.is_main and tr.run_dir:
         save_rank_rng(tr.run_dir, tr.rank, tr.global_step, tr.device)
     if not (tr.is_main and tr.rec):
@@ -199,11 +196,9 @@ def _load_head(tr, state: dict, path: str) -> None:
         face.head.load_state_dict(state["head"])
     tr.optimizer.load_state_dict(state["optimizer"])
     if head_full is not None:
-        from ..plugins.heads.partial_fc_state import load_full_state
-
         # after the optimizer: re-shards the centres and their per-row state (momentum)
         # for this run's world size, whatever it was when saved
-        load_full_state(face.head, head_full, tr.optimizer)
+        head_contract.load_full_state(face.head, head_full, tr.optimizer)
 
 
 def restore(tr, path: str) -> None:

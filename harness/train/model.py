@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import head as head_contract
 from ..config import RunConfig
 from ..errors import ArcbenchError
 
@@ -30,14 +31,16 @@ class FaceModel(nn.Module):
 
     @property
     def head_computes_loss(self) -> bool:
-        """The head returns the loss itself (Partial FC), not logits for F.cross_entropy."""
-        return bool(getattr(self.head, "computes_loss", False))
+        """The head returns the loss itself (Partial FC), not logits for F.cross_entropy
+        (:func:`arcbench.head.computes_loss`)."""
+        return head_contract.computes_loss(self.head)
 
     @property
     def head_sharded(self) -> bool:
         """The head's parameters are split across the ranks (Partial FC): kept out of DDP,
-        checkpointed through a world-size independent full state, clipped by the global norm."""
-        return bool(getattr(self.head, "sharded", False))
+        checkpointed through a world-size independent full state, clipped by the global norm
+        (:func:`arcbench.head.is_sharded`)."""
+        return head_contract.is_sharded(self.head)
 
 
 class WithLoss(nn.Module):
@@ -111,7 +114,12 @@ def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
     given = {"s": cfg.margin_s, "m": cfg.margin_m, "margin": cfg.margin, "sample_rate": cfg.sample_rate,
              "seed": cfg.seed}
     kwargs = head_kwargs(cfg.head, given, defaults={"s": spec.margin_scale})
-    return FaceModel(backbone, create_head(cfg.head, spec.embedding_size, num_classes, **kwargs))
+    head = create_head(cfg.head, spec.embedding_size, num_classes, **kwargs)
+    missing = head_contract.missing_hooks(head)
+    if missing:  # refused before the first step, not at the first checkpoint
+        raise ArcbenchError(f"--head {cfg.head} is sharded but does not implement {', '.join(missing)} "
+                            "(the head contract: arcbench.head)")
+    return FaceModel(backbone, head)
 
 
 @dataclass

@@ -20,9 +20,9 @@ import time
 from typing import Optional
 
 import torch
-from torch import nn
 
 from . import checkpoints
+from .. import head as head_contract
 from .model import amp_dtype, build_training, uses_cuda_graphs
 from ..config import RunConfig
 from ..data.device_feed import DeviceFeed
@@ -232,14 +232,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            if self.face.head_sharded:
-                from ..plugins.heads.sharding import clip_grad_norm_
-
-                # the norm over the whole model: the shards' squares are summed over the ranks
-                clip_grad_norm_(self.face.backbone.parameters(), self.face.head.parameters(), cfg.grad_clip,
-                                self.face.head.group)
-            else:
-                nn.utils.clip_grad_norm_(self.face.parameters(), cfg.grad_clip)
+            # the norm over the whole model (a sharded head sums its shards' squares over the ranks)
+            head_contract.clip_grad_norm_(self.face, self.face.head, cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss.detach()
@@ -297,9 +291,7 @@ class Trainer:
 
     def _head_figures(self) -> dict:
         """The head's size on this rank (rank 0 holds the largest shard): what the class count costs."""
-        from ..plugins.heads.partial_fc_state import state_bytes
-
         head = self.face.head
         return {"num_classes": int(self.data.num_classes), "sample_rate": float(getattr(head, "sample_rate", 1.0)),
-                "head_memory": state_bytes(head, self.optimizer),
+                "head_memory": head_contract.state_bytes(head, self.optimizer),
                 "head_params_per_rank": int(sum(p.numel() for p in head.parameters()))}

@@ -27,7 +27,8 @@ process group and the margin softmax is computed across ranks:
 Forward contract (differs from the other heads): ``forward(embeddings, labels)``
 returns the **loss** - a scalar, the mean cross-entropy over the global batch
 (what data-parallel training with the ordinary head averages to) - not logits.
-The class attribute ``computes_loss = True`` tells the trainer.  Every rank
+The class attribute ``computes_loss = True`` tells the trainer (the head contract,
+:mod:`arcbench.head`).  Every rank
 returns the same value and must call ``forward`` and ``backward`` in step (they
 contain collectives).  Under autocast the cosine matmul runs in the autocast dtype;
 everything else (normalisation, margin, softmax) in fp32 with autocast off.
@@ -62,9 +63,11 @@ Host syncs per training step (the loop itself has none outside its flush):
 * the sharded cross-entropy (:mod:`sharding`) needs none: it uses a masked
   gather instead of ``nonzero()``.
 
-Checkpoints that do not depend on the world size (``full_state`` and
-``load_full_state``) are in :mod:`partial_fc_state`; memory and FLOPs planning
-in :mod:`partial_fc_plan`; shard arithmetic and collectives in :mod:`sharding`.
+The head implements the optional hooks of the head contract (:mod:`arcbench.head`):
+``sharded``, ``full_state`` / ``load_full_state`` (checkpoints that do not depend on
+the world size, in :mod:`partial_fc_state`), ``state_params`` and
+``clip_grad_norm_`` (the global norm, in :mod:`sharding`); its memory and FLOPs plan
+(:mod:`partial_fc_plan`) is registered with it.
 """
 from __future__ import annotations
 
@@ -77,7 +80,7 @@ from torch import nn
 
 from arcbench import hookimpl
 
-from . import sharding
+from . import partial_fc_plan, partial_fc_state, sharding
 from .margins import _autocast_off, arcface_target, autocast_dtype, combined_target, cosface_target, cosine_matmul
 from .sharding import _ShardedSoftmaxCE, _world_and_rank, num_sample, shard_range
 
@@ -120,8 +123,8 @@ class PartialFC(nn.Module):
     """
 
     computes_loss = True
-    #: the trainer keeps ``weight`` out of DDP, checkpoints it with :func:`full_state` (a collective
-    #: on every rank) and clips gradients by the global norm (:func:`clip_grad_norm_`)
+    #: the trainer keeps ``weight`` out of DDP, checkpoints it with :meth:`full_state` (a collective
+    #: on every rank) and clips gradients by the global norm (:meth:`clip_grad_norm_`)
     sharded = True
 
     def __init__(self, in_features: int, num_classes: int, s: float = 64.0, margin: str = "arcface",
@@ -176,6 +179,24 @@ class PartialFC(nn.Module):
             lo, hi = max(self.start, b0), min(self.end, b0 + rows)
             if hi > lo:
                 self.weight[lo - self.start:hi - self.start].copy_(values[lo - b0:hi - b0])
+
+    # ------------------------------------------------- the head contract's hooks
+    def full_state(self, optimizer=None) -> Optional[dict]:
+        """The centres and their optimiser state, independent of the world size (a collective):
+        :func:`partial_fc_state.full_state`."""
+        return partial_fc_state.full_state(self, optimizer)
+
+    def load_full_state(self, state: dict, optimizer=None) -> None:
+        """:func:`partial_fc_state.load_full_state`: re-shards for this world size and rank."""
+        partial_fc_state.load_full_state(self, state, optimizer)
+
+    def state_params(self):
+        """The centres: their optimiser state (e.g. momentum) rides in :meth:`full_state`."""
+        return [self.weight]
+
+    def clip_grad_norm_(self, others, max_norm: float) -> torch.Tensor:
+        """Clip ``others`` (replicated) and the centres by the global norm over the ranks."""
+        return sharding.clip_grad_norm_(others, self.parameters(), max_norm, self.group)
 
     def target_logit(self, cos_t: torch.Tensor) -> torch.Tensor:
         if self.margin == "arcface":
@@ -311,4 +332,4 @@ def register_heads(register):
     register("partial_fc", PartialFC,
              description="Partial FC: class centres sharded over ranks, sampled softmax (sample_rate); "
                          "margin=arcface|cosface|combined; forward returns the loss (computes_loss)",
-             params=("s", "m", "margin", "sample_rate", "seed"))
+             params=("s", "m", "margin", "sample_rate", "seed"), plan=partial_fc_plan.plan)

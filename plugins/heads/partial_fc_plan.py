@@ -1,11 +1,14 @@
 """Memory and FLOPs of the Partial FC head, planned before a run (no tensors are made).
 
-Used by arcbench.bench.grid to decide whether a (classes, sample rate, processes)
-point fits on the device, and for the head's share of the FLOPs behind MFU.
+:func:`plan` is the head's registered plan (the head contract, :mod:`arcbench.head`):
+the bench asks it whether a (classes, sample rate, processes) point fits on the
+device, and for the head's share of the FLOPs behind MFU.
 """
 from __future__ import annotations
 
 from typing import Optional
+
+from arcbench.head import HeadPlan
 
 from .sharding import num_sample, shard_range
 
@@ -70,3 +73,14 @@ def head_fit_error(num_classes: int, dim: int, world_size: int, device_bytes: Op
     if head_memory_bytes(num_classes, dim, world_size, dtype_bytes, momentum) <= fraction * device_bytes:
         return None
     return head_memory_message(num_classes, dim, world_size, device_bytes, dtype_bytes, momentum)
+
+
+def plan(num_classes: int, dim: int, nproc: int = 1, per_process_batch: int = 1,
+         sample_rate: float = 1.0) -> HeadPlan:
+    """The head's plan at ``nproc`` processes: the largest shard's centres, gradient and momentum;
+    one step over the global batch (every rank sees all of it) with ``sample_rate`` of each shard."""
+    global_batch = int(per_process_batch) * int(nproc)
+    return HeadPlan(state_bytes=head_memory_bytes(num_classes, dim, nproc, grad=True),
+                    step_bytes=head_step_bytes(num_classes, dim, nproc, global_batch, sample_rate),
+                    flops_per_image=head_flops_per_image(dim, num_classes, nproc, sample_rate),
+                    summary=head_memory_message(num_classes, dim, nproc))

@@ -1,26 +1,28 @@
-"""World-size independent checkpoints of the Partial FC head, and the head's state as the trainer sees it.
+"""World-size independent checkpoints of the Partial FC head.
 
 :func:`full_state` gathers the full centres ``[C, D]`` and the optimiser state of
 the centre parameter (e.g. SGD momentum); :func:`load_full_state` re-shards them
 for the current world size and rank, so a run can resume on another number of
-processes.  :func:`optimizer_index` and :func:`state_bytes` let the trainer leave
-the centres out of its own optimiser checkpoint and report what the head costs.
+processes.  The head's ``full_state`` / ``load_full_state`` hooks (the head
+contract, :mod:`arcbench.head`) call these; the trainer never imports them.
+Takes the head as its argument and does not import its module, so the head can
+import this one.
 """
 from __future__ import annotations
 
 from typing import Dict, Optional
 
 import torch
-from torch import nn
 
 from . import sharding
-from .partial_fc import _INIT_BLOCK, PartialFC
 from .sharding import shard_range
 
 STATE_FORMAT = "arcbench.partial_fc/1"
+#: rows per gather chunk (the same blocks the initial centres are drawn in)
+_CHUNK_ROWS = 1 << 16
 
 
-def _gather_rows(local: torch.Tensor, head: PartialFC, to_all: bool, chunk_rows: int):
+def _gather_rows(local: torch.Tensor, head: "PartialFC", to_all: bool, chunk_rows: int):
     """The full [C, ...] tensor from every rank's shard rows, on the CPU; gathered in
     chunks of rows so the device never holds more than ``world x chunk`` rows.
     Returns None on ranks that do not receive it."""
@@ -43,14 +45,14 @@ def _gather_rows(local: torch.Tensor, head: PartialFC, to_all: bool, chunk_rows:
     return out
 
 
-def _param_state(head: PartialFC, optimizer) -> Dict[str, object]:
+def _param_state(head: "PartialFC", optimizer) -> Dict[str, object]:
     if optimizer is None:
         return {}
     return dict(optimizer.state.get(head.weight, {}))
 
 
-def full_state(head: PartialFC, optimizer: Optional[torch.optim.Optimizer] = None, to_all: bool = False,
-               chunk_rows: int = _INIT_BLOCK) -> Optional[dict]:
+def full_state(head: "PartialFC", optimizer: Optional[torch.optim.Optimizer] = None, to_all: bool = False,
+               chunk_rows: int = _CHUNK_ROWS) -> Optional[dict]:
     """The head's state independent of the world size, gathered on the CPU.
 
     A collective: every rank of the head's group must call it.  Returns the dict on
@@ -88,7 +90,7 @@ def full_state(head: PartialFC, optimizer: Optional[torch.optim.Optimizer] = Non
 
 
 @torch.no_grad()
-def load_full_state(head: PartialFC, state: dict, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+def load_full_state(head: "PartialFC", state: dict, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
     """Load a :func:`full_state` dict into ``head`` for its current world size and rank.
 
     No collectives: every rank reads the full state and keeps its rows.  With an
@@ -114,28 +116,3 @@ def load_full_state(head: PartialFC, state: dict, optimizer: Optional[torch.opti
     for name, value in state.get("optimizer_scalars", {}).items():
         param_state[name] = value.clone() if isinstance(value, torch.Tensor) else value
 
-
-def state_bytes(head: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> int:
-    """Bytes this rank holds for the head between steps: its parameters, their gradients
-    and their optimiser state (e.g. SGD momentum) - what sharding divides by the world size."""
-    total = 0
-    for p in head.parameters():
-        total += p.numel() * p.element_size()
-        if p.grad is not None:
-            total += p.grad.numel() * p.grad.element_size()
-        if optimizer is not None:
-            for v in optimizer.state.get(p, {}).values():
-                if isinstance(v, torch.Tensor):
-                    total += v.numel() * v.element_size()
-    return int(total)
-
-
-def optimizer_index(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> Optional[int]:
-    """The key of ``param`` in ``optimizer.state_dict()["state"]`` (its position over all groups)."""
-    i = 0
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if p is param:
-                return i
-            i += 1
-    return None

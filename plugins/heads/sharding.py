@@ -4,8 +4,9 @@ Kept apart from the head so that the memory plan (partial_fc_plan) and the
 checkpoint helpers (partial_fc_state) can use the shard arithmetic without the
 module, and so that every collective of the sharded head has one home: the head
 and partial_fc_state call them as ``sharding._all_gather`` etc., looked up at call
-time, so one patch of this module sees every collective (tests/test_partial_fc.py
-checks that all ranks issue the same ones).
+time, so one patch of this module sees every collective
+(tests/unit/plugins/test_partial_fc.py checks that all ranks issue the same ones).
+:func:`clip_grad_norm_` is what the head's ``clip_grad_norm_`` hook runs.
 """
 from __future__ import annotations
 

@@ -106,6 +106,15 @@ def test_one_process_trains_with_the_heads_own_loss_and_clipping(tmp_path):
     ck = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)
     assert ck["head"] is None and ck["head_full"]["weight"].shape == (C, DIM)
     assert ck["head_full"]["sample_step"] == 3  # every step sampled (r < 1), and the count is saved
+    # the layout earlier versions saved, so their checkpoints still resume: the full state's keys
+    # and format, and the centres' optimiser state in it rather than in the optimiser's
+    assert ck["format"] == "arcbench-train-v1" and ck["head_full"]["format"] == "arcbench.partial_fc/1"
+    assert set(ck["head_full"]) == {"format", "num_classes", "in_features", "sample_step", "weight", "optimizer",
+                                    "optimizer_scalars"}
+    assert set(ck["head_full"]["optimizer"]) == {"momentum_buffer"}
+    import tinyplugin
+
+    assert len(ck["optimizer"]["state"]) == len(list(tinyplugin.Tiny(embedding_size=DIM).parameters()))
 
 
 def _step3_reference(saved: dict, world: int, per_process: int) -> float:
@@ -298,19 +307,18 @@ def test_two_million_classes_train_at_two_processes_within_memory(tmp_path):
     assert summary["samples_per_rank"] == [24, 24]  # 3 steps x 8 images on each process
 
 
-def test_an_interrupt_at_several_processes_keeps_the_last_checkpoint_without_gathering(monkeypatch):
+def test_an_interrupt_at_several_processes_keeps_the_last_checkpoint_without_gathering():
     """Only rank 0 checkpoints while an interrupt unwinds; gathering the centres there would wait
     for ranks that are not in the gather. It must return at once and say so; at a step boundary
     (no interrupt) every rank gathers."""
     from types import SimpleNamespace
 
-    from arcbench.plugins.heads import partial_fc_state
     from arcbench.train.trainer import Trainer
 
     calls = []
-    monkeypatch.setattr(partial_fc_state, "full_state", lambda head, opt: calls.append("gather") or None)
+    head = SimpleNamespace(full_state=lambda opt: calls.append("gather") or None)  # the head's hook
     said = []
-    fake = SimpleNamespace(face=SimpleNamespace(head_sharded=True, head=None), world_size=2, is_main=True,
+    fake = SimpleNamespace(face=SimpleNamespace(head_sharded=True, head=head), world_size=2, is_main=True,
                            cfg=SimpleNamespace(quiet=False), log=said.append, optimizer=None, rec=None,
                            run_dir=None)
     try:

@@ -1,9 +1,13 @@
-"""No import cycles in arcbench: each module can be read top-down, and imports cleanly on its own.
+"""No import cycles in arcbench, and imports point one way: each module can be read top-down,
+and imports cleanly on its own.
 
 The static check follows every import, including the ones inside functions (a
 lazy import hides a cycle from Python but not from a reader); the dynamic check
 imports every module in a fresh interpreter, the most dependent ones first, the
-order in which a module-level cycle meets a half-initialised module.
+order in which a module-level cycle meets a half-initialised module.  Direction:
+the core (``harness/``, the ``arcbench`` package less ``arcbench.plugins`` and
+``arcbench.reports``) never imports a plugin; it reaches plugins only through the
+hooks (the built-ins are loaded by name, a string list in ``plugin_manager``).
 """
 from __future__ import annotations
 
@@ -119,3 +123,34 @@ def test_every_module_imports_in_a_fresh_interpreter_most_dependent_first():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def _is_core(name: str) -> bool:
+    return not any(name == side or name.startswith(side + ".") for side in ("arcbench.plugins", "arcbench.reports"))
+
+
+def _core_imports_of_plugins(graph: dict) -> list:
+    """(core module, plugin module) for every import from the core into ``arcbench.plugins``."""
+    return sorted((name, target) for name, targets in graph.items() if _is_core(name)
+                  for target in targets if target == "arcbench.plugins" or target.startswith("arcbench.plugins."))
+
+
+def test_the_direction_check_sees_a_lazy_import_of_a_plugin(tmp_path):
+    source = tmp_path / "planted.py"
+    source.write_text("def clip():\n    from ..plugins.heads.sharding import clip_grad_norm_\n"
+                      "    return clip_grad_norm_\n")
+    known = {name: "" for name in ("arcbench", "arcbench.train", "arcbench.plugins", "arcbench.plugins.heads",
+                                   "arcbench.plugins.heads.sharding")}
+    graph = {"arcbench.train.planted": _imports("arcbench.train.planted", str(source), known),
+             "arcbench.plugins.heads.partial_fc": {"arcbench.plugins.heads.sharding"}}  # plugin to plugin: fine
+    assert ("arcbench.train.planted", "arcbench.plugins.heads.sharding") in _core_imports_of_plugins(graph)
+    assert not [pair for pair in _core_imports_of_plugins(graph) if pair[0].startswith("arcbench.plugins")]
+
+
+def test_the_core_never_imports_a_plugin():
+    """harness/ reaches plugins only through hooks; a head's checkpoint state, clipping and plan
+    are hooks of the head contract (arcbench.head), not imports of Partial FC's modules."""
+    graph = _graph()
+    assert "arcbench.train.trainer" in graph and "arcbench.plugins.heads.partial_fc" in graph
+    found = _core_imports_of_plugins(graph)
+    assert found == [], "the core imports plugins: " + ", ".join(f"{a} -> {b}" for a, b in found)
