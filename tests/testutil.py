@@ -8,6 +8,9 @@ from pathlib import Path
 #: the tests folder, its stand-ins (torch_sdaa, fakecards, tinyplugin ...), the repository
 TESTS = Path(__file__).resolve().parent
 STANDINS = TESTS / "standins"
+#: the stand-in SDKs (torch_sdaa): on the path only where a test asks for them, so that elsewhere
+#: ``--device auto`` sees the host as it is
+SDK = STANDINS / "sdk"
 REPO = TESTS.parent
 #: what a launched worker needs on PYTHONPATH to import the stand-in plugins and these helpers
 IMPORT_PATH = os.pathsep.join([str(STANDINS), str(TESTS)])

@@ -1,4 +1,4 @@
-"""The sdaa device plugin against a strict ``torch_sdaa`` stand-in (``tests/standins``).
+"""The sdaa device plugin against a strict ``torch_sdaa`` stand-in (``tests/standins/sdk``).
 
 No SDAA card is exercised here.  The stand-in has the SDK's names and
 signatures as public model-zoo code uses them and records every call in
@@ -25,9 +25,8 @@ from arcbench import plugin_manager, registry
 from arcbench.cli import main
 from arcbench.errors import ArcbenchError
 from arcbench.plugins.devices.sdaa import SDAADevice
-from testutil import IMPORT_PATH
+from testutil import IMPORT_PATH, SDK
 
-STANDINS = Path(__file__).resolve().parents[1] / "standins"
 HERE = Path(__file__).resolve().parents[1]  # tests/
 
 
@@ -41,7 +40,7 @@ def standin(monkeypatch):
     """Import the stand-in SDK in ``mode``; returns its module (``.CALLS`` holds the calls)."""
     def load(mode="ok"):
         monkeypatch.setenv("TORCH_SDAA_STANDIN", mode)
-        monkeypatch.syspath_prepend(str(STANDINS))
+        monkeypatch.syspath_prepend(str(SDK))
         monkeypatch.setattr(torch, "sdaa", None, raising=False)  # undone after the test
         monkeypatch.setattr(SDAADevice, "torch_type", "cpu")  # compute stays on host tensors
         monkeypatch.setattr(SDAADevice, "index", None)
@@ -63,7 +62,7 @@ def names(sdk):
 
 def run_cli(args, mode="ok", extra_env=None):
     env = dict(os.environ, TORCH_SDAA_STANDIN=mode, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([IMPORT_PATH, env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(SDK), IMPORT_PATH, env.get("PYTHONPATH", "")])
     env.update(extra_env or {})
     return subprocess.run([sys.executable, "-m", "arcbench", *args], env=env, capture_output=True, text=True,
                           timeout=120)

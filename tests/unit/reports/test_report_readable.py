@@ -128,7 +128,7 @@ def test_help_says_where_generated_files_go():
 
 
 def test_gitignore_covers_what_arcbench_writes_in_its_checkout():
-    repo = str(Path(__file__).resolve().parents[3])
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     if not os.path.isdir(os.path.join(repo, ".git")):
         pytest.skip("not a git checkout")
     paths = ["runs/20261202-train/summary.json", "arcbench-report.html", "align_a_vs_b.png", "cls_train.txt",
