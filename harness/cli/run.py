@@ -195,8 +195,8 @@ def run_cmd(**o):
     if o["resume"] or outer is not None:
         # the run's own settings, continued with what was given beside --resume (or an elastic restart)
         overrides = dict(epochs=o["epochs"], max_steps=o["max_steps"], quiet=o["quiet"],
-                         nproc=cfg.nproc if given("nproc") or outer is not None else None,
-                         nnodes=cfg.nnodes if outer is not None else None)
+                         nproc=cfg.dist.nproc if given("nproc") or outer is not None else None,
+                         nnodes=cfg.dist.nnodes if outer is not None else None)
     if outer is not None:
         from ..run.group_run import execute as group_execute
 
@@ -222,7 +222,7 @@ def run_cmd(**o):
             sys.exit(1)
         raise
     if outer is None or run_dir:  # in a launcher's group, the rank that records prints
-        print_summary(run_dir, summary, cfg.out, warmup=_saved_warmup(run_dir, cfg))
+        print_summary(run_dir, summary, cfg.record.out, warmup=_saved_warmup(run_dir, cfg))
 
 
 def _submit(o: dict, cfg) -> None:
@@ -236,8 +236,8 @@ def _submit(o: dict, cfg) -> None:
     if o["submit"] == "slurm" and not o["partition"]:
         raise ArcbenchError("--submit slurm needs --partition")
     cfg.validate()
-    run_id = sanitize_run_id(cfg.run_id) if cfg.run_id else new_run_id(cfg.backbone, cfg.device, cfg.mode)
-    job, run_dir = submit(strip_submit_flags(sys.argv[1:]), cluster=o["submit"], out=cfg.out, run_id=run_id,
+    run_id = sanitize_run_id(cfg.record.run_id) if cfg.record.run_id else new_run_id(cfg.model.backbone, cfg.device, cfg.mode)
+    job, run_dir = submit(strip_submit_flags(sys.argv[1:]), cluster=o["submit"], out=cfg.record.out, run_id=run_id,
                           partition=o["partition"], nodes=o["nodes"], gpus_per_node=o["gpus_per_node"],
                           time_limit=o["time_limit"])
     click.echo(f"arcbench: submitted job {job.job_id} ({o['submit']}, {o['nodes']} node(s) x {o['gpus_per_node']})")
@@ -261,9 +261,9 @@ def _restarting(outer, exc: BaseException) -> bool:
 def _saved_warmup(run_dir: str, cfg) -> int:
     """The run's own timing warm-up (a resumed run keeps the one it was started with)."""
     try:
-        return int(RunConfig.load(os.path.join(run_dir, "config.json")).timing_warmup)
+        return int(RunConfig.load(os.path.join(run_dir, "config.json")).record.timing_warmup)
     except Exception:  # noqa: BLE001  (the summary's wording only)
-        return int(cfg.timing_warmup)
+        return int(cfg.record.timing_warmup)
 
 
 def echoctl_off(fd: int, foreground_only: bool = True):

@@ -24,16 +24,16 @@ def _single_node_port(cfg: RunConfig) -> int:
     a bench repeat) is swapped for a free one, since no other node needs to know it."""
     import socket
 
-    if cfg.nnodes > 1:
-        return cfg.master_port
+    if cfg.dist.nnodes > 1:
+        return cfg.dist.master_port
     with socket.socket() as s:
         try:
-            s.bind((cfg.master_addr, cfg.master_port))
-            return cfg.master_port
+            s.bind((cfg.dist.master_addr, cfg.dist.master_port))
+            return cfg.dist.master_port
         except OSError:
             pass
     with socket.socket() as s:
-        s.bind((cfg.master_addr, 0))
+        s.bind((cfg.dist.master_addr, 0))
         return s.getsockname()[1]
 
 
@@ -41,14 +41,14 @@ def launch_config(cfg: RunConfig, monitor_interval: float = 0.5):
     from torch.distributed.launcher.api import LaunchConfig
 
     cfg = cfg.replace(master_port=_single_node_port(cfg))
-    endpoint = f"{cfg.master_addr}:{cfg.master_port}"
+    endpoint = f"{cfg.dist.master_addr}:{cfg.dist.master_port}"
     return LaunchConfig(
-        min_nodes=cfg.nnodes, max_nodes=cfg.nnodes, nproc_per_node=cfg.nproc,
+        min_nodes=cfg.dist.nnodes, max_nodes=cfg.dist.nnodes, nproc_per_node=cfg.dist.nproc,
         # every node must name the same rendezvous, and only node 0 knows the run id
-        run_id=f"arcbench-{cfg.master_addr}-{cfg.master_port}",
+        run_id=f"arcbench-{cfg.dist.master_addr}-{cfg.dist.master_port}",
         rdzv_backend="static", rdzv_endpoint=endpoint,
-        rdzv_configs={"rank": cfg.node_rank, "timeout": 300},
-        max_restarts=cfg.max_restarts, monitor_interval=monitor_interval, start_method="spawn",
+        rdzv_configs={"rank": cfg.dist.node_rank, "timeout": 300},
+        max_restarts=cfg.dist.max_restarts, monitor_interval=monitor_interval, start_method="spawn",
     )
 
 
@@ -70,7 +70,7 @@ def launch(cfg: RunConfig, run_dir: str, resume: bool) -> dict:
 
     from .worker import worker_main
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.nproc)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.dist.nproc)))
     _quiet_torch_logs()
     try:
         outputs = elastic_launch(launch_config(cfg), worker_main)(cfg.to_dict(), run_dir, resume)
