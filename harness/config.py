@@ -48,15 +48,16 @@ class RunConfig:
 
     def __init__(self, mode: str = "train", device: str = "auto", **given):
         self.mode, self.device = mode, device
+        # record= is both a section and the flat flag (record.enabled): a RecordConfig is the section
+        bases = {s: given.pop(s) for s, cls in SECTIONS.items() if isinstance(given.get(s), cls)}
         flat = {name: given.pop(name) for name in list(given) if name in FLAT_PLACES}
-        for section, cls in SECTIONS.items():
-            base = given.pop(section, None)
-            if base is not None and not isinstance(base, cls):
-                raise TypeError(f"RunConfig {section}= takes a {cls.__name__}, not {type(base).__name__}")
-            changes = {fld: flat[name] for name, (sec, fld) in FLAT_PLACES.items() if sec == section and name in flat}
-            setattr(self, section, dataclasses.replace(base, **changes) if base is not None else cls(**changes))
         if given:
-            raise TypeError(f"RunConfig got unknown settings: {', '.join(sorted(given))}")
+            wrong = [f"{n}= takes a {SECTIONS[n].__name__}" for n in given if n in SECTIONS]
+            raise TypeError("RunConfig: " + ("; ".join(wrong) or f"unknown settings {', '.join(sorted(given))}"))
+        for section, cls in SECTIONS.items():
+            changes = {fld: flat[name] for name, (sec, fld) in FLAT_PLACES.items() if sec == section and name in flat}
+            base = bases.get(section)
+            setattr(self, section, dataclasses.replace(base, **changes) if base is not None else cls(**changes))
 
     # ---------------------------------------------------------------- derived
     @property
@@ -96,7 +97,6 @@ class RunConfig:
         for section in SECTIONS:
             if section not in ("dist", "schedule"):
                 getattr(self, section).validate()
-        self.data.val_bin_files()  # every --val-bin exists; a folder holds at least one .bin
         return self
 
     # ---------------------------------------------------------------- storage

@@ -80,6 +80,7 @@ class DataConfig(Section):
             _bad("--val-data and --val-pairs go together")
         _check_paths(("--train-data", self.train_data), ("--val-data", self.val_data),
                      ("--val-pairs", self.val_pairs), ("--annotation", self.annotation))
+        self.val_bin_files()  # every --val-bin exists; a folder holds at least one .bin
         return self
 
     def val_bin_files(self) -> List[str]:
