@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from ..config import AMP_DTYPES, COMPILE_MODES, RunConfig
+from ..config import AMP_DTYPES, COMPILE_MODES, EvalConfig, RunConfig, ScheduleConfig
 from ..record.recorder import BAD_IMAGES_FILE, read_bad_images
 from .options import RegistryOption
 
@@ -101,7 +101,7 @@ Examples:
       help="SGD: momentum 0.9, nesterov, weight decay 5e-4. AdamW: weight decay 5e-4. Both fused where the "
            "device has fused kernels (no GradScaler sync), else foreach.")
 @click.option("--lr-schedule", "--schedule", "lr_schedule", type=click.Choice(["reference", "cosine", "step"]),
-      default=RunConfig.lr_schedule, show_default=True,
+      default=ScheduleConfig.lr_schedule, show_default=True,
       help="reference: the reference's per-epoch schedule (quadratic warm-up, cosine, flat min-lr tail); "
            "step: its per-epoch x(min_lr/lr)^(1/9) every epochs/10; cosine: per-iteration linear warm-up "
            "then cosine to 1% (insightface style).")
@@ -113,7 +113,7 @@ Examples:
 @click.option("--amp/--no-amp", default=None, help="Mixed precision via the device plugin (cuda/sdaa fp16 + GradScaler, cpu bf16).")
 @click.option("--precision", type=click.Choice(["fp32", "amp"]), default=None, help="Same as --amp/--no-amp.")
 @click.option("--use_amp", "--use-amp", "use_amp", type=click.BOOL, default=None, help="Seed spelling: True/False.")
-@click.option("--eval-precision", type=click.Choice(["fp32", "amp"]), default=RunConfig.eval_precision, show_default=True,
+@click.option("--eval-precision", type=click.Choice(["fp32", "amp"]), default=EvalConfig.eval_precision, show_default=True,
       help="Verification during training: fp32 as in the reference, whatever --precision is; amp is faster "
            "(labelled in the summary).")
 @click.option("--compile", is_flag=True, help="torch.compile the model and its loss (slow first steps, faster after).")
@@ -222,7 +222,7 @@ def run_cmd(**o):
             sys.exit(1)
         raise
     if outer is None or run_dir:  # in a launcher's group, the rank that records prints
-        print_summary(run_dir, summary, cfg.record.out, warmup=_saved_warmup(run_dir, cfg))
+        print_summary(run_dir, summary, cfg.record.out, warmup=_saved_warmup(run_dir, cfg.record))
 
 
 def _submit(o: dict, cfg) -> None:
@@ -258,12 +258,12 @@ def _restarting(outer, exc: BaseException) -> bool:
     return True
 
 
-def _saved_warmup(run_dir: str, cfg) -> int:
+def _saved_warmup(run_dir: str, record) -> int:
     """The run's own timing warm-up (a resumed run keeps the one it was started with)."""
     try:
         return int(RunConfig.load(os.path.join(run_dir, "config.json")).record.timing_warmup)
     except Exception:  # noqa: BLE001  (the summary's wording only)
-        return int(cfg.record.timing_warmup)
+        return int(record.timing_warmup)
 
 
 def echoctl_off(fd: int, foreground_only: bool = True):

@@ -18,7 +18,7 @@ import time
 from typing import Callable, Optional, Tuple
 
 from .cluster import OuterLaunch
-from ..config import RunConfig
+from ..config import RecordConfig, RunConfig
 from ..errors import ArcbenchError
 
 #: (option key, flag, the launcher's value): arcbench's own launch flags and what replaces them
@@ -118,7 +118,7 @@ def _prepared(cfg, outer: OuterLaunch, device, resume, overrides, log):
     run, failure, note = None, None, None
     if outer.rank == 0:
         try:
-            earlier = _launch_note(cfg, outer) if outer.restart_count else {}
+            earlier = _launch_note(cfg.record, outer) if outer.restart_count else {}
             target = resume or earlier.get("run_dir")
             if outer.restart_count and target and not cfg.record.quiet:
                 log(f"arcbench: {outer.launcher} restarted the workers (restart {outer.restart_count} of "
@@ -156,18 +156,18 @@ def _remember(out: str, outer: OuterLaunch, run_dir: str) -> None:
     write_json(_note_path(out, outer), {"run_dir": run_dir, "job": outer.job, "started": time.time()})
 
 
-def _launch_note(cfg: RunConfig, outer: OuterLaunch) -> dict:
+def _launch_note(record: RecordConfig, outer: OuterLaunch) -> dict:
     """On an elastic restart: the run the first attempt started and when ({}: none, start one)."""
     try:
-        with open(_note_path(cfg.record.out, outer)) as fh:
+        with open(_note_path(record.out, outer)) as fh:
             note = json.load(fh)
     except (OSError, ValueError):
         note = {}
     note = note if isinstance(note, dict) and isinstance(note.get("run_dir"), str) else {}
-    if cfg.record.run_id:  # named by the command line: that one, whatever the note says
+    if record.run_id:  # named by the command line: that one, whatever the note says
         from .rundir import sanitize_run_id
 
-        path = os.path.join(os.path.abspath(cfg.record.out), sanitize_run_id(cfg.record.run_id))
+        path = os.path.join(os.path.abspath(record.out), sanitize_run_id(record.run_id))
         note = note if note.get("run_dir") == path else {"run_dir": path}
     if not os.path.isdir(note.get("run_dir") or ""):
         return {}

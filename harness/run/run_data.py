@@ -6,7 +6,7 @@ registered backbone's input size reaches whatever makes the images.
 """
 from __future__ import annotations
 
-from ..config import RunConfig
+from ..config import DataConfig, RunConfig
 from ..verification.load import load_verification_sets
 from ..verification.sets import HELD_OUT, generated_set_name
 from ..data.synthetic_batches import SyntheticBatches
@@ -26,20 +26,20 @@ def open_train_data(cfg: RunConfig, device, rank: int, world_size: int, input_si
                        on_bad_image=cfg.data.on_bad_image, device=device.torch_device())  # pinned for this card
 
 
-def open_verification_sets(cfg: RunConfig) -> list:
+def open_verification_sets(data: DataConfig) -> list:
     """The run's verification sets, headline set first (empty without any); a generated set is named
     as such.  A seed-style ``--val_data_path lfw.bin`` (no pairs file) counts as a ``.bin``."""
-    val_data, bins = cfg.data.val_data, cfg.data.val_bin_files()
-    if val_data and not cfg.data.val_pairs and str(val_data).lower().endswith(".bin"):
+    val_data, bins = data.val_data, data.val_bin_files()
+    if val_data and not data.val_pairs and str(val_data).lower().endswith(".bin"):
         val_data, bins = None, [val_data] + bins
     if not (val_data or bins):
         return []
     generated = generated_set_name(val_data) if val_data else None
     name = generated + HELD_OUT if generated else None
-    return load_verification_sets(val_data=val_data, val_pairs=cfg.data.val_pairs, val_bins=bins, name=name)
+    return load_verification_sets(val_data=val_data, val_pairs=data.val_pairs, val_bins=bins, name=name)
 
 
-def open_verification(cfg: RunConfig):
+def open_verification(data: DataConfig):
     """The run's headline verification set, or None without one."""
-    sets = open_verification_sets(cfg)
+    sets = open_verification_sets(data)
     return sets[0] if sets else None

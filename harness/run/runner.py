@@ -134,7 +134,7 @@ def _reopen(resume: str, overrides: Optional[dict]) -> Tuple[RunConfig, RunLock]
         raise ArcbenchError("not a run directory (no config.json)", resume)
     saved = RunConfig.load(cfg_path)
     overrides = overrides or {}
-    segments.refuse_completed(resume, saved, overrides)
+    segments.refuse_completed(resume, saved.schedule, overrides)
     lock = RunLock(os.path.abspath(resume)).acquire()  # before anything in it is rewritten
     return saved.resumed(**overrides), lock
 
@@ -307,7 +307,7 @@ def evaluate_only(run: Run) -> dict:
 
     cfg = run.cfg
     run.device.bind(0)  # one process: the first visible card
-    vsets = open_verification_sets(cfg)
+    vsets = open_verification_sets(cfg.data)
     rec = run.rec
     results = []
     for i, vset in enumerate(vsets):

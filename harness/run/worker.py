@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from . import collectives, restarts, signals
-from ..config import RunConfig
+from ..config import DataConfig, RunConfig
 from ..record.recorder import Recorder
 
 #: exit code of a launched worker stopped by a signal (128 + SIGINT), so the runner can tell
@@ -141,8 +141,8 @@ class _Process:
         spec = registry.get_backbone(cfg.model.backbone)
         self.data = open_train_data(cfg, self.device, self.rank, self.world_size, input_size=spec.input_size)
         # every rank embeds its share of each verification set; the headline set comes first
-        self.vsets = open_verification_sets(cfg)
-        self.data_info = _data_info(cfg, self.data, self.vsets[0] if self.vsets else None)
+        self.vsets = open_verification_sets(cfg.data)
+        self.data_info = _data_info(cfg.data, self.data, self.vsets[0] if self.vsets else None)
         if len(self.vsets) > 1:
             self.data_info["eval_sets"] = [v.name for v in self.vsets]
 
@@ -188,14 +188,15 @@ class _Process:
         collectives.teardown()
 
 
-def _data_info(cfg: RunConfig, data, vset) -> dict:
+def _data_info(given: DataConfig, data, vset) -> dict:
+    """What the run reads, as its summary records it: ``given`` as configured, ``data`` as opened."""
     from ..verification.sets import generated_set_name
 
-    generated = generated_set_name(cfg.data.train_data)  # the name the run recorded from its start
+    generated = generated_set_name(given.train_data)  # the name the run recorded from its start
     return {"train_set": generated or data.name, "eval_set": getattr(vset, "name", None),
             "synthetic": bool(getattr(data, "synthetic", False)),
             "workers": getattr(data, "workers", None),  # the loader's decode workers per rank
-            "decode": cfg.data.decode}  # "device": nvJPEG pixels, not the reference's
+            "decode": given.decode}  # "device": nvJPEG pixels, not the reference's
 
 
 def say(message: str) -> None:

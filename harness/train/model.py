@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import RunConfig
+from ..config import OptimConfig, RunConfig
 from ..errors import ArcbenchError
 
 
@@ -67,16 +67,15 @@ def uses_cuda_graphs(cfg: RunConfig) -> bool:
     return bool(cfg.optim.compile) and cfg.optim.compile_mode in ("reduce-overhead", "max-autotune")
 
 
-def make_optimizer(cfg: RunConfig, params, fused: bool = False) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov) or AdamW.  ``fused``: the whole step as one fused kernel where torch
+def make_optimizer(optim: OptimConfig, lr: float, params, fused: bool = False) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov) or AdamW at ``lr`` (the run's effective lr).  ``fused``: the whole step as one fused kernel where torch
     has it; with an fp16 GradScaler that also removes the scaler's per-step ``found_inf.item()`` (a
     host sync), because a fused step takes the inf check as a tensor.  Else foreach."""
-    lr = cfg.effective_lr()
     params = list(params)
-    if cfg.optim.optimizer == "sgd":
-        cls, kwargs = torch.optim.SGD, dict(lr=lr, momentum=cfg.optim.momentum, nesterov=True, weight_decay=cfg.optim.weight_decay)
+    if optim.optimizer == "sgd":
+        cls, kwargs = torch.optim.SGD, dict(lr=lr, momentum=optim.momentum, nesterov=True, weight_decay=optim.weight_decay)
     else:
-        cls, kwargs = torch.optim.AdamW, dict(lr=lr, weight_decay=cfg.optim.weight_decay)
+        cls, kwargs = torch.optim.AdamW, dict(lr=lr, weight_decay=optim.weight_decay)
     for extra in ([{"fused": True}] if fused else []) + [{"foreach": True}, {}]:
         try:
             opt = cls(params, **extra, **kwargs)
@@ -153,7 +152,7 @@ def build_training(cfg: RunConfig, device, num_classes: int, steps_per_epoch: in
     face = build_face_model(cfg, num_classes).to(device.torch_device())
     if cfg.optim.channels_last:
         face = face.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg, face.parameters(), fused=device.use_fused_optimizer())
+    optimizer = make_optimizer(cfg.optim, cfg.effective_lr(), face.parameters(), fused=device.use_fused_optimizer())
     total = steps_per_epoch * cfg.schedule.epochs
     if cfg.schedule.max_steps:
         total = min(total, cfg.schedule.max_steps)
