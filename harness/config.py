@@ -13,11 +13,11 @@ from typing import Optional
 
 from .config_sections import (AMP_DTYPES, COMPILE_MODES, DEFAULT_EPOCHS, DEFAULT_LR, EMBEDDED_EPOCHS,  # noqa: F401
                               EMBEDDED_LR, LR_LIMITS, NOMINAL_BATCH, DataConfig, DistConfig, EvalConfig,
-                              ModelConfig, OptimConfig, RecordConfig, ScheduleConfig, Section, _bad)
+                              ModelConfig, OptimConfig, RecordingConfig, ScheduleConfig, Section, _bad)
 
 #: RunConfig's sections: attribute name -> class, in validation order
 SECTIONS = {"dist": DistConfig, "schedule": ScheduleConfig, "optim": OptimConfig, "eval": EvalConfig,
-            "record": RecordConfig, "model": ModelConfig, "data": DataConfig}
+            "recording": RecordingConfig, "model": ModelConfig, "data": DataConfig}
 #: the flat names (command line, ``config.json``, ``RunConfig(**flat)``) in ``config.json``'s order
 FLAT_NAMES = (
     "mode", "device", "backbone", "head", "margin_s", "margin_m", "margin", "sample_rate", "train_data",
@@ -44,11 +44,10 @@ class RunConfig:
     schedule: ScheduleConfig
     eval: EvalConfig
     dist: DistConfig
-    record: RecordConfig
+    recording: RecordingConfig
 
     def __init__(self, mode: str = "train", device: str = "auto", **given):
         self.mode, self.device = mode, device
-        # record= is both a section and the flat flag (record.enabled): a RecordConfig is the section
         bases = {s: given.pop(s) for s, cls in SECTIONS.items() if isinstance(given.get(s), cls)}
         flat = {name: given.pop(name) for name in list(given) if name in FLAT_PLACES}
         if given:
@@ -143,7 +142,7 @@ class RunConfig:
         nothing else changes on resume."""
         s, d = self.schedule, self.dist
         return self.replace(epochs=max(s.epochs, epochs or 0), max_steps=max_steps or s.max_steps,
-                            nproc=nproc or d.nproc, quiet=self.record.quiet if quiet is None else quiet,
+                            nproc=nproc or d.nproc, quiet=self.recording.quiet if quiet is None else quiet,
                             nnodes=nnodes or d.nnodes)
 
     def replace(self, **changes) -> "RunConfig":

@@ -44,7 +44,7 @@ def _check_paths(*flagged) -> None:
 
 class Section:
     """One concern's settings; :meth:`validate` refuses its own bad values.  A section is never a
-    truth value, so a leftover ``if cfg.record:`` (once a flag, now a section) fails loudly."""
+    truth value: ``if cfg.recording:`` fails loudly rather than reading True."""
 
     def validate(self):
         return self
@@ -241,9 +241,10 @@ class DistConfig(Section):
 
 
 @dataclass
-class RecordConfig(Section):
+class RecordingConfig(Section):
     """What the run writes and says: its directory, logs, timing window and checkpoints."""
-    enabled: bool = field(default=True, metadata={"flat": "record"})  # metrics.jsonl, progress; off only to measure overhead
+    #: metrics.jsonl, progress; off only to measure overhead.  Its flat name (flag, config.json) is "record"
+    enabled: bool = field(default=True, metadata={"flat": "record"})
     out: str = "runs"
     run_id: Optional[str] = None
     quiet: bool = False
@@ -252,7 +253,7 @@ class RecordConfig(Section):
     checkpoint_every: int = 1           # epochs; 0 disables
     checkpoint_steps: int = 0           # also every N steps within an epoch; 0 disables
 
-    def validate(self) -> "RecordConfig":
+    def validate(self) -> "RecordingConfig":
         if self.checkpoint_every < 0 or self.checkpoint_steps < 0:
             _bad("--checkpoint-every and --checkpoint-steps must be 0 (never) or positive")
         if self.log_interval <= 0:

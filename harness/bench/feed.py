@@ -61,7 +61,8 @@ def data_point(cfg, warmup: int, steps: int, device) -> dict:
         try:
             images, _ = next(feed)
         except StopIteration:
-            raise ArcbenchError("the training set gave no usable batch (every image bad?)", cfg.data.train_data) from None
+            raise ArcbenchError("the training set gave no usable batch (every image bad?)",
+                                cfg.data.train_data) from None
         t = device.timestamp()  # synchronised: the copy and the normalisation are done
         if i >= warmup:
             times.append(t - t_prev)

@@ -357,7 +357,7 @@ def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, ste
                                                         else None),
                    sample_rate=s.get("sample_rate") or (r if mode == "train" else None),
                    head_memory_planned=plan.get("head_memory_planned"),
-                   run_dir=s.get("run_id") and os.path.join(os.path.abspath(base.record.out), s["run_id"]))
+                   run_dir=s.get("run_id") and os.path.join(os.path.abspath(base.recording.out), s["run_id"]))
         rows.append(row)
     derive(rows, device, base)
     feed_ratios(rows)

@@ -113,7 +113,8 @@ Examples:
 @click.option("--amp/--no-amp", default=None, help="Mixed precision via the device plugin (cuda/sdaa fp16 + GradScaler, cpu bf16).")
 @click.option("--precision", type=click.Choice(["fp32", "amp"]), default=None, help="Same as --amp/--no-amp.")
 @click.option("--use_amp", "--use-amp", "use_amp", type=click.BOOL, default=None, help="Seed spelling: True/False.")
-@click.option("--eval-precision", type=click.Choice(["fp32", "amp"]), default=EvalConfig.eval_precision, show_default=True,
+@click.option("--eval-precision", type=click.Choice(["fp32", "amp"]), default=EvalConfig.eval_precision,
+      show_default=True,
       help="Verification during training: fp32 as in the reference, whatever --precision is; amp is faster "
            "(labelled in the summary).")
 @click.option("--compile", is_flag=True, help="torch.compile the model and its loss (slow first steps, faster after).")
@@ -222,7 +223,7 @@ def run_cmd(**o):
             sys.exit(1)
         raise
     if outer is None or run_dir:  # in a launcher's group, the rank that records prints
-        print_summary(run_dir, summary, cfg.record.out, warmup=_saved_warmup(run_dir, cfg.record))
+        print_summary(run_dir, summary, cfg.recording.out, warmup=_saved_warmup(run_dir, cfg.recording))
 
 
 def _submit(o: dict, cfg) -> None:
@@ -236,8 +237,9 @@ def _submit(o: dict, cfg) -> None:
     if o["submit"] == "slurm" and not o["partition"]:
         raise ArcbenchError("--submit slurm needs --partition")
     cfg.validate()
-    run_id = sanitize_run_id(cfg.record.run_id) if cfg.record.run_id else new_run_id(cfg.model.backbone, cfg.device, cfg.mode)
-    job, run_dir = submit(strip_submit_flags(sys.argv[1:]), cluster=o["submit"], out=cfg.record.out, run_id=run_id,
+    run_id = (sanitize_run_id(cfg.recording.run_id) if cfg.recording.run_id
+              else new_run_id(cfg.model.backbone, cfg.device, cfg.mode))
+    job, run_dir = submit(strip_submit_flags(sys.argv[1:]), cluster=o["submit"], out=cfg.recording.out, run_id=run_id,
                           partition=o["partition"], nodes=o["nodes"], gpus_per_node=o["gpus_per_node"],
                           time_limit=o["time_limit"])
     click.echo(f"arcbench: submitted job {job.job_id} ({o['submit']}, {o['nodes']} node(s) x {o['gpus_per_node']})")
@@ -261,7 +263,7 @@ def _restarting(outer, exc: BaseException) -> bool:
 def _saved_warmup(run_dir: str, record) -> int:
     """The run's own timing warm-up (a resumed run keeps the one it was started with)."""
     try:
-        return int(RunConfig.load(os.path.join(run_dir, "config.json")).record.timing_warmup)
+        return int(RunConfig.load(os.path.join(run_dir, "config.json")).recording.timing_warmup)
     except Exception:  # noqa: BLE001  (the summary's wording only)
         return int(record.timing_warmup)
 

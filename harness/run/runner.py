@@ -64,7 +64,7 @@ def resolve_data(cfg: RunConfig) -> RunConfig:
         from ..data.synth import default_dataset
 
         # say what the pause is: generating the set takes seconds, once
-        root = str(default_dataset(log=None if cfg.record.quiet else (lambda m: print(m, flush=True))))
+        root = str(default_dataset(log=None if cfg.recording.quiet else (lambda m: print(m, flush=True))))
         changes.update(train_data=os.path.join(root, "train"),
                        annotation=os.path.join(root, "cls_train.txt"))
         if not (cfg.data.val_data or cfg.data.val_bin):
@@ -153,7 +153,7 @@ def prepare(cfg: Optional[RunConfig], resume: Optional[str] = None, overrides: O
             check_writable(run_dir)
             remove_stale_temporaries(run_dir)
         elif cfg.dist.node_rank == 0:
-            run_dir = create_run_dir(cfg.record.out, cfg.record.run_id, backbone=cfg.model.backbone, device=device.name, mode=cfg.mode)
+            run_dir = create_run_dir(cfg.recording.out, cfg.recording.run_id, backbone=cfg.model.backbone, device=device.name, mode=cfg.mode)
             lock = RunLock(run_dir).acquire()
         else:
             run_dir = ""  # non-zero nodes train but do not record
@@ -222,7 +222,7 @@ def execute_prepared(run: Run, log=print, fresh_process: bool = False,
 
 def _execute(run: Run, log, fresh_process: bool, body) -> Tuple[str, dict]:
     cfg = run.cfg
-    if run.run_dir and not cfg.record.quiet:
+    if run.run_dir and not cfg.recording.quiet:
         log(f"arcbench: run directory {run.run_dir}")
     start = run.started or time.time()
     try:
@@ -314,7 +314,7 @@ def evaluate_only(run: Run) -> dict:
         start = run.device.timestamp()
         r = evaluate_weights(cfg.model.backbone, cfg.model.weights, run.device, vset, batch_size=cfg.eval.eval_batch_size,
                              flip=cfg.eval.eval_flip, amp=cfg.amp, workers=cfg.data.workers,
-                             progress=not cfg.record.quiet and sys.stdout.isatty())
+                             progress=not cfg.recording.quiet and sys.stdout.isatty())
         r["seconds"] = run.device.timestamp() - start
         data = {"val.lfw.accuracy": r["accuracy"], "val.lfw.accuracy_std": r["accuracy_std"]} if i == 0 else {}
         if len(vsets) > 1:

@@ -80,7 +80,7 @@ class _Process:
 
     def __init__(self, cfg: RunConfig, run_dir: str, rank: int, world_size: int):
         self.cfg, self.run_dir, self.rank, self.world_size = cfg, run_dir, rank, world_size
-        self.rec = Recorder(run_dir, enabled=cfg.record.enabled) if rank == 0 and run_dir else None
+        self.rec = Recorder(run_dir, enabled=cfg.recording.enabled) if rank == 0 and run_dir else None
         self.stop = signals.StopRequest()
         self.trainer = None
         self.ready = False  # from here on an interrupt may checkpoint: the state is this run's own
@@ -156,7 +156,7 @@ class _Process:
         last = checkpoints.latest(self.run_dir) if (resume and self.run_dir) else None
         if last:
             _restore(self.trainer, last)
-            if self.rank == 0 and not cfg.record.quiet:
+            if self.rank == 0 and not cfg.recording.quiet:
                 say(f"arcbench: resumed from {last} at epoch {self.trainer.epoch + 1}, "
                     f"step {self.trainer.global_step}")
         elif cfg.model.weights:

@@ -164,7 +164,7 @@ def save_checkpoint(tr, tag: Optional[str] = None) -> None:
         if tr.world_size > 1 and isinstance(sys.exc_info()[1], KeyboardInterrupt):
             # called by rank 0 alone while an interrupt unwinds: gathering the centres would wait
             # for ranks that are not there, so the last periodic checkpoint stays the one to resume
-            if tr.is_main and not tr.cfg.record.quiet:
+            if tr.is_main and not tr.cfg.recording.quiet:
                 tr.log("arcbench: interrupted; the sharded head is checkpointed only at step "
                        "boundaries all processes reach (--checkpoint-steps), so the last one is kept")
             return

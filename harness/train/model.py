@@ -68,12 +68,13 @@ def uses_cuda_graphs(cfg: RunConfig) -> bool:
 
 
 def make_optimizer(optim: OptimConfig, lr: float, params, fused: bool = False) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov) or AdamW at ``lr`` (the run's effective lr).  ``fused``: the whole step as one fused kernel where torch
-    has it; with an fp16 GradScaler that also removes the scaler's per-step ``found_inf.item()`` (a
+    """SGD (momentum, nesterov) or AdamW at ``lr`` (the run's effective lr).  ``fused``: the whole
+    step as one fused kernel where torch has it; with an fp16 GradScaler that also removes the scaler's per-step ``found_inf.item()`` (a
     host sync), because a fused step takes the inf check as a tensor.  Else foreach."""
     params = list(params)
     if optim.optimizer == "sgd":
-        cls, kwargs = torch.optim.SGD, dict(lr=lr, momentum=optim.momentum, nesterov=True, weight_decay=optim.weight_decay)
+        cls, kwargs = torch.optim.SGD, dict(lr=lr, momentum=optim.momentum, nesterov=True,
+                                            weight_decay=optim.weight_decay)
     else:
         cls, kwargs = torch.optim.AdamW, dict(lr=lr, weight_decay=optim.weight_decay)
     for extra in ([{"fused": True}] if fused else []) + [{"foreach": True}, {}]:
@@ -103,14 +104,15 @@ def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
     """Backbone and head from the registries; s defaults to the backbone's margin scale."""
     from ..registry import create_head, get_backbone, head_kwargs
 
-    spec = get_backbone(cfg.model.backbone)
+    model = cfg.model
+    spec = get_backbone(model.backbone)
     backbone = spec.create()
     # only what the head's spec lists; None: the head's own default (a sharded head is split over
     # the process group initialised before this is called)
-    given = {"s": cfg.model.margin_s, "m": cfg.model.margin_m, "margin": cfg.model.margin, "sample_rate": cfg.model.sample_rate,
+    given = {"s": model.margin_s, "m": model.margin_m, "margin": model.margin, "sample_rate": model.sample_rate,
              "seed": cfg.schedule.seed}
-    kwargs = head_kwargs(cfg.model.head, given, defaults={"s": spec.margin_scale})
-    return FaceModel(backbone, create_head(cfg.model.head, spec.embedding_size, num_classes, **kwargs))
+    kwargs = head_kwargs(model.head, given, defaults={"s": spec.margin_scale})
+    return FaceModel(backbone, create_head(model.head, spec.embedding_size, num_classes, **kwargs))
 
 
 @dataclass

@@ -64,7 +64,7 @@ class Trainer:
                                                             "cudagraph_mark_step_begin")
         self.steps_per_epoch, self.total_steps = built.steps_per_epoch, built.total_steps
         self.sink = TrainLog(recorder, steps_per_epoch=self.steps_per_epoch, world_size=world_size,
-                             per_process_batch=cfg.per_process_batch, say=log, quiet=cfg.record.quiet) \
+                             per_process_batch=cfg.per_process_batch, say=log, quiet=cfg.recording.quiet) \
             if self.is_main else None
         self.callbacks = []
         vsets = [vset] if vset is not None and not isinstance(vset, (list, tuple)) else list(vset or [])
@@ -114,7 +114,7 @@ class Trainer:
                 break  # --max-steps ended the run inside an epoch
             for callback in self.callbacks:
                 callback.on_epoch_end(self)
-            if cfg.record.checkpoint_every and self.epoch % cfg.record.checkpoint_every == 0:
+            if cfg.recording.checkpoint_every and self.epoch % cfg.recording.checkpoint_every == 0:
                 self.save_checkpoint(tag=f"epoch{self.epoch:03d}")
         for callback in self.callbacks:
             callback.on_train_end(self)
@@ -164,7 +164,7 @@ class Trainer:
 
     def _eta(self, what: str) -> None:
         """Without a progress bar (output to a file or a pipe) say where the run is, with an ETA."""
-        if not self.is_main or self.cfg.record.quiet or sys.stdout.isatty() or not self.steps_this_process:
+        if not self.is_main or self.cfg.recording.quiet or sys.stdout.isatty() or not self.steps_this_process:
             return
         elapsed = time.perf_counter() - self._started
         per_step = elapsed / self.steps_this_process  # until warm-up is over: start-up included
@@ -179,7 +179,7 @@ class Trainer:
     def _steps(self, it, steps: int, bar) -> None:
         """The hot loop over this epoch's remaining steps: no host sync outside the flush."""
         cfg = self.cfg
-        buf = torch.zeros(max(1, cfg.record.log_interval), device=self.tdev)
+        buf = torch.zeros(max(1, cfg.recording.log_interval), device=self.tdev)
         pending = []  # (global_step, lr, steps_this_process) since the last flush
         timer = self.timer
         timer.open()  # the timed window's one sync
@@ -197,7 +197,7 @@ class Trainer:
             timer.end()
             self._count_step(images.shape[0], bar)
             pending.append((self.global_step - 1, lr, self.steps_this_process))
-            checkpoint_due = bool(cfg.record.checkpoint_steps) and self.global_step % cfg.record.checkpoint_steps == 0
+            checkpoint_due = bool(cfg.recording.checkpoint_steps) and self.global_step % cfg.recording.checkpoint_steps == 0
             if len(pending) == buf.numel() or self.step_in_epoch >= steps or checkpoint_due or self.stop:
                 # a checkpoint or a stop also flushes: every step before it is logged and in the epoch loss
                 self._flush(buf, pending, bar)
@@ -253,7 +253,7 @@ class Trainer:
             step = pending[bad[0]][0] + 1
             raise NonFiniteLoss(f"loss became {values[bad[0]]} at step {step}; stopped, last good checkpoint kept")
         for (_, _, n), (data, compute, host) in zip(pending, times):
-            if n > self.cfg.record.timing_warmup:  # warm-up steps are excluded from the figures
+            if n > self.cfg.recording.timing_warmup:  # warm-up steps are excluded from the figures
                 self.data_times.append(data)
                 self.compute_times.append(compute)
                 self.host_wait_times.append(host)
@@ -263,7 +263,7 @@ class Trainer:
             self.sink.steps([(p[0], p[1], t[0], t[1]) for p, t in zip(pending, times)], values, bar)
 
     def _progress(self, steps):
-        if not self.is_main or self.cfg.record.quiet or not sys.stdout.isatty():
+        if not self.is_main or self.cfg.recording.quiet or not sys.stdout.isatty():
             return None
         from tqdm import tqdm
 

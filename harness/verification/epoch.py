@@ -56,7 +56,7 @@ class EpochVerification:
         start = tr.device.timestamp()
         result = evaluate(checkpoints.unwrap(tr.face).backbone, tr.device, vset,
                           batch_size=cfg.eval.eval_batch_size, flip=cfg.eval.eval_flip, amp=cfg.eval.eval_precision == "amp",
-                          workers=cfg.data.workers, progress=tr.is_main and not cfg.record.quiet and sys.stdout.isatty(),
+                          workers=cfg.data.workers, progress=tr.is_main and not cfg.recording.quiet and sys.stdout.isatty(),
                           sharded=True, input_size=self.spec.input_size,
                           fold_bn=self.spec.fold_bn)
         if tr.is_main:

@@ -123,7 +123,7 @@ def run_set_names(cfg) -> Tuple[Optional[str], Optional[str]]:
     """``(train_set, eval_set)`` of a run config, as the run records them from its first moment: the
     eval set is the headline one (LFW when the run has it, else the first .bin, else the folder set)."""
     train = train_set_name(cfg.data.train_data) if cfg.mode != "eval" else None
-    bins = list(cfg.data.val_bin_files()) if hasattr(cfg.data, "val_bin_files") else ([cfg.data.val_bin] if cfg.data.val_bin else [])
+    bins = cfg.data.val_bin_files()
     val_data = cfg.data.val_data
     if val_data and not cfg.data.val_pairs and str(val_data).lower().endswith(".bin"):
         val_data, bins = None, [val_data] + bins

@@ -34,8 +34,8 @@ BAD = [
                                          "max-autotune, max-autotune-no-cudagraphs"),
     ("eval", dict(eval_batch_size=0), "--eval-batch-size must be positive, got 0"),
     ("eval", dict(eval_precision="fp16"), "unknown --eval-precision 'fp16'; known: fp32, amp"),
-    ("record", dict(checkpoint_steps=-1), "--checkpoint-every and --checkpoint-steps must be 0 (never) or positive"),
-    ("record", dict(log_interval=0), "--log-interval must be positive, got 0"),
+    ("recording", dict(checkpoint_steps=-1), "--checkpoint-every and --checkpoint-steps must be 0 (never) or positive"),
+    ("recording", dict(log_interval=0), "--log-interval must be positive, got 0"),
     ("model", dict(margin_s=0.0), "--margin-s must be a positive number, got 0.0"),
     ("model", dict(margin_m=float("nan")), "--margin-m must be a finite number, got nan"),
     ("model", dict(sample_rate=1.5), "--sample-rate must be in (0, 1], got 1.5"),
@@ -45,7 +45,8 @@ BAD = [
     ("model", dict(weights="/nonexistent/w.pth"), "--weights: path does not exist"),
     ("data", dict(workers=-1), "--workers must be 0 or more, got -1"),
     ("data", dict(decode="gpu"), "--decode must be host or device, got 'gpu'"),
-    ("data", dict(train_data="synthetic", synthetic_steps=0), "--synthetic-classes and --synthetic-steps must be positive"),
+    ("data", dict(train_data="synthetic", synthetic_steps=0),
+     "--synthetic-classes and --synthetic-steps must be positive"),
     ("data", dict(on_bad_image="retry"), "--on-bad-image must be skip or fail"),
     ("data", dict(val_data="/tmp"), "--val-data and --val-pairs go together"),
     ("data", dict(train_data="/nonexistent/train"), "--train-data: path does not exist"),
@@ -79,19 +80,19 @@ def test_checks_across_sections_stay_with_the_run_config():
 
 def test_flat_names_build_and_change_sections():
     cfg = RunConfig(lr=0.05, nproc=2, record=False, val_bin=["a.bin"], eval_every=3)
-    assert (cfg.optim.lr, cfg.dist.nproc, cfg.record.enabled, cfg.data.val_bin, cfg.eval.eval_every) == \
+    assert (cfg.optim.lr, cfg.dist.nproc, cfg.recording.enabled, cfg.data.val_bin, cfg.eval.eval_every) == \
         (0.05, 2, False, ["a.bin"], 3)
     assert RunConfig().optim.lr == 1e-2 and RunConfig(optimizer="adamw").optim.lr == 1e-3  # the default lr
     changed = cfg.replace(quiet=True, batch_size=32)
-    assert (changed.record.quiet, changed.schedule.batch_size, changed.record.enabled) == (True, 32, False)
-    assert (cfg.record.quiet, cfg.schedule.batch_size) == (False, 64)  # the original is untouched
-    assert changed.record is not cfg.record and changed.optim is not cfg.optim
-    whole = cfg.replace(optim=dataclasses.replace(cfg.optim, lr=0.2), record=cfg.record, seed=3)
-    assert (whole.optim.lr, whole.record.enabled, whole.schedule.seed) == (0.2, False, 3)
+    assert (changed.recording.quiet, changed.schedule.batch_size, changed.recording.enabled) == (True, 32, False)
+    assert (cfg.recording.quiet, cfg.schedule.batch_size) == (False, 64)  # the original is untouched
+    assert changed.recording is not cfg.recording and changed.optim is not cfg.optim
+    whole = cfg.replace(optim=dataclasses.replace(cfg.optim, lr=0.2), recording=cfg.recording, seed=3)
+    assert (whole.optim.lr, whole.recording.enabled, whole.schedule.seed) == (0.2, False, 3)
     with pytest.raises(TypeError, match="unknown settings bogus"):
         RunConfig(bogus=1)
     with pytest.raises(TypeError, match="section, not a flag"):
-        bool(cfg.record)  # once the flag --no-record, now a section: a leftover `if cfg.record` fails
+        bool(cfg.recording)  # a section is no flag: `if cfg.recording` fails, it does not read True
 
 
 def test_every_section_field_has_one_flat_name_in_config_json_order():
