@@ -311,8 +311,8 @@ def test_an_interrupt_at_several_processes_keeps_the_last_checkpoint_without_gat
     monkeypatch.setattr(partial_fc_state, "full_state", lambda head, opt: calls.append("gather") or None)
     said = []
     fake = SimpleNamespace(face=SimpleNamespace(head_sharded=True, head=None), world_size=2, is_main=True,
-                           cfg=SimpleNamespace(quiet=False), log=said.append, optimizer=None, rec=None,
-                           run_dir=None)
+                           cfg=SimpleNamespace(recording=SimpleNamespace(quiet=False)), log=said.append,
+                           optimizer=None, rec=None, run_dir=None)
     try:
         raise KeyboardInterrupt("signal 2")
     except KeyboardInterrupt:
