@@ -47,6 +47,8 @@ class RunConfig:
     recording: RecordingConfig
 
     def __init__(self, mode: str = "train", device: str = "auto", **given):
+        """``given``: flat names (each goes to its section) and whole sections (copied; a flat name
+        given beside its section changes the copy); an unknown name is a TypeError."""
         self.mode, self.device = mode, device
         bases = {s: given.pop(s) for s, cls in SECTIONS.items() if isinstance(given.get(s), cls)}
         flat = {name: given.pop(name) for name in list(given) if name in FLAT_PLACES}
