@@ -97,11 +97,11 @@ def test_train_step(timed, device, short, backbone, precision):
     batch = _batch(short, TRAIN[backbone], backbone)
     trainer, data = _trainer(device, backbone, batch, precision)
     trainer.face.train()
-    cl = torch.channels_last if trainer.cfg.channels_last else torch.contiguous_format
+    cl = torch.channels_last if trainer.cfg.optim.channels_last else torch.contiguous_format
     x = data.images.contiguous(memory_format=cl)
     y = data.labels
     loss = timed(lambda: trainer.train_step(x, y), device, images=batch, backbone=backbone, batch=batch,
-                 precision=precision, channels_last=trainer.cfg.channels_last)
+                 precision=precision, channels_last=trainer.cfg.optim.channels_last)
     assert torch.isfinite(loss).item()
 
 

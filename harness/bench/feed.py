@@ -48,12 +48,12 @@ def data_point(cfg, warmup: int, steps: int, device) -> dict:
     from ..registry import get_backbone
     from ..record.stats import step_stats
 
-    if cfg.train_data == "synthetic":
+    if cfg.data.train_data == "synthetic":
         raise ArcbenchError("--mode data measures the input pipeline: give --data a training set, not synthetic")
-    spec = get_backbone(cfg.backbone)
+    spec = get_backbone(cfg.model.backbone)
     data = open_train_data(cfg, device, 0, 1, input_size=spec.input_size)
     decode = bare_decode_rate(data.dataset)  # before the workers start: nothing competes with it
-    feed = DeviceFeed(epochs(data), device, channels_last=cfg.channels_last)
+    feed = DeviceFeed(epochs(data), device, channels_last=cfg.optim.channels_last)
     device.reset_peak_memory()
     times = []
     t_prev = device.timestamp()
@@ -61,7 +61,8 @@ def data_point(cfg, warmup: int, steps: int, device) -> dict:
         try:
             images, _ = next(feed)
         except StopIteration:
-            raise ArcbenchError("the training set gave no usable batch (every image bad?)", cfg.train_data) from None
+            raise ArcbenchError("the training set gave no usable batch (every image bad?)",
+                                cfg.data.train_data) from None
         t = device.timestamp()  # synchronised: the copy and the normalisation are done
         if i >= warmup:
             times.append(t - t_prev)
@@ -76,7 +77,7 @@ def data_point(cfg, warmup: int, steps: int, device) -> dict:
                decode_img_s=decode,
                decode_ratio=(rate / (max(1, workers) * decode)) if (rate and decode) else None,
                bad_images=int(getattr(data, "bad_images", 0)), steps=warmup + steps, status="completed",
-               train_set=data.name, synthetic=False, decode=cfg.decode)
+               train_set=data.name, synthetic=False, decode=cfg.data.decode)
     out.update(peak_memory(device))
     return out
 

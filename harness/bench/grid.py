@@ -167,25 +167,25 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device, engine: str = "
     from ..record.stats import step_stats
 
     tdev = device.torch_device()
-    spec = get_backbone(cfg.backbone)
-    e = embedder(cfg.backbone, onnx_file if engine == "onnxruntime" else None, device, engine)
-    channels_last = cfg.channels_last and e.channels_last
+    spec = get_backbone(cfg.model.backbone)
+    e = embedder(cfg.model.backbone, onnx_file if engine == "onnxruntime" else None, device, engine)
+    channels_last = cfg.optim.channels_last and e.channels_last
     model = e.model
     if e.engine == "torch":
         # the module arcbench.verification.evaluate runs: a conv+BN folded copy where the spec allows it
         model = inference_model(model, channels_last=channels_last, fold_bn=spec.fold_bn)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if cfg.compile:
+        if cfg.optim.compile:
             from ..train.model import compile_model
 
-            model = compile_model(model, device, cfg.compile_mode)  # as training compiles it
-    elif cfg.compile or cfg.amp:
+            model = compile_model(model, device, cfg.optim.compile_mode)  # as training compiles it
+    elif cfg.optim.compile or cfg.amp:
         raise ArcbenchError("--compile and amp apply to the torch engine, not onnxruntime")
     data = open_train_data(cfg.replace(synthetic_steps=warmup + steps), device, 0, 1, input_size=spec.input_size)
     device.reset_peak_memory()
     dts, cts = [], []
-    it = itertools.cycle(data) if cfg.train_data != "synthetic" else iter(data)
+    it = itertools.cycle(data) if cfg.data.train_data != "synthetic" else iter(data)
     it = DeviceFeed(it, device, channels_last=channels_last, overlap=False)  # timed as data: no overlap
     with torch.inference_mode():
         for i in range(warmup + steps):
@@ -230,7 +230,7 @@ def _run_point(base: RunConfig, *, precision: str, batch_size: int, nproc: int, 
     from ..run import runner
 
     cfg = base.replace(precision=precision, batch_size=batch_size * nproc, nproc=nproc, mode="bench",
-                       max_steps=warmup + steps, epochs=10 ** 6 if base.train_data != "synthetic" else 1,
+                       max_steps=warmup + steps, epochs=10 ** 6 if base.data.train_data != "synthetic" else 1,
                        synthetic_steps=warmup + steps, timing_warmup=warmup, checkpoint_every=0,
                        eval_every=0, val_data=None, val_pairs=None, val_bin=None, quiet=True)
     if mode == "data":
@@ -264,7 +264,7 @@ def bench(base: RunConfig, *, precisions: List[str], batch_sizes: List[int], npr
     reports the median over repeats with the spread (as MLPerf reports its results).
 
     ``num_classes`` (synthetic data) and ``sample_rates`` (Partial FC) are axes too;
-    None: ``base.synthetic_classes`` and ``base.sample_rate``.  ``mode`` may be a list
+    None: ``base.data.synthetic_classes`` and ``base.model.sample_rate``.  ``mode`` may be a list
     (``["data", "train"]``): data points (the input pipeline alone, one process, no
     precision) run once per batch size, and pair with the train rows by ``feed_ratio``.
 
@@ -297,12 +297,12 @@ def _export_for_bench(base: RunConfig, device, folder: str, log) -> str:
     from ..registry import create_backbone, get_backbone
 
     providers_for(device)
-    spec = get_backbone(base.backbone)
-    path = os.path.join(folder, f"{base.backbone}.onnx")
-    info = export_module(create_backbone(base.backbone), path, input_size=spec.input_size, fold_bn=spec.fold_bn,
-                         name=base.backbone, metadata=backbone_metadata(base.backbone, spec, None, "fp32"))
+    spec = get_backbone(base.model.backbone)
+    path = os.path.join(folder, f"{base.model.backbone}.onnx")
+    info = export_module(create_backbone(base.model.backbone), path, input_size=spec.input_size, fold_bn=spec.fold_bn,
+                         name=base.model.backbone, metadata=backbone_metadata(base.model.backbone, spec, None, "fp32"))
     if log:
-        log(f"exported {base.backbone} to ONNX for the onnxruntime points ({info['exporter']} exporter, "
+        log(f"exported {base.model.backbone} to ONNX for the onnxruntime points ({info['exporter']} exporter, "
             f"opset {info['opset']}, {info['seconds']:.1f} s)")
     return path
 
@@ -313,8 +313,8 @@ def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, ste
     from .feed import feed_ratios
 
     rows = []
-    classes = list(num_classes or [base.synthetic_classes])
-    rates = list(sample_rates or [base.sample_rate])
+    classes = list(num_classes or [base.data.synthetic_classes])
+    rates = list(sample_rates or [base.model.sample_rate])
     grid = []
     for m in ([mode] if isinstance(mode, str) else list(mode)):
         if m == "data":  # the pipeline has no precision and is one process's
@@ -328,17 +328,17 @@ def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, ste
         log("onnxruntime runs the exported fp32 graph: amp points are measured for torch only")
     for i, (mode, c, r, bs, n, eng, prec) in enumerate(grid, 1):
         point = base.replace(device=device.name, synthetic_classes=c, sample_rate=r)
-        what = (f"{c:,} classes" + (f" r={r:g}" if base.head in registry.heads_taking("sample_rate") else "")
-                if base.train_data == "synthetic" and mode == "train" else "")
+        what = (f"{c:,} classes" + (f" r={r:g}" if base.model.head in registry.heads_taking("sample_rate") else "")
+                if base.data.train_data == "synthetic" and mode == "train" else "")
         if log:
-            log(f"[{i}/{len(grid)}] {base.backbone} {mode}{' ' + eng if len(engines) > 1 else ''}"
+            log(f"[{i}/{len(grid)}] {base.model.backbone} {mode}{' ' + eng if len(engines) > 1 else ''}"
                 f"{' ' + prec if prec else ''} batch {bs} x {n} proc"
                 f"{' ' + what if what else ''} on {device.name} ...")
-        if base.compile:
+        if base.optim.compile:
             _reset_compiler()  # each point compiles afresh: no recompile limit reached across the grid
         plan = {}
-        if mode == "train" and base.train_data == "synthetic":
-            plan = head_plan(base.backbone, base.head, c, r, n, bs, device)
+        if mode == "train" and base.data.train_data == "synthetic":
+            plan = head_plan(base.model.backbone, base.model.head, c, r, n, bs, device)
         if plan.get("fit_error"):  # the command prints the one line with the table
             s = {"status": SKIPPED, "reason": plan["fit_error"], "synthetic": True}
         else:
@@ -347,14 +347,14 @@ def _bench_grid(base, device, precisions, batch_sizes, nprocs, mode, warmup, ste
                                         min_seconds=min_seconds)
                               for _ in range(max(1, repeat))])
         row = {k: s.get(k) for k in ROW_KEYS + REPEAT_KEYS}
-        row.update(device=device.name, backbone=base.backbone, mode=mode, engine=eng, precision=prec, nproc=n,
-                   batch_size=bs * n, per_process_batch=bs, data=base.train_data,
-                   head=base.head if mode == "train" else None,
-                   num_classes=s.get("num_classes") or (c if base.train_data == "synthetic" and mode == "train"
+        row.update(device=device.name, backbone=base.model.backbone, mode=mode, engine=eng, precision=prec, nproc=n,
+                   batch_size=bs * n, per_process_batch=bs, data=base.data.train_data,
+                   head=base.model.head if mode == "train" else None,
+                   num_classes=s.get("num_classes") or (c if base.data.train_data == "synthetic" and mode == "train"
                                                         else None),
                    sample_rate=s.get("sample_rate") or (r if mode == "train" else None),
                    head_memory_planned=plan.get("head_memory_planned"),
-                   run_dir=s.get("run_id") and os.path.join(os.path.abspath(base.out), s["run_id"]))
+                   run_dir=s.get("run_id") and os.path.join(os.path.abspath(base.recording.out), s["run_id"]))
         rows.append(row)
     derive(rows, device, base)
     feed_ratios(rows)
@@ -427,7 +427,7 @@ def derive(rows: List[dict], device, base: RunConfig) -> None:
             one and thr and one.get("throughput_median")) else None
         fk = (r["backbone"], r["mode"], r.get("num_classes"), r.get("sample_rate"), r["nproc"])
         if fk not in flops_cache:
-            per_img = step_flops(r["backbone"], base.head, 1, r["mode"], r.get("num_classes") or base.synthetic_classes,
+            per_img = step_flops(r["backbone"], base.model.head, 1, r["mode"], r.get("num_classes") or base.data.synthetic_classes,
                                  r.get("sample_rate") or 1.0, r["nproc"])
             flops_cache[fk] = per_img
         per_img = flops_cache[fk]

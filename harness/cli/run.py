@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from ..config import AMP_DTYPES, COMPILE_MODES, RunConfig
+from ..config import AMP_DTYPES, COMPILE_MODES, EvalConfig, RunConfig, ScheduleConfig
 from ..record.recorder import BAD_IMAGES_FILE, read_bad_images
 from .options import RegistryOption
 
@@ -101,7 +101,7 @@ Examples:
       help="SGD: momentum 0.9, nesterov, weight decay 5e-4. AdamW: weight decay 5e-4. Both fused where the "
            "device has fused kernels (no GradScaler sync), else foreach.")
 @click.option("--lr-schedule", "--schedule", "lr_schedule", type=click.Choice(["reference", "cosine", "step"]),
-      default=RunConfig.lr_schedule, show_default=True,
+      default=ScheduleConfig.lr_schedule, show_default=True,
       help="reference: the reference's per-epoch schedule (quadratic warm-up, cosine, flat min-lr tail); "
            "step: its per-epoch x(min_lr/lr)^(1/9) every epochs/10; cosine: per-iteration linear warm-up "
            "then cosine to 1% (insightface style).")
@@ -113,7 +113,8 @@ Examples:
 @click.option("--amp/--no-amp", default=None, help="Mixed precision via the device plugin (cuda/sdaa fp16 + GradScaler, cpu bf16).")
 @click.option("--precision", type=click.Choice(["fp32", "amp"]), default=None, help="Same as --amp/--no-amp.")
 @click.option("--use_amp", "--use-amp", "use_amp", type=click.BOOL, default=None, help="Seed spelling: True/False.")
-@click.option("--eval-precision", type=click.Choice(["fp32", "amp"]), default=RunConfig.eval_precision, show_default=True,
+@click.option("--eval-precision", type=click.Choice(["fp32", "amp"]), default=EvalConfig.eval_precision,
+      show_default=True,
       help="Verification during training: fp32 as in the reference, whatever --precision is; amp is faster "
            "(labelled in the summary).")
 @click.option("--compile", is_flag=True, help="torch.compile the model and its loss (slow first steps, faster after).")
@@ -195,8 +196,8 @@ def run_cmd(**o):
     if o["resume"] or outer is not None:
         # the run's own settings, continued with what was given beside --resume (or an elastic restart)
         overrides = dict(epochs=o["epochs"], max_steps=o["max_steps"], quiet=o["quiet"],
-                         nproc=cfg.nproc if given("nproc") or outer is not None else None,
-                         nnodes=cfg.nnodes if outer is not None else None)
+                         nproc=cfg.dist.nproc if given("nproc") or outer is not None else None,
+                         nnodes=cfg.dist.nnodes if outer is not None else None)
     if outer is not None:
         from ..run.group_run import execute as group_execute
 
@@ -222,7 +223,7 @@ def run_cmd(**o):
             sys.exit(1)
         raise
     if outer is None or run_dir:  # in a launcher's group, the rank that records prints
-        print_summary(run_dir, summary, cfg.out, warmup=_saved_warmup(run_dir, cfg))
+        print_summary(run_dir, summary, cfg.recording.out, warmup=_saved_warmup(run_dir, cfg.recording))
 
 
 def _submit(o: dict, cfg) -> None:
@@ -236,8 +237,9 @@ def _submit(o: dict, cfg) -> None:
     if o["submit"] == "slurm" and not o["partition"]:
         raise ArcbenchError("--submit slurm needs --partition")
     cfg.validate()
-    run_id = sanitize_run_id(cfg.run_id) if cfg.run_id else new_run_id(cfg.backbone, cfg.device, cfg.mode)
-    job, run_dir = submit(strip_submit_flags(sys.argv[1:]), cluster=o["submit"], out=cfg.out, run_id=run_id,
+    run_id = (sanitize_run_id(cfg.recording.run_id) if cfg.recording.run_id
+              else new_run_id(cfg.model.backbone, cfg.device, cfg.mode))
+    job, run_dir = submit(strip_submit_flags(sys.argv[1:]), cluster=o["submit"], out=cfg.recording.out, run_id=run_id,
                           partition=o["partition"], nodes=o["nodes"], gpus_per_node=o["gpus_per_node"],
                           time_limit=o["time_limit"])
     click.echo(f"arcbench: submitted job {job.job_id} ({o['submit']}, {o['nodes']} node(s) x {o['gpus_per_node']})")
@@ -258,12 +260,12 @@ def _restarting(outer, exc: BaseException) -> bool:
     return True
 
 
-def _saved_warmup(run_dir: str, cfg) -> int:
+def _saved_warmup(run_dir: str, record) -> int:
     """The run's own timing warm-up (a resumed run keeps the one it was started with)."""
     try:
-        return int(RunConfig.load(os.path.join(run_dir, "config.json")).timing_warmup)
+        return int(RunConfig.load(os.path.join(run_dir, "config.json")).recording.timing_warmup)
     except Exception:  # noqa: BLE001  (the summary's wording only)
-        return int(cfg.timing_warmup)
+        return int(record.timing_warmup)
 
 
 def echoctl_off(fd: int, foreground_only: bool = True):

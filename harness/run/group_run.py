@@ -18,7 +18,7 @@ import time
 from typing import Callable, Optional, Tuple
 
 from .cluster import OuterLaunch
-from ..config import RunConfig
+from ..config import RecordingConfig, RunConfig
 from ..errors import ArcbenchError
 
 #: (option key, flag, the launcher's value): arcbench's own launch flags and what replaces them
@@ -61,7 +61,8 @@ def execute(cfg: RunConfig, outer: OuterLaunch, resume: Optional[str] = None, ov
 
     outer.export_env()
     device = registry.require_device(cfg.device)
-    collectives.setup(device, outer.rank, outer.world_size, timeout=cfg.dist_timeout, wait=cfg.collective_wait)
+    collectives.setup(device, outer.rank, outer.world_size, timeout=cfg.dist.dist_timeout,
+                      wait=cfg.dist.collective_wait)
     try:
         _bind(device, outer)
         run, run_dir = _prepared(cfg, outer, device, resume, overrides, log)
@@ -118,16 +119,16 @@ def _prepared(cfg, outer: OuterLaunch, device, resume, overrides, log):
     run, failure, note = None, None, None
     if outer.rank == 0:
         try:
-            earlier = _launch_note(cfg, outer) if outer.restart_count else {}
+            earlier = _launch_note(cfg.recording, outer) if outer.restart_count else {}
             target = resume or earlier.get("run_dir")
-            if outer.restart_count and target and not cfg.quiet:
+            if outer.restart_count and target and not cfg.recording.quiet:
                 log(f"arcbench: {outer.launcher} restarted the workers (restart {outer.restart_count} of "
                     f"{outer.max_restarts}); resuming {target}")
             run = runner.prepare(cfg, target, overrides if target else None)
             if earlier.get("run_dir") == run.run_dir:
                 run.started = earlier.get("started")  # the record spans the attempts of this launch
             else:
-                _remember(cfg.out, outer, run.run_dir)
+                _remember(cfg.recording.out, outer, run.run_dir)
             note = {"run_dir": run.run_dir, "cfg": run.cfg.to_dict(), "resumed": run.resumed}
         except BaseException as exc:
             failure = exc
@@ -139,7 +140,7 @@ def _prepared(cfg, outer: OuterLaunch, device, resume, overrides, log):
         raise ArcbenchError(f"rank 0 could not start the run: {shared['error']}")
     if run is None:
         run = runner.Run(RunConfig.from_dict(shared["cfg"]), "", device, resumed=bool(shared["resumed"]))
-    elif not cfg.quiet:
+    elif not cfg.recording.quiet:
         log(f"arcbench: {outer.describe()}")
     return run, shared["run_dir"]
 
@@ -156,18 +157,18 @@ def _remember(out: str, outer: OuterLaunch, run_dir: str) -> None:
     write_json(_note_path(out, outer), {"run_dir": run_dir, "job": outer.job, "started": time.time()})
 
 
-def _launch_note(cfg: RunConfig, outer: OuterLaunch) -> dict:
+def _launch_note(record: RecordingConfig, outer: OuterLaunch) -> dict:
     """On an elastic restart: the run the first attempt started and when ({}: none, start one)."""
     try:
-        with open(_note_path(cfg.out, outer)) as fh:
+        with open(_note_path(record.out, outer)) as fh:
             note = json.load(fh)
     except (OSError, ValueError):
         note = {}
     note = note if isinstance(note, dict) and isinstance(note.get("run_dir"), str) else {}
-    if cfg.run_id:  # named by the command line: that one, whatever the note says
+    if record.run_id:  # named by the command line: that one, whatever the note says
         from .rundir import sanitize_run_id
 
-        path = os.path.join(os.path.abspath(cfg.out), sanitize_run_id(cfg.run_id))
+        path = os.path.join(os.path.abspath(record.out), sanitize_run_id(record.run_id))
         note = note if note.get("run_dir") == path else {"run_dir": path}
     if not os.path.isdir(note.get("run_dir") or ""):
         return {}

@@ -14,41 +14,41 @@ from __future__ import annotations
 
 import os
 
-from ..config import RunConfig
+from ..config import DistConfig, RunConfig
 from ..errors import ArcbenchError
 from .restarts import SECONDARY as _SECONDARY  # messages of ranks that only noticed another one go
 
 
-def _single_node_port(cfg: RunConfig) -> int:
+def _single_node_port(dist: DistConfig) -> int:
     """The rendezvous port: as given for several nodes; on one node a busy port (another run,
     a bench repeat) is swapped for a free one, since no other node needs to know it."""
     import socket
 
-    if cfg.nnodes > 1:
-        return cfg.master_port
+    if dist.nnodes > 1:
+        return dist.master_port
     with socket.socket() as s:
         try:
-            s.bind((cfg.master_addr, cfg.master_port))
-            return cfg.master_port
+            s.bind((dist.master_addr, dist.master_port))
+            return dist.master_port
         except OSError:
             pass
     with socket.socket() as s:
-        s.bind((cfg.master_addr, 0))
+        s.bind((dist.master_addr, 0))
         return s.getsockname()[1]
 
 
-def launch_config(cfg: RunConfig, monitor_interval: float = 0.5):
+def launch_config(dist: DistConfig, monitor_interval: float = 0.5):
     from torch.distributed.launcher.api import LaunchConfig
 
-    cfg = cfg.replace(master_port=_single_node_port(cfg))
-    endpoint = f"{cfg.master_addr}:{cfg.master_port}"
+    port = _single_node_port(dist)
+    endpoint = f"{dist.master_addr}:{port}"
     return LaunchConfig(
-        min_nodes=cfg.nnodes, max_nodes=cfg.nnodes, nproc_per_node=cfg.nproc,
+        min_nodes=dist.nnodes, max_nodes=dist.nnodes, nproc_per_node=dist.nproc,
         # every node must name the same rendezvous, and only node 0 knows the run id
-        run_id=f"arcbench-{cfg.master_addr}-{cfg.master_port}",
+        run_id=f"arcbench-{dist.master_addr}-{port}",
         rdzv_backend="static", rdzv_endpoint=endpoint,
-        rdzv_configs={"rank": cfg.node_rank, "timeout": 300},
-        max_restarts=cfg.max_restarts, monitor_interval=monitor_interval, start_method="spawn",
+        rdzv_configs={"rank": dist.node_rank, "timeout": 300},
+        max_restarts=dist.max_restarts, monitor_interval=monitor_interval, start_method="spawn",
     )
 
 
@@ -70,10 +70,10 @@ def launch(cfg: RunConfig, run_dir: str, resume: bool) -> dict:
 
     from .worker import worker_main
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.nproc)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.dist.nproc)))
     _quiet_torch_logs()
     try:
-        outputs = elastic_launch(launch_config(cfg), worker_main)(cfg.to_dict(), run_dir, resume)
+        outputs = elastic_launch(launch_config(cfg.dist), worker_main)(cfg.to_dict(), run_dir, resume)
     except ChildFailedError as exc:
         raise WorkersFailed(_failure_reason(exc), _all_interrupted(exc)) from None
     except SignalException as exc:  # Ctrl-C or SIGTERM reached the agent: it stopped the workers

@@ -60,30 +60,30 @@ class Run:
 def resolve_data(cfg: RunConfig) -> RunConfig:
     """Fill in the embedded synthetic-faces set where no data was given."""
     changes = {}
-    if cfg.mode == "train" and cfg.train_data is None:
+    if cfg.mode == "train" and cfg.data.train_data is None:
         from ..data.synth import default_dataset
 
         # say what the pause is: generating the set takes seconds, once
-        root = str(default_dataset(log=None if cfg.quiet else (lambda m: print(m, flush=True))))
+        root = str(default_dataset(log=None if cfg.recording.quiet else (lambda m: print(m, flush=True))))
         changes.update(train_data=os.path.join(root, "train"),
                        annotation=os.path.join(root, "cls_train.txt"))
-        if not (cfg.val_data or cfg.val_bin):
+        if not (cfg.data.val_data or cfg.data.val_bin):
             changes.update(val_data=os.path.join(root, "verify"), val_pairs=os.path.join(root, "pairs.txt"))
     return cfg.replace(**changes) if changes else cfg
 
 
 def base_summary(cfg: RunConfig, run_dir: str, device) -> dict:
     ok = device.is_available()[0]
-    synthetic = is_generated(cfg.train_data) or (cfg.mode == "eval" and is_generated(cfg.val_data))
+    synthetic = is_generated(cfg.data.train_data) or (cfg.mode == "eval" and is_generated(cfg.data.val_data))
     return {
         "run_id": os.path.basename(run_dir), "mode": cfg.mode, "status": "running", "reason": None,
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "device": device.name, "device_name": device.device_name() if ok else None,
-        "backbone": cfg.backbone, "head": cfg.head, "precision": cfg.precision, "amp": cfg.amp,
-        "amp_dtype": AMP_DTYPES.get(cfg.amp_dtype) if cfg.amp else None,
-        "compile_mode": (cfg.compile_mode or "default") if cfg.compile else None,
-        "eval_precision": cfg.eval_precision if cfg.mode == "train" else None, "lr_schedule": cfg.lr_schedule,
-        "nproc": cfg.nproc, "nnodes": cfg.nnodes, "batch_size": cfg.batch_size,
+        "backbone": cfg.model.backbone, "head": cfg.model.head, "precision": cfg.optim.precision, "amp": cfg.amp,
+        "amp_dtype": AMP_DTYPES.get(cfg.optim.amp_dtype) if cfg.amp else None,
+        "compile_mode": (cfg.optim.compile_mode or "default") if cfg.optim.compile else None,
+        "eval_precision": cfg.eval.eval_precision if cfg.mode == "train" else None, "lr_schedule": cfg.schedule.lr_schedule,
+        "nproc": cfg.dist.nproc, "nnodes": cfg.dist.nnodes, "batch_size": cfg.schedule.batch_size,
         "per_process_batch": cfg.per_process_batch, "lr": cfg.effective_lr(),
         # named from the first moment, as the completed run will name them
         **dict(zip(("train_set", "eval_set"), run_set_names(cfg))), "synthetic": synthetic,
@@ -95,32 +95,32 @@ def _checked(cfg: RunConfig):
     from .. import registry
 
     cfg.validate()
-    if cfg.mode == "eval" and not cfg.weights:
+    if cfg.mode == "eval" and not cfg.model.weights:
         raise ArcbenchError("evaluation (--do_eval True) needs --model_path/--weights")
-    if cfg.mode == "eval" and not (cfg.val_data or cfg.val_bin):
+    if cfg.mode == "eval" and not (cfg.data.val_data or cfg.data.val_bin):
         raise ArcbenchError("evaluation needs --val-data with --val-pairs, or --val-bin")
     device = registry.require_device(cfg.device)
-    if cfg.decode == "device" and cfg.train_data != "synthetic":
+    if cfg.data.decode == "device" and cfg.data.train_data != "synthetic":
         from ..data.device_decode import check
 
         check(device)  # one line, before a run directory is made
-    registry.get_backbone(cfg.backbone)
-    registry.get_head(cfg.head)
+    registry.get_backbone(cfg.model.backbone)
+    registry.get_head(cfg.model.head)
     cards = device.device_count()
-    if cfg.nproc > max(1, cards):
-        raise ArcbenchError(f"--nproc {cfg.nproc}: {cfg.nproc} processes but {cards} {device.name} "
+    if cfg.dist.nproc > max(1, cards):
+        raise ArcbenchError(f"--nproc {cfg.dist.nproc}: {cfg.dist.nproc} processes but {cards} {device.name} "
                             f"card{'' if cards == 1 else 's'} on this node (one process per card)")
     return _device_settings(cfg.replace(device=device.name), device), device
 
 
 def _device_settings(cfg: RunConfig, device) -> RunConfig:
     """The run's precision and compile settings as this device runs them (recorded in config.json)."""
-    if cfg.compile_mode and cfg.compile_mode not in device.compile_modes:
-        raise ArcbenchError(f"--compile-mode {cfg.compile_mode} is not supported on {device.name} "
+    if cfg.optim.compile_mode and cfg.optim.compile_mode not in device.compile_modes:
+        raise ArcbenchError(f"--compile-mode {cfg.optim.compile_mode} is not supported on {device.name} "
                             f"(supported: {', '.join(device.compile_modes)})")
-    if cfg.amp and cfg.amp_dtype is None:
+    if cfg.amp and cfg.optim.amp_dtype is None:
         cfg = cfg.replace(amp_dtype=device.default_amp_dtype())
-    device.configure(deterministic=cfg.deterministic)  # before system.json records the settings
+    device.configure(deterministic=cfg.optim.deterministic)  # before system.json records the settings
     return cfg
 
 
@@ -134,7 +134,7 @@ def _reopen(resume: str, overrides: Optional[dict]) -> Tuple[RunConfig, RunLock]
         raise ArcbenchError("not a run directory (no config.json)", resume)
     saved = RunConfig.load(cfg_path)
     overrides = overrides or {}
-    segments.refuse_completed(resume, saved, overrides)
+    segments.refuse_completed(resume, saved.schedule, overrides)
     lock = RunLock(os.path.abspath(resume)).acquire()  # before anything in it is rewritten
     return saved.resumed(**overrides), lock
 
@@ -152,8 +152,8 @@ def prepare(cfg: Optional[RunConfig], resume: Optional[str] = None, overrides: O
             run_dir = os.path.abspath(resume)
             check_writable(run_dir)
             remove_stale_temporaries(run_dir)
-        elif cfg.node_rank == 0:
-            run_dir = create_run_dir(cfg.out, cfg.run_id, backbone=cfg.backbone, device=device.name, mode=cfg.mode)
+        elif cfg.dist.node_rank == 0:
+            run_dir = create_run_dir(cfg.recording.out, cfg.recording.run_id, backbone=cfg.model.backbone, device=device.name, mode=cfg.mode)
             lock = RunLock(run_dir).acquire()
         else:
             run_dir = ""  # non-zero nodes train but do not record
@@ -222,7 +222,7 @@ def execute_prepared(run: Run, log=print, fresh_process: bool = False,
 
 def _execute(run: Run, log, fresh_process: bool, body) -> Tuple[str, dict]:
     cfg = run.cfg
-    if run.run_dir and not cfg.quiet:
+    if run.run_dir and not cfg.recording.quiet:
         log(f"arcbench: run directory {run.run_dir}")
     start = run.started or time.time()
     try:
@@ -249,7 +249,7 @@ def _outcome(run: Run, fresh_process: bool, body) -> dict:
         return body(run)
     if cfg.mode == "eval":
         return evaluate_only(run)
-    if cfg.world_size == 1 and not fresh_process and not cfg.max_restarts:
+    if cfg.world_size == 1 and not fresh_process and not cfg.dist.max_restarts:
         from .worker import worker_main
 
         return worker_main(cfg.to_dict(), run.run_dir, run.resumed, rank=0, local_rank=0, world_size=1)
@@ -307,14 +307,14 @@ def evaluate_only(run: Run) -> dict:
 
     cfg = run.cfg
     run.device.bind(0)  # one process: the first visible card
-    vsets = open_verification_sets(cfg)
+    vsets = open_verification_sets(cfg.data)
     rec = run.rec
     results = []
     for i, vset in enumerate(vsets):
         start = run.device.timestamp()
-        r = evaluate_weights(cfg.backbone, cfg.weights, run.device, vset, batch_size=cfg.eval_batch_size,
-                             flip=cfg.eval_flip, amp=cfg.amp, workers=cfg.workers,
-                             progress=not cfg.quiet and sys.stdout.isatty())
+        r = evaluate_weights(cfg.model.backbone, cfg.model.weights, run.device, vset, batch_size=cfg.eval.eval_batch_size,
+                             flip=cfg.eval.eval_flip, amp=cfg.amp, workers=cfg.data.workers,
+                             progress=not cfg.recording.quiet and sys.stdout.isatty())
         r["seconds"] = run.device.timestamp() - start
         data = {"val.lfw.accuracy": r["accuracy"], "val.lfw.accuracy_std": r["accuracy_std"]} if i == 0 else {}
         if len(vsets) > 1:
@@ -329,7 +329,7 @@ def evaluate_only(run: Run) -> dict:
     for fig in per_set.values():
         fig.pop("history")  # an eval run verifies once
     return dict(status="completed", reason=None, eval_set=vset.name, train_set=None,
-                weights=os.path.abspath(cfg.weights), lfw_accuracy=r["accuracy"],
+                weights=os.path.abspath(cfg.model.weights), lfw_accuracy=r["accuracy"],
                 lfw_accuracy_std=r["accuracy_std"], best_lfw_accuracy=r["accuracy"], val_at_far=r.get("val"),
                 auc=r.get("auc"), eer=r.get("eer"), eval_pairs=r.get("pairs_used"),
                 eval_pairs_skipped=r.get("pairs_skipped"), eval_ips=r.get("images_per_second"),
@@ -342,7 +342,7 @@ from ..config import RunConfig
 def check_inputs(cfg: RunConfig) -> None:
     """Read what can be read cheaply without the images: the pairs file (every line), and the
     annotation file's presence.  Raises :class:`~arcbench.errors.ArcbenchError` naming the file."""
-    if cfg.val_pairs and (cfg.val_data or cfg.mode == "eval"):
+    if cfg.data.val_pairs and (cfg.data.val_data or cfg.mode == "eval"):
         from ..verification.pairs import parse_pairs
 
-        parse_pairs(cfg.val_pairs)
+        parse_pairs(cfg.data.val_pairs)

@@ -14,21 +14,23 @@ import socket
 import time
 from typing import Optional
 
+from ..config import ScheduleConfig
 from ..errors import ArcbenchError
 
 
-def refuse_completed(run_dir: str, saved, overrides: dict) -> None:
-    """A completed run is resumed only to extend it: re-running its end would rewrite its record."""
+def refuse_completed(run_dir: str, schedule: ScheduleConfig, overrides: dict) -> None:
+    """A completed run is resumed only to extend it: re-running its end would rewrite its record.
+    ``schedule``: the saved run's schedule (its epochs and max steps)."""
     try:
         with open(os.path.join(run_dir, "summary.json")) as fh:
             status = json.load(fh).get("status")
     except (OSError, ValueError):
         return
     epochs, max_steps = overrides.get("epochs") or 0, overrides.get("max_steps")
-    extends = epochs > saved.epochs or bool(max_steps and saved.max_steps and max_steps > saved.max_steps)
+    extends = epochs > schedule.epochs or bool(max_steps and schedule.max_steps and max_steps > schedule.max_steps)
     if status == "completed" and not extends:
-        raise ArcbenchError(f"run already completed ({saved.epochs} epochs); add --epochs N with N > "
-                            f"{saved.epochs} to extend it", run_dir)
+        raise ArcbenchError(f"run already completed ({schedule.epochs} epochs); add --epochs N with N > "
+                            f"{schedule.epochs} to extend it", run_dir)
 
 
 def past_segments(summary: dict) -> list:

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from . import collectives, restarts, signals
-from ..config import RunConfig
+from ..config import DataConfig, RunConfig
 from ..record.recorder import Recorder
 
 #: exit code of a launched worker stopped by a signal (128 + SIGINT), so the runner can tell
@@ -80,7 +80,7 @@ class _Process:
 
     def __init__(self, cfg: RunConfig, run_dir: str, rank: int, world_size: int):
         self.cfg, self.run_dir, self.rank, self.world_size = cfg, run_dir, rank, world_size
-        self.rec = Recorder(run_dir, enabled=cfg.record) if rank == 0 and run_dir else None
+        self.rec = Recorder(run_dir, enabled=cfg.recording.enabled) if rank == 0 and run_dir else None
         self.stop = signals.StopRequest()
         self.trainer = None
         self.ready = False  # from here on an interrupt may checkpoint: the state is this run's own
@@ -132,17 +132,17 @@ class _Process:
         cfg = self.cfg
         self.device = registry.require_device(cfg.device)
         self.device.bind(local_rank)  # from here on, everything this process places goes to its card
-        self.device.configure(deterministic=cfg.deterministic)  # cuDNN autotuning, deterministic algorithms
+        self.device.configure(deterministic=cfg.optim.deterministic)  # cuDNN autotuning, deterministic algorithms
         self.device.reset_peak_memory()  # a fresh peak per run (bench runs several in one process)
         reset_host_peak()
-        collectives.setup(self.device, self.rank, self.world_size, timeout=cfg.dist_timeout,
-                          wait=cfg.collective_wait)
-        self.device.seed(cfg.seed + self.rank)
-        spec = registry.get_backbone(cfg.backbone)
+        collectives.setup(self.device, self.rank, self.world_size, timeout=cfg.dist.dist_timeout,
+                          wait=cfg.dist.collective_wait)
+        self.device.seed(cfg.schedule.seed + self.rank)
+        spec = registry.get_backbone(cfg.model.backbone)
         self.data = open_train_data(cfg, self.device, self.rank, self.world_size, input_size=spec.input_size)
         # every rank embeds its share of each verification set; the headline set comes first
-        self.vsets = open_verification_sets(cfg)
-        self.data_info = _data_info(cfg, self.data, self.vsets[0] if self.vsets else None)
+        self.vsets = open_verification_sets(cfg.data)
+        self.data_info = _data_info(cfg.data, self.data, self.vsets[0] if self.vsets else None)
         if len(self.vsets) > 1:
             self.data_info["eval_sets"] = [v.name for v in self.vsets]
 
@@ -156,13 +156,13 @@ class _Process:
         last = checkpoints.latest(self.run_dir) if (resume and self.run_dir) else None
         if last:
             _restore(self.trainer, last)
-            if self.rank == 0 and not cfg.quiet:
+            if self.rank == 0 and not cfg.recording.quiet:
                 say(f"arcbench: resumed from {last} at epoch {self.trainer.epoch + 1}, "
                     f"step {self.trainer.global_step}")
-        elif cfg.weights:
+        elif cfg.model.weights:
             from ..inference.weights import load_backbone_weights
 
-            load_backbone_weights(checkpoints.unwrap(self.trainer.face).backbone, cfg.weights)  # fine-tune from
+            load_backbone_weights(checkpoints.unwrap(self.trainer.face).backbone, cfg.model.weights)  # fine-tune from
 
     def _partial(self) -> dict:
         """The figures so far, for a run that stopped early."""
@@ -188,14 +188,15 @@ class _Process:
         collectives.teardown()
 
 
-def _data_info(cfg: RunConfig, data, vset) -> dict:
+def _data_info(given: DataConfig, data, vset) -> dict:
+    """What the run reads, as its summary records it: ``given`` as configured, ``data`` as opened."""
     from ..verification.sets import generated_set_name
 
-    generated = generated_set_name(cfg.train_data)  # the name the run recorded from its start
+    generated = generated_set_name(given.train_data)  # the name the run recorded from its start
     return {"train_set": generated or data.name, "eval_set": getattr(vset, "name", None),
             "synthetic": bool(getattr(data, "synthetic", False)),
             "workers": getattr(data, "workers", None),  # the loader's decode workers per rank
-            "decode": cfg.decode}  # "device": nvJPEG pixels, not the reference's
+            "decode": given.decode}  # "device": nvJPEG pixels, not the reference's
 
 
 def say(message: str) -> None:

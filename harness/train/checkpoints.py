@@ -163,7 +163,7 @@ def save_checkpoint(tr, tag: Optional[str] = None) -> None:
         if tr.world_size > 1 and isinstance(sys.exc_info()[1], KeyboardInterrupt):
             # called by rank 0 alone while an interrupt unwinds: gathering the centres would wait
             # for ranks that are not there, so the last periodic checkpoint stays the one to resume
-            if tr.is_main and not tr.cfg.quiet:
+            if tr.is_main and not tr.cfg.recording.quiet:
                 tr.log("arcbench: interrupted; the sharded head is checkpointed only at step "
                        "boundaries all processes reach (--checkpoint-steps), so the last one is kept")
             return
@@ -191,7 +191,7 @@ def _load_head(tr, state: dict, path: str) -> None:
         from ..errors import ArcbenchError
 
         raise ArcbenchError(f"the checkpoint's head ({'sharded' if head_full is not None else 'not sharded'}) "
-                            f"does not match --head {tr.cfg.head}", path)
+                            f"does not match --head {tr.cfg.model.head}", path)
     if head_full is None:
         face.head.load_state_dict(state["head"])
     tr.optimizer.load_state_dict(state["optimizer"])

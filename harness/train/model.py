@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import head as head_contract
-from ..config import RunConfig
+from ..config import OptimConfig, RunConfig
 from ..errors import ArcbenchError
 
 
@@ -67,19 +67,19 @@ def compile_model(model: nn.Module, device, mode=None) -> nn.Module:
 
 def uses_cuda_graphs(cfg: RunConfig) -> bool:
     """The compile modes that capture CUDA graphs: each step must then be marked as a new one."""
-    return bool(cfg.compile) and cfg.compile_mode in ("reduce-overhead", "max-autotune")
+    return bool(cfg.optim.compile) and cfg.optim.compile_mode in ("reduce-overhead", "max-autotune")
 
 
-def make_optimizer(cfg: RunConfig, params, fused: bool = False) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov) or AdamW.  ``fused``: the whole step as one fused kernel where torch
-    has it; with an fp16 GradScaler that also removes the scaler's per-step ``found_inf.item()`` (a
+def make_optimizer(optim: OptimConfig, lr: float, params, fused: bool = False) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov) or AdamW at ``lr`` (the run's effective lr).  ``fused``: the whole
+    step as one fused kernel where torch has it; with an fp16 GradScaler that also removes the scaler's per-step ``found_inf.item()`` (a
     host sync), because a fused step takes the inf check as a tensor.  Else foreach."""
-    lr = cfg.effective_lr()
     params = list(params)
-    if cfg.optimizer == "sgd":
-        cls, kwargs = torch.optim.SGD, dict(lr=lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+    if optim.optimizer == "sgd":
+        cls, kwargs = torch.optim.SGD, dict(lr=lr, momentum=optim.momentum, nesterov=True,
+                                            weight_decay=optim.weight_decay)
     else:
-        cls, kwargs = torch.optim.AdamW, dict(lr=lr, weight_decay=cfg.weight_decay)
+        cls, kwargs = torch.optim.AdamW, dict(lr=lr, weight_decay=optim.weight_decay)
     for extra in ([{"fused": True}] if fused else []) + [{"foreach": True}, {}]:
         try:
             opt = cls(params, **extra, **kwargs)
@@ -107,17 +107,18 @@ def build_face_model(cfg: RunConfig, num_classes: int) -> FaceModel:
     """Backbone and head from the registries; s defaults to the backbone's margin scale."""
     from ..registry import create_head, get_backbone, head_kwargs
 
-    spec = get_backbone(cfg.backbone)
+    model = cfg.model
+    spec = get_backbone(model.backbone)
     backbone = spec.create()
     # only what the head's spec lists; None: the head's own default (a sharded head is split over
     # the process group initialised before this is called)
-    given = {"s": cfg.margin_s, "m": cfg.margin_m, "margin": cfg.margin, "sample_rate": cfg.sample_rate,
-             "seed": cfg.seed}
-    kwargs = head_kwargs(cfg.head, given, defaults={"s": spec.margin_scale})
-    head = create_head(cfg.head, spec.embedding_size, num_classes, **kwargs)
+    given = {"s": model.margin_s, "m": model.margin_m, "margin": model.margin, "sample_rate": model.sample_rate,
+             "seed": cfg.schedule.seed}
+    kwargs = head_kwargs(model.head, given, defaults={"s": spec.margin_scale})
+    head = create_head(model.head, spec.embedding_size, num_classes, **kwargs)
     missing = head_contract.missing_hooks(head)
     if missing:  # refused before the first step, not at the first checkpoint
-        raise ArcbenchError(f"--head {cfg.head} is sharded but does not implement {', '.join(missing)} "
+        raise ArcbenchError(f"--head {model.head} is sharded but does not implement {', '.join(missing)} "
                             "(the head contract: arcbench.head)")
     return FaceModel(backbone, head)
 
@@ -157,18 +158,18 @@ def build_training(cfg: RunConfig, device, num_classes: int, steps_per_epoch: in
     from .schedule import lr_factor
 
     if steps_per_epoch == 0:
-        raise ArcbenchError("the training set is smaller than one batch", what or cfg.train_data)
+        raise ArcbenchError("the training set is smaller than one batch", what or cfg.data.train_data)
     face = build_face_model(cfg, num_classes).to(device.torch_device())
-    if cfg.channels_last:
+    if cfg.optim.channels_last:
         face = face.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg, face.parameters(), fused=device.use_fused_optimizer())
-    total = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
+    optimizer = make_optimizer(cfg.optim, cfg.effective_lr(), face.parameters(), fused=device.use_fused_optimizer())
+    total = steps_per_epoch * cfg.schedule.epochs
+    if cfg.schedule.max_steps:
+        total = min(total, cfg.schedule.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total, steps_per_epoch))
     model = WithLoss(_data_parallel(face, device) if world_size > 1 else face, face.head_computes_loss)
-    if cfg.compile:
-        model = compile_model(model, device, cfg.compile_mode)
+    if cfg.optim.compile:
+        model = compile_model(model, device, cfg.optim.compile_mode)
     scaler = device.grad_scaler(cfg.amp, amp_dtype(cfg))
     return Training(face, model, optimizer, scheduler, scaler, steps_per_epoch, total)
 
@@ -177,4 +178,4 @@ def amp_dtype(cfg: RunConfig):
     """The torch dtype of ``--amp-dtype`` (None: the device plugin's own)."""
     from ..config import AMP_DTYPES
 
-    return getattr(torch, AMP_DTYPES[cfg.amp_dtype]) if cfg.amp_dtype else None
+    return getattr(torch, AMP_DTYPES[cfg.optim.amp_dtype]) if cfg.optim.amp_dtype else None

@@ -76,9 +76,9 @@ def cosine_factor(step: int, total_steps: int, warmup: int) -> float:
 
 def lr_factor(cfg, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
     """Multiplier of ``cfg.effective_lr()`` for global step ``step`` (0-based)."""
-    kind = cfg.lr_schedule
+    kind = cfg.schedule.lr_schedule
     if kind == "cosine":
-        warmup = cfg.warmup_steps
+        warmup = cfg.schedule.warmup_steps
         if warmup is None:
             warmup = min(steps_per_epoch, max(1, int(0.05 * total_steps)))
         warmup = min(warmup, max(total_steps - 1, 0))
@@ -86,6 +86,6 @@ def lr_factor(cfg, total_steps: int, steps_per_epoch: int) -> Callable[[int], fl
     base = cfg.effective_lr()
     floor = cfg.min_lr()
     per_epoch = reference_lr if kind == "reference" else step_lr
-    table = [per_epoch(e, base, floor, cfg.epochs) / base for e in range(cfg.epochs)]
+    table = [per_epoch(e, base, floor, cfg.schedule.epochs) / base for e in range(cfg.schedule.epochs)]
     spe = max(1, steps_per_epoch)
     return lambda step: table[min(step // spe, len(table) - 1)]

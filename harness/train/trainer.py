@@ -64,7 +64,7 @@ class Trainer:
                                                             "cudagraph_mark_step_begin")
         self.steps_per_epoch, self.total_steps = built.steps_per_epoch, built.total_steps
         self.sink = TrainLog(recorder, steps_per_epoch=self.steps_per_epoch, world_size=world_size,
-                             per_process_batch=cfg.per_process_batch, say=log, quiet=cfg.quiet) \
+                             per_process_batch=cfg.per_process_batch, say=log, quiet=cfg.recording.quiet) \
             if self.is_main else None
         self.callbacks = []
         vsets = [vset] if vset is not None and not isinstance(vset, (list, tuple)) else list(vset or [])
@@ -109,12 +109,12 @@ class Trainer:
         cfg = self.cfg
         self._started = time.perf_counter()
         self.start_step = self.global_step  # where this segment starts (after a restore)
-        while self.epoch < cfg.epochs and self.global_step < self.total_steps:
+        while self.epoch < cfg.schedule.epochs and self.global_step < self.total_steps:
             if not self.train_epoch():
                 break  # --max-steps ended the run inside an epoch
             for callback in self.callbacks:
                 callback.on_epoch_end(self)
-            if cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0:
+            if cfg.recording.checkpoint_every and self.epoch % cfg.recording.checkpoint_every == 0:
                 self.save_checkpoint(tag=f"epoch{self.epoch:03d}")
         for callback in self.callbacks:
             callback.on_train_end(self)
@@ -133,7 +133,7 @@ class Trainer:
             checkpoints.set_rng_state(self.resume_rng, self.device)
             self.resume_rng = None
         # batches arrive on the card, normalised; the next one is copied while this step runs
-        it = DeviceFeed(it, self.device, channels_last=self.cfg.channels_last,
+        it = DeviceFeed(it, self.device, channels_last=self.cfg.optim.channels_last,
                         overlap=not getattr(self.data, "synthetic", False))
         if self.step_in_epoch == 0:
             self.epoch_loss = [0.0, 0]
@@ -147,7 +147,7 @@ class Trainer:
                 bar.close()
         if self.step_in_epoch == 0:
             raise ArcbenchError(f"epoch {self.epoch + 1} produced no usable batch "
-                                f"({getattr(self.data, 'bad_images', 0)} bad images so far)", self.cfg.train_data)
+                                f"({getattr(self.data, 'bad_images', 0)} bad images so far)", self.cfg.data.train_data)
         if steps <= self.step_in_epoch < self.steps_per_epoch:
             return False  # a resume that extends the run goes on inside this epoch
         # a loader that ran dry early (bad batches dropped) still ends the epoch
@@ -160,11 +160,11 @@ class Trainer:
         self.step_in_epoch = 0
         if self.sink:
             self.sink.epoch(self.epoch, loss)
-        self._eta(f"epoch {self.epoch}/{self.cfg.epochs} done (loss {loss:.4f})")
+        self._eta(f"epoch {self.epoch}/{self.cfg.schedule.epochs} done (loss {loss:.4f})")
 
     def _eta(self, what: str) -> None:
         """Without a progress bar (output to a file or a pipe) say where the run is, with an ETA."""
-        if not self.is_main or self.cfg.quiet or sys.stdout.isatty() or not self.steps_this_process:
+        if not self.is_main or self.cfg.recording.quiet or sys.stdout.isatty() or not self.steps_this_process:
             return
         elapsed = time.perf_counter() - self._started
         per_step = elapsed / self.steps_this_process  # until warm-up is over: start-up included
@@ -179,7 +179,7 @@ class Trainer:
     def _steps(self, it, steps: int, bar) -> None:
         """The hot loop over this epoch's remaining steps: no host sync outside the flush."""
         cfg = self.cfg
-        buf = torch.zeros(max(1, cfg.log_interval), device=self.tdev)
+        buf = torch.zeros(max(1, cfg.recording.log_interval), device=self.tdev)
         pending = []  # (global_step, lr, steps_this_process) since the last flush
         timer = self.timer
         timer.open()  # the timed window's one sync
@@ -197,7 +197,7 @@ class Trainer:
             timer.end()
             self._count_step(images.shape[0], bar)
             pending.append((self.global_step - 1, lr, self.steps_this_process))
-            checkpoint_due = bool(cfg.checkpoint_steps) and self.global_step % cfg.checkpoint_steps == 0
+            checkpoint_due = bool(cfg.recording.checkpoint_steps) and self.global_step % cfg.recording.checkpoint_steps == 0
             if len(pending) == buf.numel() or self.step_in_epoch >= steps or checkpoint_due or self.stop:
                 # a checkpoint or a stop also flushes: every step before it is logged and in the epoch loss
                 self._flush(buf, pending, bar)
@@ -230,10 +230,10 @@ class Trainer:
             loss = self.model(images, labels)  # model and fp32 loss (build.WithLoss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if cfg.grad_clip:
+        if cfg.optim.grad_clip:
             self.scaler.unscale_(self.optimizer)
             # the norm over the whole model (a sharded head sums its shards' squares over the ranks)
-            head_contract.clip_grad_norm_(self.face, self.face.head, cfg.grad_clip)
+            head_contract.clip_grad_norm_(self.face, self.face.head, cfg.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss.detach()
@@ -247,7 +247,7 @@ class Trainer:
             step = pending[bad[0]][0] + 1
             raise NonFiniteLoss(f"loss became {values[bad[0]]} at step {step}; stopped, last good checkpoint kept")
         for (_, _, n), (data, compute, host) in zip(pending, times):
-            if n > self.cfg.timing_warmup:  # warm-up steps are excluded from the figures
+            if n > self.cfg.recording.timing_warmup:  # warm-up steps are excluded from the figures
                 self.data_times.append(data)
                 self.compute_times.append(compute)
                 self.host_wait_times.append(host)
@@ -257,11 +257,11 @@ class Trainer:
             self.sink.steps([(p[0], p[1], t[0], t[1]) for p, t in zip(pending, times)], values, bar)
 
     def _progress(self, steps):
-        if not self.is_main or self.cfg.quiet or not sys.stdout.isatty():
+        if not self.is_main or self.cfg.recording.quiet or not sys.stdout.isatty():
             return None
         from tqdm import tqdm
 
-        return tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+        return tqdm(total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.cfg.schedule.epochs}",
                     unit="step", dynamic_ncols=True, leave=False)
 
     # ----------------------------------------------------------- results

@@ -23,11 +23,11 @@ class EpochVerification:
 
         self.vsets = list(vsets) if isinstance(vsets, (list, tuple)) else [vsets]
         self.vset, self.cfg = self.vsets[0], cfg  # the headline set
-        self.spec = get_backbone(cfg.backbone)
+        self.spec = get_backbone(cfg.model.backbone)
         self.done = False  # set on every rank, so every rank takes the same branches
 
     def on_epoch_end(self, tr) -> None:
-        every = self.cfg.eval_every
+        every = self.cfg.eval.eval_every
         if every and (tr.epoch % every == 0 or tr.global_step >= tr.total_steps):
             self.verify(tr)
 
@@ -55,8 +55,8 @@ class EpochVerification:
         cfg = self.cfg
         start = tr.device.timestamp()
         result = evaluate(checkpoints.unwrap(tr.face).backbone, tr.device, vset,
-                          batch_size=cfg.eval_batch_size, flip=cfg.eval_flip, amp=cfg.eval_precision == "amp",
-                          workers=cfg.workers, progress=tr.is_main and not cfg.quiet and sys.stdout.isatty(),
+                          batch_size=cfg.eval.eval_batch_size, flip=cfg.eval.eval_flip, amp=cfg.eval.eval_precision == "amp",
+                          workers=cfg.data.workers, progress=tr.is_main and not cfg.recording.quiet and sys.stdout.isatty(),
                           sharded=True, input_size=self.spec.input_size,
                           fold_bn=self.spec.fold_bn)
         if tr.is_main:

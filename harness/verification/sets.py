@@ -122,12 +122,12 @@ def eval_set_name(val_data: Optional[str] = None, val_pairs: Optional[str] = Non
 def run_set_names(cfg) -> Tuple[Optional[str], Optional[str]]:
     """``(train_set, eval_set)`` of a run config, as the run records them from its first moment: the
     eval set is the headline one (LFW when the run has it, else the first .bin, else the folder set)."""
-    train = train_set_name(cfg.train_data) if cfg.mode != "eval" else None
-    bins = list(cfg.val_bin_files()) if hasattr(cfg, "val_bin_files") else ([cfg.val_bin] if cfg.val_bin else [])
-    val_data = cfg.val_data
-    if val_data and not cfg.val_pairs and str(val_data).lower().endswith(".bin"):
+    train = train_set_name(cfg.data.train_data) if cfg.mode != "eval" else None
+    bins = cfg.data.val_bin_files()
+    val_data = cfg.data.val_data
+    if val_data and not cfg.data.val_pairs and str(val_data).lower().endswith(".bin"):
         val_data, bins = None, [val_data] + bins
     names = [default_name(b) for b in bins]
-    folder = eval_set_name(val_data, cfg.val_pairs) if val_data else None
+    folder = eval_set_name(val_data, cfg.data.val_pairs) if val_data else None
     names += [folder] if folder else []
     return train, ("LFW" if "LFW" in names else (names[0] if names else None))

@@ -147,9 +147,9 @@ def test_the_fused_step_is_used_where_torch_has_it():
 
     params = [torch.nn.Parameter(torch.zeros(2))]
     for optimizer in ("sgd", "adamw"):
-        opt = make_optimizer(RunConfig(optimizer=optimizer), params, fused=True)
+        opt = make_optimizer(RunConfig(optimizer=optimizer).optim, 0.1, params, fused=True)
         assert opt.defaults.get("fused") is True and getattr(opt, "_step_supports_amp_scaling", False)
-        assert not make_optimizer(RunConfig(optimizer=optimizer), params, fused=False).defaults.get("fused")
+        assert not make_optimizer(RunConfig(optimizer=optimizer).optim, 0.1, params, fused=False).defaults.get("fused")
 
 
 def _step_losses(tmp_path):

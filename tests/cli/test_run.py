@@ -163,21 +163,21 @@ def test_seed_flags_parse_with_their_meaning():
                   "--train_data_path", "datasets", "--train_annotation_path", "cls_train.txt",
                   "--val_data_path", "lfw", "--val_pairs_path", "model_data/lfw_pair.txt",
                   "--master_addr", "10.0.0.1", "--master_port", "29600", "--nnodes", "1", "--node_rank", "0"])
-    assert (cfg.backbone, cfg.head, cfg.device) == ("mobilefacenet", "arcface", "sdaa")
-    assert cfg.nproc == 3 and cfg.batch_size == 96 and cfg.per_process_batch == 32  # seed: global batch
-    assert cfg.lr == 1e-2 and cfg.epochs == 50 and cfg.precision == "amp"
-    assert (cfg.train_data, cfg.annotation, cfg.val_data, cfg.val_pairs) == (
+    assert (cfg.model.backbone, cfg.model.head, cfg.device) == ("mobilefacenet", "arcface", "sdaa")
+    assert cfg.dist.nproc == 3 and cfg.schedule.batch_size == 96 and cfg.per_process_batch == 32  # seed: global batch
+    assert cfg.optim.lr == 1e-2 and cfg.schedule.epochs == 50 and cfg.optim.precision == "amp"
+    assert (cfg.data.train_data, cfg.data.annotation, cfg.data.val_data, cfg.data.val_pairs) == (
         "datasets", "cls_train.txt", "lfw", "model_data/lfw_pair.txt")
-    assert (cfg.master_addr, cfg.master_port) == ("10.0.0.1", 29600)
+    assert (cfg.dist.master_addr, cfg.dist.master_port) == ("10.0.0.1", 29600)
     single = _parse(["--batch_size", "30", "--distributed", "False", "--use_amp", "False", "--nproc_per_node", "3"])
-    assert single.nproc == 1 and single.batch_size == 30 and single.precision == "fp32"
+    assert single.dist.nproc == 1 and single.schedule.batch_size == 30 and single.optim.precision == "fp32"
     ev = _parse(["--eval_batch_size", "256", "--model_path", "w.pth", "--do_eval=True"])
-    assert ev.mode == "eval" and ev.weights == "w.pth" and ev.eval_batch_size == 256
+    assert ev.mode == "eval" and ev.model.weights == "w.pth" and ev.eval.eval_batch_size == 256
     # arcbench's own flag is per process
     own = _parse(["--batch-size", "32", "--nproc", "2", "--amp"])
-    assert own.batch_size == 64 and own.per_process_batch == 32 and own.precision == "amp"
+    assert own.schedule.batch_size == 64 and own.per_process_batch == 32 and own.optim.precision == "amp"
     dashed = _parse(["--use-amp", "true", "--train-data-path", "x", "--nproc-per-node", "2"])
-    assert dashed.precision == "amp" and dashed.train_data == "x" and dashed.nproc == 2
+    assert dashed.optim.precision == "amp" and dashed.data.train_data == "x" and dashed.dist.nproc == 2
 
 
 def test_help_says_which_batch_size_applies():

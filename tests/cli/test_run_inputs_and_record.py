@@ -119,10 +119,11 @@ def test_eta_comes_from_the_median_step_after_warm_up():
     from arcbench.train.trainer import Trainer
 
     said = []
-    fake = SimpleNamespace(is_main=True, cfg=SimpleNamespace(quiet=True), steps_this_process=10,
+    fake = SimpleNamespace(is_main=True, cfg=SimpleNamespace(recording=SimpleNamespace(quiet=True)),
+                           steps_this_process=10,
                            _started=time.perf_counter() - 30.0, total_steps=110, global_step=10,
                            data_times=[0.01] * 5, compute_times=[0.09, 0.09, 0.5, 0.09, 0.09], log=said.append)
-    fake.cfg.quiet = False
+    fake.cfg.recording.quiet = False
     Trainer._eta(fake, "epoch 1/2 done")
     assert said and "about 10 s to go" in said[0], said
 

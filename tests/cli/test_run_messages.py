@@ -24,9 +24,9 @@ def test_run_help_about_verification_agrees_with_the_defaults():
     assert "verify after each epoch" not in text
     assert "verifies once, at the end, on held-out synthetic identities" in text
     assert "With your own --train-data it verifies after every epoch" in text
-    assert build_config(_params()).eval_every == 0  # the embedded set: once at the end
-    assert build_config(_params("--train-data", "faces")).eval_every == 1  # own data: every epoch
-    assert build_config(_params("--eval-every", "2")).eval_every == 2
+    assert build_config(_params()).eval.eval_every == 0  # the embedded set: once at the end
+    assert build_config(_params("--train-data", "faces")).eval.eval_every == 1  # own data: every epoch
+    assert build_config(_params("--eval-every", "2")).eval.eval_every == 2
 
 
 def test_interrupted_message_names_the_run_and_wipes_the_echoed_ctrl_c():
@@ -81,7 +81,7 @@ def test_run_passes_the_generation_line_to_stdout(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(synth, "default_dataset", fake)
     cfg = resolve_data(RunConfig())
-    assert cfg.train_data == os.path.join(str(tmp_path), "train")
+    assert cfg.data.train_data == os.path.join(str(tmp_path), "train")
     assert "generating the synthetic face set" in capsys.readouterr().out
     resolve_data(RunConfig(quiet=True))
     assert capsys.readouterr().out == ""

@@ -80,6 +80,6 @@ def test_a_busy_port_is_swapped_on_one_node_but_kept_across_nodes():
         busy.listen()
         port = busy.getsockname()[1]
         one = RunConfig(master_addr="127.0.0.1", master_port=port, nproc=2)
-        assert _single_node_port(one) != port
-        assert _single_node_port(one.replace(nnodes=2)) == port  # every node must name the same port
-    assert _single_node_port(one) == port  # free again: kept as given
+        assert _single_node_port(one.dist) != port
+        assert _single_node_port(one.replace(nnodes=2).dist) == port  # every node must name the same port
+    assert _single_node_port(one.dist) == port  # free again: kept as given

@@ -319,8 +319,8 @@ def test_an_interrupt_at_several_processes_keeps_the_last_checkpoint_without_gat
     head = SimpleNamespace(full_state=lambda opt: calls.append("gather") or None)  # the head's hook
     said = []
     fake = SimpleNamespace(face=SimpleNamespace(head_sharded=True, head=head), world_size=2, is_main=True,
-                           cfg=SimpleNamespace(quiet=False), log=said.append, optimizer=None, rec=None,
-                           run_dir=None)
+                           cfg=SimpleNamespace(recording=SimpleNamespace(quiet=False)), log=said.append,
+                           optimizer=None, rec=None, run_dir=None)
     try:
         raise KeyboardInterrupt("signal 2")
     except KeyboardInterrupt:

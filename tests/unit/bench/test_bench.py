@@ -126,7 +126,7 @@ def test_repeat_runs_each_point_in_fresh_processes_and_reports_median_and_spread
 
     launched = []
     real = launcher.launch
-    monkeypatch.setattr(launcher, "launch", lambda cfg, *a, **k: launched.append(cfg.nproc) or real(cfg, *a, **k))
+    monkeypatch.setattr(launcher, "launch", lambda cfg, *a, **k: launched.append(cfg.dist.nproc) or real(cfg, *a, **k))
     (row,) = bench(tmp_path, "--precision", "fp32", "--batch-size", "4", "--repeat", "2")
     assert launched == [1, 1]  # each repeat a process of its own, through the launcher
     assert row["status"] == "completed" and row["repeats"] == 2

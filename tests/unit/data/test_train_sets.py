@@ -180,7 +180,7 @@ def test_run_data_makes_images_at_the_backbone_input_size(tiny_set):
     cfg = RunConfig(train_data=str(tiny_set), batch_size=4, workers=0)
     images, labels = next(iter(open_train_data(cfg, _Cpu(), 0, 1, input_size=64)))
     assert tuple(images.shape) == (4, 64, 64, 3) and len(labels) == 4
-    assert open_verification(cfg) is None
+    assert open_verification(cfg.data) is None
 
 
 def test_run_data_names_a_generated_verification_set(tmp_path):
@@ -190,7 +190,7 @@ def test_run_data_names_a_generated_verification_set(tmp_path):
     synth.generate(tmp_path, identities=1, images_per_identity=1, verify_identities=20, verify_images=2,
                    pairs=1, workers=0)
     cfg = RunConfig(val_data=str(tmp_path / "verify"), val_pairs=str(tmp_path / "pairs.txt"))
-    vset = open_verification(cfg)
+    vset = open_verification(cfg.data)
     # a data synth set is named by its folder (synth.json records it), so two sets never read as one
     assert vset.name == f"{tmp_path.name} (held-out identities)" and len(vset) == 20
 

@@ -34,7 +34,7 @@ def formula_reference(e, E, lr, min_lr):
 
 def per_step_lrs(cfg, steps_per_epoch):
     """Drive a real optimizer + LambdaLR the way the trainer does; lr used at each step."""
-    total = steps_per_epoch * cfg.epochs
+    total = steps_per_epoch * cfg.schedule.epochs
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=cfg.effective_lr())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, total, steps_per_epoch))
@@ -115,22 +115,22 @@ SEED_FLAGS = ["--model_name", "arcface", "--nproc_per_node", "3", "--batch_size"
 
 def test_defaults_are_the_reference_recipe():
     for cfg in (_parse([]), _parse(SEED_FLAGS), RunConfig()):
-        assert cfg.lr_schedule == "reference" and cfg.eval_precision == "fp32"
+        assert cfg.schedule.lr_schedule == "reference" and cfg.eval.eval_precision == "fp32"
         assert cfg.to_dict()["lr_schedule"] == "reference"
     plain = _parse(["--train-data", "x"])
-    assert plain.lr == 1e-2 and plain.optimizer == "sgd" and plain.margin_m is None
-    assert _parse(SEED_FLAGS).lr == 1e-2 and _parse(["--lr", "0.02"]).lr == 0.02
-    assert _parse([]).lr == 0.1  # the embedded synthetic set's own lr (3 epochs), see README
-    assert _parse(["--optimizer", "adamw"]).lr == 1e-3 and RunConfig(optimizer="adamw").lr == 1e-3
-    assert _parse(["--train-data", "x"]).epochs == RunConfig().epochs == 50
-    assert _parse([]).epochs == 3  # the embedded synthetic set
-    assert _parse(["--lr-schedule", "cosine"]).lr_schedule == "cosine"
-    assert _parse(["--schedule", "step"]).lr_schedule == "step"
+    assert plain.optim.lr == 1e-2 and plain.optim.optimizer == "sgd" and plain.model.margin_m is None
+    assert _parse(SEED_FLAGS).optim.lr == 1e-2 and _parse(["--lr", "0.02"]).optim.lr == 0.02
+    assert _parse([]).optim.lr == 0.1  # the embedded synthetic set's own lr (3 epochs), see README
+    assert _parse(["--optimizer", "adamw"]).optim.lr == 1e-3 and RunConfig(optimizer="adamw").optim.lr == 1e-3
+    assert _parse(["--train-data", "x"]).schedule.epochs == RunConfig().schedule.epochs == 50
+    assert _parse([]).schedule.epochs == 3  # the embedded synthetic set
+    assert _parse(["--lr-schedule", "cosine"]).schedule.lr_schedule == "cosine"
+    assert _parse(["--schedule", "step"]).schedule.lr_schedule == "step"
     # an old run dir (no lr_schedule in config.json) resumes with the schedule it ran with
     old = {"mode": "train", "lr": 0.1, "schedule": "cosine", "step_milestones": [0.5, 0.75],
            "margin_m": 0.5, "head": "combined"}
     resumed = RunConfig.from_dict(old)
-    assert resumed.lr_schedule == "cosine" and resumed.margin_m is None
+    assert resumed.schedule.lr_schedule == "cosine" and resumed.model.margin_m is None
     resumed.validate()
 
 

@@ -178,7 +178,7 @@ def test_a_folder_of_bins_gives_every_bin_in_name_order(bins, tmp_path):
 
     d, one, two = bins
     cfg = RunConfig(val_bin=str(d)).validate()
-    assert cfg.val_bin_files() == [str(two), str(one)]  # agedb_30.bin, cfp_fp.bin
+    assert cfg.data.val_bin_files() == [str(two), str(one)]  # agedb_30.bin, cfp_fp.bin
     empty = tmp_path / "empty"
     empty.mkdir()
     from arcbench.errors import ArcbenchError
