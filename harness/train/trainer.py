@@ -78,18 +78,23 @@ class Trainer:
         #: set by the signal handler: the loop stops cleanly at the next step boundary
         self.stop = stop if stop is not None else StopRequest()
         self.timer = device.step_timer()
+        self._make_parts(built, vset, recorder, run_dir)
+        self.resume_rng = None  # restored RNG streams, applied after the resumed epoch's data skip
+        self._started = time.perf_counter()  # for the ETA lines; run() restarts it
+
+    def _make_parts(self, built, vset, recorder, run_dir) -> None:
+        """The parts that own the run's state; the checkpointer saves the others through their state dicts."""
+        cfg = self.cfg
         self.progress = Progress()
         self.metrics = StepMetrics(self.timer, cfg.log_interval, cfg.timing_warmup, sink=self.sink)
         self.verified = VerificationRecord()  # rank 0's figures
         vsets = [vset] if vset is not None and not isinstance(vset, (list, tuple)) else list(vset or [])
         #: one set or several (the headline set first); None: the run does not verify
-        self.verifier = EpochVerifier(vsets, cfg, device, world_size, self.is_main) if vsets else None
+        self.verifier = EpochVerifier(vsets, cfg, self.device, self.world_size, self.is_main) if vsets else None
         self.checkpointer = Checkpointer(
-            built, {"progress": self.progress, "metrics": self.metrics, "verification": self.verified}, device,
-            recorder=recorder, rank=rank, world_size=world_size, run_dir=run_dir, head=cfg.head, log=log,
-            quiet=cfg.quiet)
-        self.resume_rng = None  # restored RNG streams, applied after the resumed epoch's data skip
-        self._started = time.perf_counter()  # for the ETA lines; run() restarts it
+            built, {"progress": self.progress, "metrics": self.metrics, "verification": self.verified},
+            self.device, recorder=recorder, rank=self.rank, world_size=self.world_size, run_dir=run_dir,
+            head=cfg.head, log=self.log, quiet=cfg.quiet)
 
     def restore(self, path: str) -> None:
         """Continue from a training checkpoint (its RNG streams are set again after the data skip)."""
