@@ -120,12 +120,12 @@ def make_trainer(batch: int, steps: int, *, record: bool, compile: bool = False,
 
 def trainer_round(trainer):
     def run():
-        n0 = len(trainer.compute_times)
+        n0 = len(trainer.metrics.times.compute)
         t = time.perf_counter()
         trainer.train_epoch()
         wall = time.perf_counter() - t
-        steps = len(trainer.compute_times) - n0
-        timed = sum(trainer.compute_times[n0:]) + sum(trainer.data_times[n0:])
+        steps = len(trainer.metrics.times.compute) - n0
+        timed = sum(trainer.metrics.times.compute[n0:]) + sum(trainer.metrics.times.data[n0:])
         trainer.bookkeeping = getattr(trainer, "bookkeeping", []) + [(wall - timed) / max(steps, 1)]
         return wall, steps
     return run

@@ -46,7 +46,7 @@ def data_point(cfg, warmup: int, steps: int, device) -> dict:
     from ..errors import ArcbenchError
     from ..record.stats import peak_memory
     from ..registry import get_backbone
-    from ..record.stats import step_stats
+    from ..record.timed_steps import time_steps
 
     if cfg.data.train_data == "synthetic":
         raise ArcbenchError("--mode data measures the input pipeline: give --data a training set, not synthetic")
@@ -55,20 +55,11 @@ def data_point(cfg, warmup: int, steps: int, device) -> dict:
     decode = bare_decode_rate(data.dataset)  # before the workers start: nothing competes with it
     feed = DeviceFeed(epochs(data), device, channels_last=cfg.optim.channels_last)
     device.reset_peak_memory()
-    times = []
-    t_prev = device.timestamp()
-    for i in range(warmup + steps):
-        try:
-            images, _ = next(feed)
-        except StopIteration:
-            raise ArcbenchError("the training set gave no usable batch (every image bad?)",
-                                cfg.data.train_data) from None
-        t = device.timestamp()  # synchronised: the copy and the normalisation are done
-        if i >= warmup:
-            times.append(t - t_prev)
-        t_prev = t
+    timed = time_steps(device, feed, warmup, steps, on_empty=lambda: ArcbenchError(
+        "the training set gave no usable batch (every image bad?)", cfg.data.train_data))
+    times = timed.data
     batch = cfg.per_process_batch
-    out = step_stats(times, [0.0] * len(times), batch)
+    out = timed.figures(batch, host_wait=False)
     total = sum(times)
     rate = batch * len(times) / total if total > 0 else None
     workers = int(getattr(data, "workers", 0) or 0)

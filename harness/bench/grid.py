@@ -164,7 +164,7 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device, engine: str = "
     from ..inference.weights import inference_model
     from ..record.stats import peak_memory
     from ..registry import get_backbone
-    from ..record.stats import step_stats
+    from ..record.timed_steps import time_steps
 
     tdev = device.torch_device()
     spec = get_backbone(cfg.model.backbone)
@@ -184,21 +184,16 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device, engine: str = "
         raise ArcbenchError("--compile and amp apply to the torch engine, not onnxruntime")
     data = open_train_data(cfg.replace(synthetic_steps=warmup + steps), device, 0, 1, input_size=spec.input_size)
     device.reset_peak_memory()
-    dts, cts = [], []
     it = itertools.cycle(data) if cfg.data.train_data != "synthetic" else iter(data)
     it = DeviceFeed(it, device, channels_last=channels_last, overlap=False)  # timed as data: no overlap
-    with torch.inference_mode():
-        for i in range(warmup + steps):
-            t0 = device.timestamp()  # synchronize, then perf_counter: as the training loop times
-            x, _ = next(it)
-            t1 = device.timestamp()  # the host-to-device copy is data time, not compute
-            with device.autocast(cfg.amp):
-                model(x)
-            t2 = device.timestamp()
-            if i >= warmup:
-                dts.append(t1 - t0)
-                cts.append(t2 - t1)
-    out = step_stats(dts, cts, cfg.per_process_batch)
+
+    def embed(batch):
+        with device.autocast(cfg.amp):
+            model(batch[0])
+
+    with torch.inference_mode():  # the host-to-device copy is data time, not compute
+        timed = time_steps(device, it, warmup, steps, embed)
+    out = timed.figures(cfg.per_process_batch, host_wait=False)
     out.update(peak_memory(device), steps=warmup + steps, status="completed", train_set=data.name,
                synthetic=bool(getattr(data, "synthetic", False)))
     return out

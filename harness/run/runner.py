@@ -301,7 +301,7 @@ def evaluate_only(run: Run) -> dict:
     """The seed's ``--do_eval True``: verify given weights on every set, recorded as an eval run."""
     from ..record.plots import write_roc
     from .run_data import open_verification_sets
-    from ..verification.epoch import set_figures
+    from ..verification.epoch import headline_figures, set_figures
     from ..verification.evaluate import evaluate_weights
     from ..record.train_log import set_key
 
@@ -328,14 +328,13 @@ def evaluate_only(run: Run) -> dict:
     per_set = {v.name: set_figures(res, [[0, res["accuracy"], res["accuracy_std"]]]) for v, res in zip(vsets, results)}
     for fig in per_set.values():
         fig.pop("history")  # an eval run verifies once
+    figures = headline_figures(r)  # as a training run's summary names them
+    exact = {"lfw_accuracy_exact": figures.pop("lfw_accuracy_exact")} if "lfw_accuracy_exact" in figures else {}
+    accuracy = {k: figures.pop(k) for k in ("lfw_accuracy", "lfw_accuracy_std")}
     return dict(status="completed", reason=None, eval_set=vset.name, train_set=None,
-                weights=os.path.abspath(cfg.model.weights), lfw_accuracy=r["accuracy"],
-                lfw_accuracy_std=r["accuracy_std"], best_lfw_accuracy=r["accuracy"], val_at_far=r.get("val"),
-                auc=r.get("auc"), eer=r.get("eer"), eval_pairs=r.get("pairs_used"),
-                eval_pairs_skipped=r.get("pairs_skipped"), eval_ips=r.get("images_per_second"),
-                eval_sets=list(per_set), verification=per_set,
-                engine=r.get("engine"),
-                **({"lfw_accuracy_exact": r["accuracy_exact"]} if r.get("grid_unresolved") else {}))
+                weights=os.path.abspath(cfg.model.weights), **accuracy, best_lfw_accuracy=r["accuracy"], **figures,
+                eval_ips=r.get("images_per_second"), eval_sets=list(per_set), verification=per_set,
+                engine=r.get("engine"), **exact)
 from ..config import RunConfig
 
 

@@ -91,7 +91,7 @@ class _Process:
             self._set_up(local_rank)
             self._start(resume)
             if self.rank == 0:
-                restarts.note_restart(self.run_dir, self.trainer.global_step)
+                restarts.note_restart(self.run_dir, self.trainer.progress.global_step)
             self.ready = True
             results = self.trainer.run()
             results = _global_figures({**results, "card": self.device.index}, self.world_size)
@@ -101,15 +101,18 @@ class _Process:
             if self.rec:
                 from ..record.plots import write_plots
 
-                self.trainer.export_backbone()
-                write_plots(self.rec, self.trainer.history, self.trainer.last_eval)
+                tr = self.trainer
+                tr.checkpointer.export_backbone()
+                write_plots(self.rec, {**tr.metrics.history, **tr.verified.history}, tr.verified.last)
                 self.rec.log((), {k: v for k, v in results.items() if isinstance(v, (int, float)) and v is not None})
             return {"status": "completed", "reason": None, **self.data_info, **results}
         except KeyboardInterrupt as exc:
             # never overwrite a good checkpoint with a half-built or mid-step state; rank 0 writes the
             # checkpoint, the other ranks their own RNG streams beside it
             if self.trainer is not None and self.ready and not self.stop.hard:
-                self.trainer.save_checkpoint()
+                from ..train.checkpointer import SaveReason
+
+                self.trainer.checkpointer.save(SaveReason.INTERRUPT)
             exc.outcome = self._partial()
             raise
         except BaseException as exc:
@@ -157,8 +160,8 @@ class _Process:
         if last:
             _restore(self.trainer, last)
             if self.rank == 0 and not cfg.recording.quiet:
-                say(f"arcbench: resumed from {last} at epoch {self.trainer.epoch + 1}, "
-                    f"step {self.trainer.global_step}")
+                say(f"arcbench: resumed from {last} at epoch {self.trainer.progress.epoch + 1}, "
+                    f"step {self.trainer.progress.global_step}")
         elif cfg.model.weights:
             from ..inference.weights import load_backbone_weights
 

@@ -1,8 +1,10 @@
-"""Training checkpoints: everything needed to continue a run exactly.
+"""Training checkpoints on disk: the format, the RNG streams, and where they lie.
 
-Saved atomically (``checkpoints/last.pt`` plus one per epoch) and loaded
-with ``weights_only=True``: RNG states and numpy arrays are stored as plain
-tensors and lists so no arbitrary unpickling is ever needed.
+What goes in and comes back out is the business of
+:class:`arcbench.train.checkpointer.Checkpointer`.  Saved atomically
+(``checkpoints/last.pt`` plus one per epoch) and loaded with
+``weights_only=True``: RNG states and numpy arrays are stored as plain tensors
+and lists so no arbitrary unpickling is ever needed.
 """
 from __future__ import annotations
 
@@ -148,91 +150,3 @@ def saved_progress(run_dir: str) -> dict:
     losses = (state.get("history") or {}).get("loss") or []
     return {"steps": int(state["global_step"]), "epochs": int(state["epoch"]),
             "final_loss": float(losses[-1][1]) if losses else None}
-
-
-# ----------------------------------------------------------- a trainer's state
-
-def save_checkpoint(tr, tag: Optional[str] = None) -> None:
-    """Save a trainer's state: rank 0 writes ``last.pt`` (and ``<tag>.pt``), the other ranks their
-    own RNG streams.  With a sharded head every rank must call this at the same step (the full
-    state of the centres is gathered to rank 0 first)."""
-    import sys
-
-    head_full = None
-    if tr.face.head_sharded:
-        if tr.world_size > 1 and isinstance(sys.exc_info()[1], KeyboardInterrupt):
-            # called by rank 0 alone while an interrupt unwinds: gathering the centres would wait
-            # for ranks that are not there, so the last periodic checkpoint stays the one to resume
-            if tr.is_main and not tr.cfg.recording.quiet:
-                tr.log("arcbench: interrupted; the sharded head is checkpointed only at step "
-                       "boundaries all processes reach (--checkpoint-steps), so the last one is kept")
-            return
-        head_full = head_contract.full_state(tr.face.head, tr.optimizer)  # a collective
-    if not tr.is_main and tr.run_dir:
-        save_rank_rng(tr.run_dir, tr.rank, tr.global_step, tr.device)
-    if not (tr.is_main and tr.rec):
-        return
-    kwargs = dict(face_model=tr.face, head_full=head_full, optimizer=tr.optimizer, scheduler=tr.scheduler,
-                  scaler=tr.scaler, epoch=tr.epoch, step_in_epoch=tr.step_in_epoch, global_step=tr.global_step,
-                  best_accuracy=tr.best_accuracy, history=tr.history, device=tr.device, timing={
-                      "data": torch.tensor(tr.data_times, dtype=torch.float64),
-                      "compute": torch.tensor(tr.compute_times, dtype=torch.float64),
-                      "host_wait": torch.tensor(tr.host_wait_times, dtype=torch.float64),
-                      "samples": tr.samples}, epoch_loss=list(tr.epoch_loss))
-    save(tr.rec.path("checkpoints", "last.pt"), **kwargs)
-    if tag:
-        save(tr.rec.path("checkpoints", f"{tag}.pt"), **kwargs)
-
-
-def _load_head(tr, state: dict, path: str) -> None:
-    face = unwrap(tr.face)
-    head_full = state.get("head_full")
-    if face.head_sharded != (head_full is not None):
-        from ..errors import ArcbenchError
-
-        raise ArcbenchError(f"the checkpoint's head ({'sharded' if head_full is not None else 'not sharded'}) "
-                            f"does not match --head {tr.cfg.model.head}", path)
-    if head_full is None:
-        face.head.load_state_dict(state["head"])
-    tr.optimizer.load_state_dict(state["optimizer"])
-    if head_full is not None:
-        # after the optimizer: re-shards the centres and their per-row state (momentum)
-        # for this run's world size, whatever it was when saved
-        head_contract.load_full_state(face.head, head_full, tr.optimizer)
-
-
-def restore(tr, path: str) -> None:
-    """Put a trainer back where the checkpoint left it: weights, optimiser, schedule, position,
-    history, timed steps so far, and this rank's RNG streams (applied after the data skip)."""
-    tdev = tr.device.torch_device()
-    # straight onto this process's card (torch.load knows no host index: "cpu" for the host)
-    state = load(path, map_location=tdev if tdev.type != "cpu" else "cpu")
-    unwrap(tr.face).backbone.load_state_dict(state["backbone"])
-    _load_head(tr, state, path)
-    tr.scheduler.load_state_dict(state["scheduler"])
-    tr.scaler.load_state_dict(state["scaler"])
-    tr.epoch, tr.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
-    tr.global_step = int(state["global_step"])
-    tr.best_accuracy = state.get("best_accuracy")
-    tr.history = state.get("history") or tr.history
-    tr.epoch_loss = list(state.get("epoch_loss") or [0.0, 0])  # the epoch's running loss so far
-    own = load_rank_rng(tr.run_dir, tr.rank, tr.global_step)
-    if own is not None:  # this rank's own RNG streams, not rank 0's
-        state["rng"] = own
-    tr.resume_rng = state["rng"]
-    timing = state.get("timing") or {}
-    if "data" in timing:  # the timed steps of earlier segments (rank 0's; DDP ranks step in lock-step)
-        tr.data_times = timing["data"].tolist()
-        tr.compute_times = timing["compute"].tolist()
-        tr.host_wait_times = timing["host_wait"].tolist() if "host_wait" in timing else []
-        tr.samples = int(timing.get("samples", 0))
-    set_rng_state(state["rng"], tr.device)
-
-
-def export_backbone(tr) -> Optional[str]:
-    """``backbone.pth``: the trained backbone's plain state dict, for ``eval``/``verify``."""
-    if not (tr.is_main and tr.rec):
-        return None
-    path = tr.rec.path("backbone.pth")
-    atomic.torch_save(unwrap(tr.face).backbone.state_dict(), path)
-    return path

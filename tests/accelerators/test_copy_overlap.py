@@ -65,7 +65,7 @@ def _train(device_name, faces, steps=4):
         tr.face.backbone.register_forward_pre_hook(lambda *_: log.append(("forward", {})))
         with _Copies(log, runtime):
             tr.train_epoch()
-        assert tr.global_step == steps
+        assert tr.progress.global_step == steps
         return log
     finally:
         plugin_manager.unregister_plugin("tinyplugin")

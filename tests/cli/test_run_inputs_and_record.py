@@ -113,19 +113,15 @@ def test_bad_images_are_named_in_the_run_dir_and_on_screen(tmp_path):
 
 def test_eta_comes_from_the_median_step_after_warm_up():
     """A start-up of 30 s over the first 10 steps must not stretch the ETA of 100 quick steps."""
-    import time
-    from types import SimpleNamespace
+    from arcbench.record.timed_steps import TimedSteps
+    from arcbench.train.trainer import eta_message
 
-    from arcbench.train.trainer import Trainer
-
-    said = []
-    fake = SimpleNamespace(is_main=True, cfg=SimpleNamespace(recording=SimpleNamespace(quiet=True)),
-                           steps_this_process=10,
-                           _started=time.perf_counter() - 30.0, total_steps=110, global_step=10,
-                           data_times=[0.01] * 5, compute_times=[0.09, 0.09, 0.5, 0.09, 0.09], log=said.append)
-    fake.cfg.recording.quiet = False
-    Trainer._eta(fake, "epoch 1/2 done")
-    assert said and "about 10 s to go" in said[0], said
+    times = TimedSteps(warmup=5)  # 10 steps run, the first 5 warm-up
+    for n, compute in enumerate([3.0] * 5 + [0.09, 0.09, 0.5, 0.09, 0.09], start=1):
+        times.add(n, 0.01, compute)
+    said = eta_message("epoch 1/2 done", 30.0, steps_run=10, global_step=10, total_steps=110,
+                       median_step=times.median_step())
+    assert "about 10 s to go" in said, said
 
 
 @pytest.mark.slow

@@ -313,19 +313,19 @@ def test_an_interrupt_at_several_processes_keeps_the_last_checkpoint_without_gat
     (no interrupt) every rank gathers."""
     from types import SimpleNamespace
 
-    from arcbench.train.trainer import Trainer
+    from arcbench.train.checkpointer import Checkpointer, SaveReason
+    from arcbench.train.progress import Progress
 
     calls = []
     head = SimpleNamespace(full_state=lambda opt: calls.append("gather") or None)  # the head's hook
     said = []
-    fake = SimpleNamespace(face=SimpleNamespace(head_sharded=True, head=head), world_size=2, is_main=True,
-                           cfg=SimpleNamespace(recording=SimpleNamespace(quiet=False)), log=said.append,
-                           optimizer=None, rec=None, run_dir=None)
-    try:
-        raise KeyboardInterrupt("signal 2")
-    except KeyboardInterrupt:
-        Trainer.save_checkpoint(fake)
+    training = SimpleNamespace(face=SimpleNamespace(head_sharded=True, head=head), optimizer=None)
+
+    def checkpointer(rank):
+        return Checkpointer(training, {"progress": Progress()}, device=None, recorder=None, rank=rank, world_size=2,
+                            run_dir=None, log=said.append, quiet=False)
+
+    assert checkpointer(0).save(SaveReason.INTERRUPT) is False
     assert calls == [] and len(said) == 1 and "the last one is kept" in said[0]
-    fake.is_main = False  # a step boundary: every rank takes part in the gather
-    Trainer.save_checkpoint(fake)
+    checkpointer(1).save(SaveReason.STEP_INTERVAL)  # a step boundary: every rank takes part in the gather
     assert calls == ["gather"]

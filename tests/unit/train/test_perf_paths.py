@@ -130,11 +130,11 @@ def test_warm_up_is_excluded_per_process_start_not_per_global_step():
                         synthetic_steps=6, epochs=100, quiet=True, record=False, timing_warmup=2)
         tr = Trainer(cfg, dev, SyntheticBatches(4, num_classes=10, steps_per_epoch=6), recorder=None,
                      log=lambda *a: None)
-        tr.epoch, tr.global_step = 50, 300  # as if restored from a checkpoint
+        tr.progress.load_state_dict({"epoch": 50, "step_in_epoch": 0, "global_step": 300})  # as if restored
         tr.train_epoch()
-        assert tr.global_step == 306 and len(tr.compute_times) == len(tr.data_times) == 4
+        assert tr.progress.global_step == 306 and len(tr.metrics.times.compute) == len(tr.metrics.times.data) == 4
         tr.train_epoch()
-        assert len(tr.compute_times) == 10  # warm-up only once per process
+        assert len(tr.metrics.times.compute) == 10  # warm-up only once per process
     finally:
         plugin_manager.unregister_plugin("tinyplugin")
 
