@@ -52,8 +52,14 @@ def test_an_epoch_end_save_keeps_the_epoch_file_and_a_step_save_only_last(tiny, 
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 0, 3)
 
 
-class ShardedFace:
-    head_sharded, head = True, None
+class ShardedHead:
+    """A sharded head's full-state hook (the head contract), counting the gathers it is asked for."""
+
+    def __init__(self, gathers):
+        self.gathers = gathers
+
+    def full_state(self, optimizer):
+        self.gathers.append(1)
 
 
 def sharded(rank, said, gathers):
@@ -61,16 +67,14 @@ def sharded(rank, said, gathers):
 
     from arcbench.train.progress import Progress
 
-    training = types.SimpleNamespace(face=ShardedFace(), optimizer=None)
+    face = types.SimpleNamespace(head_sharded=True, head=ShardedHead(gathers))
+    training = types.SimpleNamespace(face=face, optimizer=None)
     return Checkpointer(training, {"progress": Progress()}, device=None, rank=rank, world_size=2, log=said.append)
 
 
-def test_an_interrupt_with_a_sharded_head_over_several_processes_saves_nothing(monkeypatch):
+def test_an_interrupt_with_a_sharded_head_over_several_processes_saves_nothing():
     """Told it is an interrupt, it must not gather (rank 0 is alone); told anything else, it gathers."""
-    from arcbench.plugins.heads import partial_fc_state
-
     gathers, said = [], []
-    monkeypatch.setattr(partial_fc_state, "full_state", lambda head, opt: gathers.append(1) or None)
     assert sharded(0, said, gathers).save(SaveReason.INTERRUPT) is False
     assert gathers == [] and len(said) == 1 and "the last one is kept" in said[0]
     for reason in (SaveReason.STEP_INTERVAL, SaveReason.EPOCH_END):
@@ -78,12 +82,9 @@ def test_an_interrupt_with_a_sharded_head_over_several_processes_saves_nothing(m
     assert gathers == [1, 1] and len(said) == 1
 
 
-def test_the_reason_is_what_counts_not_an_exception_in_flight(monkeypatch):
+def test_the_reason_is_what_counts_not_an_exception_in_flight():
     """A save at a step boundary reached while some exception is being handled still gathers."""
-    from arcbench.plugins.heads import partial_fc_state
-
     gathers, said = [], []
-    monkeypatch.setattr(partial_fc_state, "full_state", lambda head, opt: gathers.append(1) or None)
     try:
         raise KeyboardInterrupt("signal 2")
     except KeyboardInterrupt:
