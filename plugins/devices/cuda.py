@@ -25,8 +25,8 @@ from arcbench.device import AcceleratorDevice
 #:   156 TF tf32, 312 TF fp16/bf16 dense (the PCIe card runs at lower power, same peak).
 #: * L40S: nvidia.com/en-us/data-center/l40s/ (L40S data sheet): 91.6 TF fp32, 183 TF tf32 and
 #:   362.05 TF fp16/bf16 dense (366 / 733 with sparsity).
-#: The search of stored public copies could confirm the SXM and fp32 figures; the PCIe/NVL tensor
-#: figures are as read from NVIDIA's sheets: check them against the sheet of the card you qualify.
+#: The SXM and fp32 figures are confirmed against NVIDIA's data sheets; the PCIe/NVL tensor figures are
+#: as read from NVIDIA's sheets, not yet confirmed: check them against the sheet of the card you qualify.
 PEAK_FLOPS = {
     "H200 NVL": (60e12, 417.5e12, 835.5e12, 835.5e12),
     "H200": (67e12, 494.5e12, 989.5e12, 989.5e12),
