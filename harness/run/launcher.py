@@ -68,12 +68,14 @@ def launch(cfg: RunConfig, run_dir: str, resume: bool) -> dict:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import elastic_launch
 
+    from .signals import handlers_kept
     from .worker import worker_main
 
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.dist.nproc)))
     _quiet_torch_logs()
     try:
-        outputs = elastic_launch(launch_config(cfg.dist), worker_main)(cfg.to_dict(), run_dir, resume)
+        with handlers_kept():  # the agent's own handlers do not outlive the launch
+            outputs = elastic_launch(launch_config(cfg.dist), worker_main)(cfg.to_dict(), run_dir, resume)
     except ChildFailedError as exc:
         raise WorkersFailed(_failure_reason(exc), _all_interrupted(exc)) from None
     except SignalException as exc:  # Ctrl-C or SIGTERM reached the agent: it stopped the workers

@@ -14,6 +14,8 @@ import signal
 import time
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: what torch's elastic agent takes over while it runs workers (its TORCHELASTIC_SIGNALS_TO_HANDLE default)
+AGENT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT") if hasattr(signal, n))
 
 
 #: a repeat within this many seconds is the same Ctrl-C delivered twice: a terminal signals the
@@ -72,6 +74,24 @@ def stop_on_signals(request: StopRequest):
     previous = _install(request.handle)
     try:
         yield request
+    finally:
+        _put_back(previous)
+
+
+@contextlib.contextmanager
+def handlers_kept(signals=AGENT_SIGNALS):
+    """The handlers of ``signals`` as they were before the block, whatever the block installs.
+
+    torch's elastic agent installs handlers that raise and leaves them: a program that launched a
+    run in-process would keep them, and so would every process it forks later."""
+    previous = {}
+    for sig in signals:
+        try:
+            previous[sig] = signal.getsignal(sig)
+        except (ValueError, OSError):
+            pass
+    try:
+        yield
     finally:
         _put_back(previous)
 

@@ -61,3 +61,30 @@ def test_an_embedding_program_keeps_its_sigterm_handler_after_a_run(tmp_path):
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+@pytest.mark.slow
+def test_a_launched_run_leaves_the_callers_handlers_as_they_were(tmp_path):
+    """torch's elastic agent installs raising handlers for SIGTERM, SIGINT, SIGHUP and SIGQUIT; after a
+    2-process run launched from this process, the caller's own are back (and no forked worker of a
+    later pool inherits the agent's)."""
+    from arcbench.config import RunConfig
+    from arcbench.run.runner import execute
+    from testutil import free_port
+
+    def mine(signum, frame):
+        pass
+
+    watched = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    before = {sig: signal.signal(sig, mine) for sig in watched}
+    interrupt = signal.getsignal(signal.SIGINT)
+    try:
+        _, summary = execute(RunConfig(device="cpu", train_data="synthetic", synthetic_classes=4, synthetic_steps=2,
+                                       epochs=1, batch_size=4, nproc=2, master_port=free_port(), out=str(tmp_path),
+                                       quiet=True, eval_every=0, checkpoint_every=0))
+        assert summary["status"] == "completed" and summary["steps"] == 2 and summary["nproc"] == 2
+        assert all(signal.getsignal(sig) is mine for sig in watched), {s: signal.getsignal(s) for s in watched}
+        assert signal.getsignal(signal.SIGINT) is interrupt
+    finally:
+        for sig, old in before.items():
+            signal.signal(sig, old)
