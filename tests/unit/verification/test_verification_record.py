@@ -50,7 +50,7 @@ def test_the_verifier_decides_from_what_every_rank_knows(monkeypatch):
     from arcbench import registry
 
     monkeypatch.setattr(registry, "get_backbone", lambda name: SimpleNamespace(input_size=112, fold_bn=False))
-    v = EpochVerifier([SimpleNamespace(name="lfw")], SimpleNamespace(eval_every=2, backbone="x"), device=None)
+    v = EpochVerifier([SimpleNamespace(name="lfw")], SimpleNamespace(eval=SimpleNamespace(eval_every=2), model=SimpleNamespace(backbone="x")), device=None)
     assert [v.due(e, global_step=e * 10, total_steps=50) for e in (1, 2, 3, 4, 5)] == [False, True, False, True, True]
-    never = EpochVerifier([SimpleNamespace(name="lfw")], SimpleNamespace(eval_every=0, backbone="x"), device=None)
+    never = EpochVerifier([SimpleNamespace(name="lfw")], SimpleNamespace(eval=SimpleNamespace(eval_every=0), model=SimpleNamespace(backbone="x")), device=None)
     assert not never.due(5, 50, 50) and not never.done
