@@ -14,6 +14,7 @@ from typing import Optional
 from .config_sections import (AMP_DTYPES, COMPILE_MODES, DEFAULT_EPOCHS, DEFAULT_LR, EMBEDDED_EPOCHS,  # noqa: F401
                               EMBEDDED_LR, LR_LIMITS, NOMINAL_BATCH, DataConfig, DistConfig, EvalConfig,
                               ModelConfig, OptimConfig, RecordingConfig, ScheduleConfig, Section, _bad)
+from .errors import ArcbenchError
 
 #: RunConfig's sections: attribute name -> class, in validation order
 SECTIONS = {"dist": DistConfig, "schedule": ScheduleConfig, "optim": OptimConfig, "eval": EvalConfig,

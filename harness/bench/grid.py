@@ -166,7 +166,6 @@ def _eval_point(cfg: RunConfig, warmup: int, steps: int, device, engine: str = "
     from ..registry import get_backbone
     from ..record.timed_steps import time_steps
 
-    tdev = device.torch_device()
     spec = get_backbone(cfg.model.backbone)
     e = embedder(cfg.model.backbone, onnx_file if engine == "onnxruntime" else None, device, engine)
     channels_last = cfg.optim.channels_last and e.channels_last

@@ -335,7 +335,6 @@ def evaluate_only(run: Run) -> dict:
                 weights=os.path.abspath(cfg.model.weights), **accuracy, best_lfw_accuracy=r["accuracy"], **figures,
                 eval_ips=r.get("images_per_second"), eval_sets=list(per_set), verification=per_set,
                 engine=r.get("engine"), **exact)
-from ..config import RunConfig
 
 
 def check_inputs(cfg: RunConfig) -> None:

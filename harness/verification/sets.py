@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
 from ..data.synth import SYNTHETIC_FACES, synth_root
-from ..errors import ArcbenchError
 
 ImageSource = Union[str, bytes]
 

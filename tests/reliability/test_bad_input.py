@@ -514,3 +514,14 @@ def test_eval_batch_size_and_threshold_are_checked(faces, weights):
 def test_debug_shows_the_traceback(tmp_path):
     r = cli(["--debug"] + train_args(tmp_path / "runs", "--train-data", tmp_path / "nope"))
     assert r.returncode != 0 and "Traceback" in r.stderr and "ArcbenchError" in r.stderr
+
+
+def test_resuming_a_run_whose_config_json_is_torn_is_one_line(tmp_path):
+    """A config.json cut short (a disk filled up, an editor crashed) is one line naming the file."""
+    run = tmp_path / "runs" / "torn"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"mode": "train", "backbone": "mobilefacenet", "batch_s')
+    r = invoke(["run", "--resume", str(run)])
+    assert r.exit_code == 2, r.output
+    assert "cannot read run config" in r.output and "config.json" in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
